@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Test suite: creates or reuses .venv (dev/env.sh), then runs pytest. Extra args go to pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/dev/env.sh"
+cd "$ROOT"
+exec "$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider "$@" tests

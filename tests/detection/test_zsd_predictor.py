@@ -1,0 +1,101 @@
+"""ZSD box predictor: unseen columns masked in training, the three scoring modes, the baseline head."""
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.layers import ShapeSpec
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+import zsdet
+from zsdet.modeling import SemanticProjectionClassifier, ZSDOutputLayers
+
+CLASSES = ["a", "b", "c", "d"]
+UNSEEN = ["b", "d"]
+DATASET = "zsdet_test_predictor_split"
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    if DATASET not in DatasetCatalog.list():
+        DatasetCatalog.register(DATASET, lambda: [])
+        MetadataCatalog.get(DATASET).set(thing_classes=CLASSES, unseen_classes=UNSEEN,
+                                         class_embeddings=torch.eye(4).tolist())
+    c = get_cfg()
+    zsdet.add_zsdet_config(c)
+    c.DATASETS.TRAIN = (DATASET,)
+    c.MODEL.ROI_HEADS.NUM_CLASSES = 4
+    c.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = True
+    return c
+
+
+def predictor(cfg, **zsd):
+    c = cfg.clone()
+    for k, v in zsd.items():
+        setattr(c.MODEL.ZSD, k, v)
+    torch.manual_seed(0)
+    return ZSDOutputLayers(c, ShapeSpec(channels=8))
+
+
+def test_split_read_from_metadata(cfg):
+    p = predictor(cfg)
+    assert p.unseen_mask.tolist() == [False, True, False, True, False]
+    assert p.seen_mask.tolist() == [True, False, True, False, False]
+
+
+def test_unseen_columns_get_no_gradient_in_training(cfg):
+    p = predictor(cfg)
+    x = torch.randn(6, 8)
+    props = Instances((32, 32))
+    props.proposal_boxes = Boxes(torch.tensor([[0.0, 0, 10, 10]] * 6))
+    props.gt_boxes = Boxes(torch.tensor([[0.0, 0, 12, 12]] * 6))
+    props.gt_classes = torch.tensor([0, 2, 4, 0, 2, 4])
+    with EventStorage():
+        losses = p.losses(p(x), [props])
+    losses["loss_cls"].backward()
+    grad = p.cls_score.weight.grad
+    assert grad[[1, 3]].abs().sum() == 0 and grad[[0, 2, 4]].abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode,zero_cols", [("seen", [1, 3]), ("zsd", [0, 2]), ("gzsd", [])])
+def test_modes_zero_excluded_columns(cfg, mode, zero_cols):
+    p = predictor(cfg, MODE=mode)
+    scores = torch.randn(5, 5)
+    props = Instances((32, 32))
+    props.proposal_boxes = Boxes(torch.zeros(5, 4))
+    (probs,) = p.predict_probs((scores, None), [props])
+    torch.testing.assert_close(probs.sum(1), torch.ones(5))
+    assert (probs[:, zero_cols] == 0).all()
+    assert (probs[:, [c for c in range(5) if c not in zero_cols]] > 0).all()
+
+
+def test_gzsd_calibration_lowers_seen_scores(cfg):
+    scores = torch.randn(5, 5)
+    props = Instances((32, 32))
+    props.proposal_boxes = Boxes(torch.zeros(5, 4))
+    (plain,) = predictor(cfg, MODE="gzsd").predict_probs((scores, None), [props])
+    (calibrated,) = predictor(cfg, MODE="gzsd", SEEN_LOGIT_BIAS=2.0).predict_probs((scores, None), [props])
+    assert (calibrated[:, [0, 2]] < plain[:, [0, 2]]).all()
+    assert (calibrated[:, [1, 3]] > plain[:, [1, 3]]).all()
+
+
+def test_semantic_baseline_scores_by_cosine(cfg):
+    p = predictor(cfg, CLASSIFIER="semantic", SEMANTIC_TEMPERATURE=0.5)
+    assert isinstance(p.cls_score, SemanticProjectionClassifier)
+    logits, _ = p(torch.randn(3, 8))
+    assert logits.shape == (3, 5) and (logits.abs() <= 2.0 + 1e-5).all()  # |cos| / T
+
+
+def test_bad_mode_and_missing_agnostic_regression(cfg):
+    with pytest.raises(ValueError, match="MODEL.ZSD.MODE must be one of"):
+        predictor(cfg, MODE="unseen")
+    c = cfg.clone()
+    c.MODEL.ROI_HEADS.NAME = "ZSDROIHeads"
+    c.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+    c.MODEL.ROI_BOX_HEAD.NUM_FC = 1
+    c.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = False
+    c.MODEL.DEVICE = "cpu"
+    from detectron2.modeling import build_model
+
+    with pytest.raises(ValueError, match="CLS_AGNOSTIC_BBOX_REG"):
+        build_model(c)

@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Zero-shot detection with multi-label feature synthesis: the whole pipeline, stage by stage.
+
+    python tools/train_net.py --config-file configs/shapes/zsd_shapes_R18_FPN.yaml
+    python tools/train_net.py --config-file ... --stages features generator   # some stages only
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_zsd.pth
+
+Multi-GPU / multi-machine: ``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``
+(detectron2's ``launch``).
+"""
+import logging
+
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.modeling import build_model
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+import zsdet
+from zsdet.compat import check_config_supported
+from zsdet.engine import STAGES, ZSDPipeline, ZSDTrainer, load_detector_weights
+
+
+def setup(args):
+    cfg = get_cfg()
+    zsdet.add_zsdet_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if args.stages:
+        cfg.ZSD.STAGES = args.stages
+    cfg.freeze()
+    check_config_supported(cfg)
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="zsdet")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = build_model(cfg)
+        load_detector_weights(model, cfg.MODEL.WEIGHTS)
+        return ZSDTrainer.test(cfg, model)
+    return ZSDPipeline(cfg).run()
+
+
+def build_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=None,
+                        help="stages to run (default: cfg.ZSD.STAGES)")
+    return parser
+
+
+if __name__ == "__main__":
+    args = build_parser().parse_args()
+    logging.getLogger("zsdet").info("Command line arguments: %s", args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

@@ -1,0 +1,69 @@
+"""The seen / unseen class split of a zero-shot detection dataset, read from its metadata.
+
+Splits are data: a ZSD dataset's ``MetadataCatalog`` entry holds ``thing_classes`` (all classes in
+one stable index space), ``seen_classes`` and ``unseen_classes`` (names), and its class embeddings
+(``class_embeddings``: (K, a) nested list, or ``class_embeddings_file`` read with
+:func:`zsdet.data.embeddings.load_class_embeddings`).
+"""
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+import numpy as np
+from detectron2.data import MetadataCatalog
+
+
+@dataclass(frozen=True)
+class ZeroShotSplit:
+    """Class names and the contiguous ids of the seen and unseen classes.
+
+    ``class_names[i]`` is class i of the detector (background is index ``len(class_names)``).
+    """
+
+    class_names: Tuple[str, ...]
+    seen_ids: Tuple[int, ...]
+    unseen_ids: Tuple[int, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @classmethod
+    def from_names(cls, class_names: Sequence[str], unseen_classes: Sequence[str]) -> "ZeroShotSplit":
+        """Build a split; every unseen name must be one of ``class_names`` (else ``KeyError``)."""
+        index = {name: i for i, name in enumerate(class_names)}
+        missing = [name for name in unseen_classes if name not in index]
+        if missing:
+            raise KeyError(f"unseen classes {missing} are not among the dataset's thing_classes")
+        unseen = tuple(sorted(index[name] for name in unseen_classes))
+        seen = tuple(i for i in range(len(class_names)) if i not in set(unseen))
+        return cls(tuple(class_names), seen, unseen)
+
+    @classmethod
+    def from_dataset(cls, dataset_name: str) -> "ZeroShotSplit":
+        """Read the split from ``MetadataCatalog.get(dataset_name)``; no ``unseen_classes`` → all seen."""
+        meta = MetadataCatalog.get(dataset_name)
+        if not hasattr(meta, "thing_classes"):
+            raise KeyError(f"dataset {dataset_name!r} has no thing_classes in its metadata")
+        return cls.from_names(meta.thing_classes, getattr(meta, "unseen_classes", []))
+
+
+def class_embeddings_of(dataset_name: str) -> np.ndarray:
+    """Class embeddings (K, a) float32 of a ZSD dataset, rows in ``thing_classes`` order."""
+    meta = MetadataCatalog.get(dataset_name)
+    if hasattr(meta, "class_embeddings"):
+        emb = np.asarray(meta.class_embeddings, dtype=np.float32)
+    elif hasattr(meta, "class_embeddings_file"):
+        from .embeddings import load_class_embeddings
+
+        emb = load_class_embeddings(meta.class_embeddings_file, meta.thing_classes)
+    else:
+        raise KeyError(
+            f"dataset {dataset_name!r} has neither class_embeddings nor class_embeddings_file "
+            "in its metadata"
+        )
+    if emb.ndim != 2 or emb.shape[0] != len(meta.thing_classes):
+        raise ValueError(
+            f"class embeddings of {dataset_name!r} have shape {emb.shape}, expected "
+            f"({len(meta.thing_classes)}, a)"
+        )
+    return emb

@@ -1,0 +1,255 @@
+"""The zero-shot detection pipeline, stage by stage (``cfg.ZSD.STAGES``).
+
+1. ``detector``   seen-class Faster R-CNN (:class:`ZSDTrainer`)   -> ``model_final.pth``
+2. ``features``   RoI feature bank of the training images        -> ``roi_bank/``
+3./4. ``generator`` multi-label mixtures + CLF generator training  -> ``generator/``
+5./6. ``classifier`` synthesize unseen features, retrain the box classifier -> ``model_zsd.pth``
+   ``baseline``   semantic-projection classifier on seen features -> ``model_baseline.pth``
+7. ``evaluate``   ZSD / GZSD evaluation of both                  -> ``metrics.json``, tables, plots
+
+Every stage reads the previous stage's artifacts from ``cfg.OUTPUT_DIR`` and skips itself when
+its own artifact is complete, so a killed run restarts where it stopped (stages 1, 2 and 4 also
+resume from inside: detectron2 checkpoints, committed bank rows, generator epochs).
+"""
+import json
+import logging
+import os
+from typing import Dict, Iterable
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_test_loader
+from detectron2.evaluation import inference_on_dataset
+from detectron2.modeling import build_model
+from detectron2.utils import comm
+
+from ..data.feature_bank import FeatureBank, FeatureBankWriter, done_image_ids
+from ..data.mixtures import RoIMixtureSource, fuse_mixtures, sample_mixture_sets
+from ..data.zsd_split import ZeroShotSplit, class_embeddings_of
+from ..evaluation import ZSDEvaluator
+from ..modeling import RoIFeatureExtractor, SemanticProjectionClassifier
+from ..synthesis import LabelSets, SynthesisTrainer
+from .box_classifier import balanced_rows, fit_box_classifier, soft_targets
+from .checkpoints import CLASSIFIER_PREFIX, load_detector_weights, load_state_dict_file, save_atomic
+from .detection_trainer import ZSDTrainer
+from .zsd_report import format_results_table
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("detector", "features", "generator", "classifier", "baseline", "evaluate")
+# (result name, weights file, MODEL.ZSD.CLASSIFIER)
+METHODS = (("synthesis", "model_zsd.pth", "linear"), ("baseline", "model_baseline.pth", "semantic"))
+
+
+class ZSDPipeline:
+    """Runs the stages of ``cfg.ZSD.STAGES`` (or the ones given to :meth:`run`) in order."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.out = cfg.OUTPUT_DIR
+        self.train_set = cfg.DATASETS.TRAIN[0]
+        self.split = ZeroShotSplit.from_dataset(self.train_set)
+        self.bank_dir = os.path.join(self.out, "roi_bank")
+        self.generator_dir = os.path.join(self.out, "generator")
+        self.detector_weights = os.path.join(self.out, "model_final.pth")
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.out, name)
+
+    def run(self, stages: Iterable[str] = None) -> Dict:
+        stages = list(stages or self.cfg.ZSD.STAGES)
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; choose from {STAGES}")
+        results = {}
+        for stage in STAGES:
+            if stage in stages:
+                logger.info("=== stage %s ===", stage)
+                results[stage] = getattr(self, f"run_{stage}")()
+        return results
+
+    # ------------------------------------------------------------------ stage 1
+    def run_detector(self):
+        if os.path.isfile(self.detector_weights):
+            logger.info("seen detector exists: %s (delete it to retrain)", self.detector_weights)
+            return None
+        cfg = self._with(MODE="seen")
+        trainer = ZSDTrainer(cfg)
+        trainer.resume_or_load(resume=True)
+        return trainer.train()
+
+    # ------------------------------------------------------------------ stage 2
+    def run_features(self):
+        marker = os.path.join(self.bank_dir, "COMPLETE")
+        if os.path.isfile(marker):
+            logger.info("RoI feature bank complete: %s", self.bank_dir)
+            return None
+        cfg = self._with(MODE="seen")
+        detector = build_model(cfg)
+        load_detector_weights(detector, self.detector_weights)
+        f = cfg.ZSD.FEATURES
+        extractor = RoIFeatureExtractor(detector, fg_iou=f.FG_IOU, bg_iou=f.BG_IOU,
+                                        rois_per_image=f.ROIS_PER_IMAGE,
+                                        positive_fraction=f.POSITIVE_FRACTION, bg_per_fg=f.BG_PER_FG)
+        done = done_image_ids(self.bank_dir) if os.path.isdir(self.bank_dir) else set()
+        todo = [d for d in DatasetCatalog.get(self.train_set) if d["image_id"] not in done]
+        logger.info("RoI features: %d images to do, %d already in the bank", len(todo), len(done))
+        if todo:
+            # the training mapper (resize + flip, GT instances kept), as SUZOD extracts features
+            loader = build_detection_test_loader(todo, mapper=DatasetMapper(cfg, is_train=True))
+            writer = FeatureBankWriter(self.bank_dir, detector.roi_heads.box_head.output_shape.channels,
+                                       self.split.class_names, flush_every=f.FLUSH_EVERY)
+            inference_on_dataset(extractor, loader, writer)
+        if comm.is_main_process():
+            open(marker, "w").close()
+        comm.synchronize()
+        return None
+
+    # ------------------------------------------------------------------ stages 3-4
+    def _foreground(self, bank: FeatureBank):
+        """Foreground rows of the bank split by image into generator-train / validation rows."""
+        with_image = bank.image_ids
+        fg = np.nonzero(bank.labels < bank.num_classes)[0]
+        images = np.unique(with_image[fg])
+        rng = np.random.default_rng(self.cfg.SEED)
+        val_images = rng.choice(images, int(round(self.cfg.ZSD.FEATURES.VAL_FRACTION * len(images))),
+                                replace=False)
+        is_val = np.isin(with_image[fg], val_images)
+        return fg[~is_val], fg[is_val]
+
+    def _source(self, bank: FeatureBank, rows: np.ndarray) -> RoIMixtureSource:
+        m = self.cfg.ZSD.MIXTURES
+        return RoIMixtureSource(bank.load(rows), bank.labels[rows], bank.num_classes,
+                                mixture_ratio=m.RATIO, min_set_size=m.MIN_SET_SIZE,
+                                max_set_size=m.MAX_SET_SIZE)
+
+    def _synthesis_trainer(self, feature_dim: int) -> SynthesisTrainer:
+        emb = torch.from_numpy(class_embeddings_of(self.train_set))
+        return SynthesisTrainer.from_config(self.cfg, emb, feature_dim, self.generator_dir)
+
+    def run_generator(self):
+        bank = FeatureBank(self.bank_dir)
+        train_rows, val_rows = self._foreground(bank)
+        logger.info("generator: %d train / %d validation foreground RoIs", len(train_rows), len(val_rows))
+        trainer = self._synthesis_trainer(bank.feature_dim)
+        return trainer.fit(self._source(bank, train_rows),
+                           self._source(bank, val_rows) if len(val_rows) else None)
+
+    # ------------------------------------------------------------------ stages 5-6
+    def _real_training_set(self, bank: FeatureBank, rng: np.random.Generator, with_mixtures: bool):
+        """Real seen features (capped per class), background and mixtures as (x, soft targets)."""
+        c = self.cfg.ZSD.CLASSIFIER
+        k = bank.num_classes
+        fg = np.nonzero(bank.labels < k)[0]
+        cap = c.REAL_PER_CLASS or len(fg)
+        fg = fg[balanced_rows(bank.labels[fg], cap, rng)]
+        bg = np.nonzero(bank.labels == k)[0]
+        bg = rng.choice(bg, min(len(bg), int(c.BG_PER_FG * len(fg))), replace=False)
+        rows = np.sort(np.concatenate([fg, bg]))
+        x = torch.from_numpy(bank.load(rows))
+        labels = torch.from_numpy(bank.labels[rows])
+        y = torch.nn.functional.one_hot(labels, k + 1).float()
+        if with_mixtures and c.MIXTURE_RATIO > 0:
+            m = self.cfg.ZSD.MIXTURES
+            is_fg = labels < k
+            idx, mask = sample_mixture_sets(int(is_fg.sum()), int(c.MIXTURE_RATIO * is_fg.sum()),
+                                            m.MIN_SET_SIZE, m.MAX_SET_SIZE, rng)
+            mx, my = fuse_mixtures(x[is_fg], labels[is_fg], torch.from_numpy(idx),
+                                   torch.from_numpy(mask), k + 1)
+            x, y = torch.cat([x, mx]), torch.cat([y, my])
+        return x, y
+
+    def _save_with_classifier(self, classifier: torch.nn.Module, name: str) -> str:
+        """Detector weights with the box classifier replaced, written atomically to ``name``."""
+        merged = {k: v for k, v in load_state_dict_file(self.detector_weights).items()
+                  if not k.startswith(CLASSIFIER_PREFIX)}
+        merged.update({CLASSIFIER_PREFIX + k: v.detach().cpu() for k, v in classifier.state_dict().items()})
+        path = self.path(name)
+        save_atomic({"model": merged, "classifier_type": type(classifier).__name__}, path)
+        return path
+
+    def run_classifier(self):
+        if os.path.isfile(self.path("model_zsd.pth")):
+            logger.info("retrained detector exists: %s", self.path("model_zsd.pth"))
+            return None
+        if comm.is_main_process():
+            bank = FeatureBank(self.bank_dir)
+            rng = np.random.default_rng(self.cfg.SEED)
+            x, y = self._real_training_set(bank, rng, with_mixtures=True)
+            trainer = self._synthesis_trainer(bank.feature_dim)
+            trainer.load_best()
+            unseen = LabelSets.from_lists([[u] for u in self.split.unseen_ids], self.split.num_classes)
+            syn_x, syn_y = trainer.synthesize(unseen, self.cfg.ZSD.SYNTH_PER_CLASS, seed=self.cfg.SEED)
+            syn_y = torch.cat([syn_y.float(), torch.zeros(len(syn_y), 1)], dim=1)  # no background
+            x, y = torch.cat([x, syn_x.float().cpu()]), torch.cat([y, syn_y])
+            logger.info("box classifier: %d real + mixed, %d synthesized unseen features",
+                        len(x) - len(syn_x), len(syn_x))
+            c = self.cfg.ZSD.CLASSIFIER
+            classifier = torch.nn.Linear(bank.feature_dim, self.split.num_classes + 1)
+            stats = fit_box_classifier(classifier, x, soft_targets(y), epochs=c.EPOCHS,
+                                       batch_size=c.BATCH_SIZE, lr=c.LR, weight_decay=c.WEIGHT_DECAY,
+                                       seed=self.cfg.SEED)
+            self._save_with_classifier(classifier, "model_zsd.pth")
+            logger.info("box classifier trained: %s", stats)
+        comm.synchronize()
+        return None
+
+    def run_baseline(self):
+        if os.path.isfile(self.path("model_baseline.pth")):
+            logger.info("baseline detector exists: %s", self.path("model_baseline.pth"))
+            return None
+        if comm.is_main_process():
+            bank = FeatureBank(self.bank_dir)
+            rng = np.random.default_rng(self.cfg.SEED)
+            x, y = self._real_training_set(bank, rng, with_mixtures=False)
+            emb = torch.from_numpy(class_embeddings_of(self.train_set))
+            classifier = SemanticProjectionClassifier(bank.feature_dim, emb,
+                                                      self.cfg.MODEL.ZSD.SEMANTIC_TEMPERATURE)
+            c, b = self.cfg.ZSD.CLASSIFIER, self.cfg.ZSD.BASELINE
+            stats = fit_box_classifier(classifier, x, soft_targets(y), epochs=b.EPOCHS,
+                                       batch_size=c.BATCH_SIZE, lr=b.LR, seed=self.cfg.SEED)
+            self._save_with_classifier(classifier, "model_baseline.pth")
+            logger.info("baseline classifier trained: %s", stats)
+        comm.synchronize()
+        return None
+
+    # ------------------------------------------------------------------ stage 7
+    def evaluate_method(self, weights: str, classifier: str, name: str) -> Dict[str, Dict[str, float]]:
+        results = {}
+        for mode, dataset in (("zsd", self.cfg.ZSD.TEST_ZSD), ("gzsd", self.cfg.ZSD.TEST_GZSD)):
+            if not dataset:
+                continue
+            cfg = self._with(MODE=mode, CLASSIFIER=classifier)
+            model = build_model(cfg)
+            load_detector_weights(model, weights)
+            evaluator = ZSDEvaluator(dataset, os.path.join(self.out, "inference", f"{name}_{mode}"),
+                                     mode=mode)
+            results.update(inference_on_dataset(model, build_detection_test_loader(cfg, dataset), evaluator))
+        return results
+
+    def run_evaluate(self):
+        metrics = {}
+        for name, weights, classifier in METHODS:
+            if os.path.isfile(self.path(weights)):
+                metrics[name] = self.evaluate_method(self.path(weights), classifier, name)
+            else:
+                logger.warning("skipping %s: %s not found", name, self.path(weights))
+        if comm.is_main_process():
+            table = format_results_table(metrics)
+            print(table, flush=True)
+            with open(self.path("results_table.txt"), "w") as f:
+                f.write(table + "\n")
+            with open(self.path("metrics.json") + ".tmp", "w") as f:
+                json.dump(metrics, f, indent=2)
+            os.replace(self.path("metrics.json") + ".tmp", self.path("metrics.json"))
+        return metrics
+
+    def _with(self, **zsd_model_keys):
+        """A copy of the config with ``MODEL.ZSD`` keys overridden."""
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        for key, value in zsd_model_keys.items():
+            setattr(cfg.MODEL.ZSD, key, value)
+        cfg.freeze()
+        return cfg
+

@@ -1,0 +1,107 @@
+"""Presentation of evaluation results: metric key names, tables, JSON files and per-class bar charts.
+
+Per-class results travel as "records": one dict per class with the keys ``class``, ``split``
+("seen" / "unseen"), ``num_gt``, ``num_detections`` and one float (or None for classes without
+GT) per metric column, e.g. ``AP_iou0.5`` and ``recall@100_iou0.4``.
+"""
+import json
+import math
+import os
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from tabulate import tabulate
+
+__all__ = ["ap_key", "map_key", "recall_key", "format_summary_table", "format_per_class_table", "write_json",
+           "plot_per_class"]
+
+UNSEEN_COLOR = "tab:red"
+
+
+def ap_key(iou: float) -> str:
+    """Column name of AP at one IoU threshold, e.g. ``AP_iou0.5``."""
+    return f"AP_iou{iou:g}"
+
+
+def map_key(iou: float) -> str:
+    """Summary name of the class-mean AP at one IoU threshold, e.g. ``mAP_iou0.5``."""
+    return f"mAP_iou{iou:g}"
+
+
+def recall_key(max_dets: int, iou: float) -> str:
+    """Column name of Recall@max_dets at one IoU threshold, e.g. ``recall@100_iou0.4``."""
+    return f"recall@{max_dets}_iou{iou:g}"
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def format_summary_table(summary: Mapping[str, Mapping[str, float]]) -> str:
+    """Markdown table with one row per group (e.g. ``zsd`` or ``seen`` / ``unseen`` / ``hm``) and
+    one column per metric; ``summary[group][metric]`` in percent."""
+    groups = list(summary)
+    metrics = list(summary[groups[0]]) if groups else []
+    rows = [[g] + [_fmt(summary[g][m]) for m in metrics] for g in groups]
+    return tabulate(rows, headers=["group"] + metrics, tablefmt="pipe", stralign="right")
+
+
+def format_per_class_table(records: Sequence[Mapping], columns: Sequence[str]) -> str:
+    """Markdown table of per-class ``records`` (values in percent) for the metric ``columns``."""
+    rows = [[r["class"], r["split"], r["num_gt"], r["num_detections"]]
+            + [_fmt(r[c]) for c in columns] for r in records]
+    headers = ["class", "split", "#GT", "#det"] + list(columns)
+    return tabulate(rows, headers=headers, tablefmt="pipe", stralign="right")
+
+
+def write_json(path: str, payload) -> None:
+    """Write ``payload`` as indented JSON atomically (temporary file, then ``os.replace``).
+    NaN floats are written as ``null``."""
+    def clean(x):
+        if isinstance(x, float) and math.isnan(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(clean(payload), f, indent=2, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def plot_per_class(path: str, records: Sequence[Mapping], columns: Sequence[str],
+                   title: Optional[str] = None) -> None:
+    """Save a grouped bar chart (PNG) of the metric ``columns`` (percent) of each class with GT.
+
+    Unseen class names are drawn in red. Uses matplotlib's Agg canvas directly, so the global
+    backend is left untouched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown: List[Dict] = [r for r in records if r["num_gt"] > 0]
+    n, m = len(shown), len(columns)
+    fig = Figure(figsize=(max(6.0, 0.35 * n * max(m, 1) / 2 + 2), 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(m, 1)
+    for j, col in enumerate(columns):
+        xs = [i + (j - (m - 1) / 2) * width for i in range(n)]
+        ax.bar(xs, [r[col] or 0.0 for r in shown], width=width, label=col)
+    ax.set_xticks(range(n))
+    ax.set_xticklabels([r["class"] for r in shown], rotation=90, fontsize=8)
+    for tick, r in zip(ax.get_xticklabels(), shown):
+        if r["split"] == "unseen":
+            tick.set_color(UNSEEN_COLOR)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("%")
+    ax.set_title(title or "per-class results (unseen classes in red)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}.png"
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)

@@ -1,0 +1,287 @@
+"""``ZSDEvaluator``: zero-shot detection (ZSD) and generalized ZSD (GZSD) evaluation of detectron2
+model outputs with the SUZOD protocol (``docs/zsd_protocol.md`` section 10, :mod:`.zsd_metrics`)."""
+import copy
+import itertools
+import logging
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.structures import BoxMode
+from detectron2.utils import comm
+
+from .report import (
+    ap_key,
+    format_per_class_table,
+    format_summary_table,
+    map_key,
+    plot_per_class,
+    recall_key,
+    write_json,
+)
+from .zsd_metrics import ClassMetrics, Detections, GroundTruth, evaluate_detections, harmonic_mean, macro_mean
+
+__all__ = ["ZSDEvaluator"]
+
+MODES = ("zsd", "gzsd", "seen")
+RESULTS_JSON = "zsd_results.json"
+PER_CLASS_PNG = "zsd_per_class.png"
+
+
+class ZSDEvaluator(DatasetEvaluator):
+    """Recall@100 at several IoU thresholds and mAP at one IoU, per class and as macro means.
+
+    Modes (``mode``, default: the dataset metadata's ``zsd_mode``):
+
+    * ``"zsd"``: only unseen GT boxes count and only unseen-class detections are scored (seen
+      detections are dropped *before* the per-image top-k cut, as if the model scored unseen
+      classes only). Returns ``{"zsd": {...}}``.
+    * ``"gzsd"``: all GT and all detections; means over seen and over unseen classes and their
+      harmonic mean ``2SU/(S+U)``, for mAP and for each recall separately. Returns
+      ``{"gzsd": {...}}``.
+    * ``"seen"``: like ``"zsd"`` for the seen classes (the seen detector). Returns ``{"seen": {...}}``.
+
+    Returned metrics are percentages (0-100), like detectron2's ``COCOEvaluator``, NaN where a
+    group has no class with GT. Keys (with ``max_dets_per_image=100``, ``map_iou=0.5``):
+    ``recall@100_iou{t}`` for each ``t`` in ``iou_thresholds`` and ``mAP_iou0.5``; in GZSD each
+    key is prefixed with ``seen_``, ``unseen_`` and ``hm_``.
+
+    The evaluator keeps at most ``max_dets_per_image`` detections per image by score (over all
+    scored classes) even if the model returns more. Only images passed to :meth:`process` are
+    evaluated (as ``COCOEvaluator`` does). Boxes use detectron2's continuous coordinates
+    (``x2 = x + w``), not mmdet v1's "+1" convention. Crowd annotations (``iscrowd=1``) are ignore
+    boxes. On the main process, :meth:`evaluate` writes ``zsd_results.json`` (all per-class
+    numbers) and ``zsd_per_class.png`` into ``output_dir`` and logs both tables.
+    """
+
+    def __init__(
+        self,
+        dataset_name: str,
+        output_dir: Optional[str] = None,
+        *,
+        mode: Optional[str] = None,
+        iou_thresholds: Sequence[float] = (0.4, 0.5, 0.6),
+        map_iou: float = 0.5,
+        max_dets_per_image: int = 100,
+        distributed: bool = True,
+    ):
+        """
+        Args:
+            dataset_name: a name registered in ``DatasetCatalog`` whose metadata has
+                ``thing_classes`` (all classes), ``seen_classes`` and ``unseen_classes``.
+            output_dir: where the JSON and PNG go; None writes nothing.
+            mode: "zsd", "gzsd" or "seen"; None reads ``zsd_mode`` from the metadata.
+            iou_thresholds: IoU thresholds of Recall@max_dets_per_image.
+            map_iou: IoU threshold of mAP.
+            max_dets_per_image: detections kept per image (top by score).
+            distributed: gather predictions from all ranks to rank 0.
+        """
+        self._logger = logging.getLogger(__name__)
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+        self._recall_ious = tuple(float(t) for t in iou_thresholds)
+        self._map_iou = float(map_iou)
+        if int(max_dets_per_image) < 1:
+            raise ValueError(f"max_dets_per_image must be >= 1, got {max_dets_per_image}")
+        self._max_dets = int(max_dets_per_image)
+        meta = MetadataCatalog.get(dataset_name)
+        self._class_names = list(_meta_attr(meta, dataset_name, "thing_classes"))
+        self._is_unseen = _unseen_mask(meta, dataset_name, self._class_names)
+        self._mode = mode if mode is not None else _meta_attr(meta, dataset_name, "zsd_mode")
+        if self._mode not in MODES:
+            raise ValueError(f"ZSDEvaluator mode for {dataset_name!r} must be one of {MODES}, "
+                             f"got {self._mode!r}")
+        self.reset()
+
+    def reset(self):
+        self._predictions: List[Dict] = []
+
+    def process(self, inputs, outputs):
+        """Collect, per image, ``instances.pred_boxes`` (XYXY), ``scores`` and ``pred_classes`` as
+        numpy arrays; ``inputs[i]["image_id"]`` identifies the image."""
+        for inp, out in zip(inputs, outputs):
+            if "instances" not in out:
+                raise KeyError(f"model output for image {inp.get('image_id')!r} has no 'instances'")
+            inst = out["instances"].to("cpu")
+            self._predictions.append({
+                "image_id": inp["image_id"],
+                "boxes": inst.pred_boxes.tensor.numpy().astype(np.float32),
+                "scores": inst.scores.numpy().astype(np.float32),
+                "classes": inst.pred_classes.numpy().astype(np.int64),
+            })
+
+    def evaluate(self):
+        """Gather predictions on rank 0 and compute the metrics; other ranks return ``{}``."""
+        if self._distributed:
+            comm.synchronize()
+            predictions = list(itertools.chain(*comm.gather(self._predictions, dst=0)))
+            if not comm.is_main_process():
+                return {}
+        else:
+            predictions = self._predictions
+        if len(predictions) == 0:
+            self._logger.warning("[ZSDEvaluator] did not receive any prediction.")
+            return {}
+        index_of, gt = self._load_ground_truth()
+        dets = self._stack_predictions(predictions, index_of)
+        image_rows = np.array([index_of[p["image_id"]] for p in predictions], dtype=np.int64)
+        if image_rows.size < len(index_of):
+            self._logger.warning(
+                f"[ZSDEvaluator] {image_rows.size} of {len(index_of)} images of "
+                f"{self._dataset_name!r} were processed; evaluating those only.")
+        gt = gt.subset(np.isin(gt.image_ids, image_rows))
+        scored = self._scored_classes()
+        dets = dets.subset(scored[dets.classes])
+        gt = gt.subset(scored[gt.classes])
+        metrics = evaluate_detections(
+            dets, gt, len(self._class_names), self._recall_ious + (self._map_iou,), self._max_dets)
+        summary = self._summarize(metrics)
+        self._report(metrics, summary, scored)
+        flat = summary[self._mode] if self._mode != "gzsd" else {
+            f"{group}_{k}": v for group, row in summary.items() for k, v in row.items()}
+        return {self._mode: copy.deepcopy(flat)}
+
+    def _scored_classes(self) -> np.ndarray:
+        """(C,) bool: classes whose GT and detections enter the evaluation in this mode."""
+        if self._mode == "zsd":
+            return self._is_unseen.copy()
+        if self._mode == "seen":
+            return ~self._is_unseen
+        return np.ones_like(self._is_unseen)
+
+    def _load_ground_truth(self):
+        """Read the dataset's records: ({image_id: row}, GroundTruth with image_ids = rows)."""
+        records = DatasetCatalog.get(self._dataset_name)
+        index_of: Dict = {}
+        image_rows, boxes, classes, ignore, modes = [], [], [], [], []
+        for row, rec in enumerate(records):
+            image_id = rec["image_id"]
+            if image_id in index_of:
+                raise ValueError(f"dataset {self._dataset_name!r} has image_id {image_id!r} twice")
+            index_of[image_id] = row
+            for ann in rec.get("annotations", []):
+                cat = ann["category_id"]
+                if not 0 <= cat < len(self._class_names):
+                    raise ValueError(
+                        f"dataset {self._dataset_name!r}, image {rec.get('file_name', image_id)!r}: "
+                        f"category_id {cat} outside thing_classes (0..{len(self._class_names) - 1})")
+                image_rows.append(row)
+                boxes.append(ann["bbox"])
+                modes.append(ann.get("bbox_mode", BoxMode.XYWH_ABS))
+                classes.append(cat)
+                ignore.append(bool(ann.get("iscrowd", 0)))
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        modes = np.asarray([int(m) for m in modes], dtype=np.int64)
+        for mode in np.unique(modes):
+            mode = BoxMode(int(mode))
+            if mode not in (BoxMode.XYWH_ABS, BoxMode.XYXY_ABS):
+                raise ValueError(f"dataset {self._dataset_name!r}: bbox_mode {mode.name} is not "
+                                 "supported (use XYWH_ABS or XYXY_ABS)")
+            sel = modes == int(mode)
+            boxes[sel] = BoxMode.convert(boxes[sel], mode, BoxMode.XYXY_ABS)
+        return index_of, GroundTruth(image_rows, boxes, classes, ignore)
+
+    def _stack_predictions(self, predictions: List[Dict], index_of: Dict) -> Detections:
+        ids = [p["image_id"] for p in predictions]
+        unknown = [i for i in ids if i not in index_of]
+        if unknown:
+            raise KeyError(f"predictions for image_id(s) {unknown[:5]} not in dataset "
+                           f"{self._dataset_name!r}")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"an image was processed twice by the ZSDEvaluator of "
+                             f"{self._dataset_name!r}; call reset() between evaluations")
+        counts = [len(p["scores"]) for p in predictions]
+        dets = Detections(
+            image_ids=np.repeat([index_of[i] for i in ids], counts),
+            boxes=np.concatenate([p["boxes"] for p in predictions]),
+            scores=np.concatenate([p["scores"] for p in predictions]),
+            classes=np.concatenate([p["classes"] for p in predictions]),
+        )
+        bad = (dets.classes < 0) | (dets.classes >= len(self._class_names))
+        if bad.any():
+            raise ValueError(f"predicted class id {int(dets.classes[bad][0])} outside thing_classes "
+                             f"of {self._dataset_name!r} (0..{len(self._class_names) - 1})")
+        return dets
+
+    def _metric_columns(self):
+        recall_cols = [recall_key(self._max_dets, t) for t in self._recall_ious]
+        return ap_key(self._map_iou), recall_cols
+
+    def _summarize(self, metrics: ClassMetrics) -> Dict[str, Dict[str, float]]:
+        """{group: {metric: percent}} with groups (mode,) or ("seen", "unseen", "hm") for GZSD."""
+        def means(class_mask):
+            num_gt = np.where(class_mask, metrics.num_gt, 0)
+            row = {map_key(self._map_iou):
+                   100 * macro_mean(metrics.ap[metrics.row(self._map_iou)], num_gt)}
+            for t in self._recall_ious:
+                row[recall_key(self._max_dets, t)] = 100 * macro_mean(metrics.recall[metrics.row(t)],
+                                                                      num_gt)
+            return row
+
+        if self._mode != "gzsd":
+            return {self._mode: means(self._scored_classes())}
+        seen, unseen = means(~self._is_unseen), means(self._is_unseen)
+        hm = {k: harmonic_mean(seen[k], unseen[k]) for k in seen}
+        return {"seen": seen, "unseen": unseen, "hm": hm}
+
+    def _report(self, metrics: ClassMetrics, summary, scored: np.ndarray) -> None:
+        ap_col, recall_cols = self._metric_columns()
+        records = []
+        for c in np.flatnonzero(scored):
+            rec = {"class": self._class_names[c],
+                   "split": "unseen" if self._is_unseen[c] else "seen",
+                   "num_gt": int(metrics.num_gt[c]),
+                   "num_detections": int(metrics.num_detections[c]),
+                   ap_col: 100 * float(metrics.ap[metrics.row(self._map_iou), c])}
+            for t, col in zip(self._recall_ious, recall_cols):
+                rec[col] = 100 * float(metrics.recall[metrics.row(t), c])
+            records.append(rec)
+        columns = [ap_col] + recall_cols
+        self._logger.info(
+            f"ZSD evaluation ({self._mode}) of {self._dataset_name}, per class (%):\n"
+            + format_per_class_table(records, columns))
+        self._logger.info(f"ZSD evaluation ({self._mode}) of {self._dataset_name} (%):\n"
+                          + format_summary_table(summary))
+        if self._output_dir is None:
+            return
+        write_json(os.path.join(self._output_dir, RESULTS_JSON), {
+            "dataset": self._dataset_name,
+            "mode": self._mode,
+            "max_dets_per_image": self._max_dets,
+            "recall_iou_thresholds": list(self._recall_ious),
+            "map_iou": self._map_iou,
+            "units": "percent",
+            "summary": summary,
+            "per_class": records,
+        })
+        plot_per_class(os.path.join(self._output_dir, PER_CLASS_PNG), records, columns,
+                       title=f"{self._dataset_name} ({self._mode}); unseen classes in red")
+
+
+def _meta_attr(meta, dataset_name: str, key: str):
+    if not hasattr(meta, key):
+        raise KeyError(f"MetadataCatalog[{dataset_name!r}] has no {key!r}, needed by ZSDEvaluator")
+    return getattr(meta, key)
+
+
+def _unseen_mask(meta, dataset_name: str, class_names: List[str]) -> np.ndarray:
+    """(C,) bool, True for unseen classes; seen_classes and unseen_classes must partition
+    thing_classes."""
+    seen = list(_meta_attr(meta, dataset_name, "seen_classes"))
+    unseen = list(_meta_attr(meta, dataset_name, "unseen_classes"))
+    known = set(class_names)
+    for key, names in (("seen_classes", seen), ("unseen_classes", unseen)):
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise KeyError(f"{dataset_name!r}: {key} name(s) {missing} not in thing_classes")
+    both = sorted(set(seen) & set(unseen))
+    if both:
+        raise ValueError(f"{dataset_name!r}: class(es) {both} are both seen and unseen")
+    neither = [n for n in class_names if n not in set(seen) | set(unseen)]
+    if neither:
+        raise ValueError(f"{dataset_name!r}: thing_classes {neither} are neither seen nor unseen")
+    unseen_set = set(unseen)
+    return np.array([n in unseen_set for n in class_names], dtype=bool)

@@ -1,0 +1,139 @@
+"""Box predictor of the zero-shot detector: one classifier over all classes, three scoring modes.
+
+The classifier always has ``K + 1`` outputs (every class of the dataset's stable index space plus
+background, last), so the seen detector, the synthesis-retrained classifier and the
+semantic-projection baseline all index the same columns.
+
+* Training the seen detector (stage 1): unseen logits are masked out of the softmax, so unseen
+  columns receive no gradient (SUZOD instead lets them receive negative gradient only).
+* Box regression is class-agnostic (``MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG``, forced on):
+  it is learnt on seen boxes and applies unchanged to unseen detections, which replaces SUZOD's
+  substitution of the best-scoring seen class's deltas.
+* Inference (``MODEL.ZSD.MODE``): ``"seen"`` softmax over seen + background; ``"zsd"`` softmax
+  over unseen + background (seen classes never fire); ``"gzsd"`` softmax over all columns after
+  subtracting ``MODEL.ZSD.SEEN_LOGIT_BIAS`` from the seen logits (calibrated stacking; 0 = off).
+"""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling.roi_heads import FastRCNNOutputLayers
+
+from ..data.zsd_split import ZeroShotSplit, class_embeddings_of
+from .semantic_classifier import SemanticProjectionClassifier
+
+MODES = ("seen", "zsd", "gzsd")
+CLASSIFIERS = ("linear", "semantic")
+
+
+class ZSDOutputLayers(FastRCNNOutputLayers):
+    """``FastRCNNOutputLayers`` with seen/unseen-aware training and ZSD / GZSD scoring.
+
+    Args (besides the parent's):
+        unseen_class_ids: contiguous ids of the unseen classes.
+        mode: one of ``MODES``.
+        classifier: ``"linear"`` (``nn.Linear(d, K + 1)``) or ``"semantic"``
+            (:class:`SemanticProjectionClassifier`; needs ``class_embeddings``).
+        class_embeddings: (K, a) tensor, required for the semantic classifier.
+        semantic_temperature: T of the semantic classifier.
+        seen_logit_bias: subtracted from seen logits in ``"gzsd"`` mode.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape,
+        *,
+        unseen_class_ids: Sequence[int] = (),
+        mode: str = "gzsd",
+        classifier: str = "linear",
+        class_embeddings=None,
+        semantic_temperature: float = 0.05,
+        seen_logit_bias: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(input_shape, **kwargs)
+        if mode not in MODES:
+            raise ValueError(f"MODEL.ZSD.MODE must be one of {MODES}, got {mode!r}")
+        if classifier not in CLASSIFIERS:
+            raise ValueError(f"MODEL.ZSD.CLASSIFIER must be one of {CLASSIFIERS}, got {classifier!r}")
+        bad = [i for i in unseen_class_ids if not 0 <= i < self.num_classes]
+        if bad:
+            raise ValueError(f"unseen class ids {bad} outside [0, {self.num_classes})")
+        if classifier == "semantic":
+            if class_embeddings is None:
+                raise ValueError("MODEL.ZSD.CLASSIFIER='semantic' needs class embeddings")
+            emb = torch.as_tensor(class_embeddings, dtype=torch.float32)
+            if emb.shape[0] != self.num_classes:
+                raise ValueError(
+                    f"{emb.shape[0]} class embeddings for {self.num_classes} classes"
+                )
+            self.cls_score = SemanticProjectionClassifier(
+                self.cls_score.in_features, emb, semantic_temperature
+            )
+        unseen = torch.zeros(self.num_classes + 1, dtype=torch.bool)
+        unseen[list(unseen_class_ids)] = True
+        self.register_buffer("unseen_mask", unseen, persistent=False)
+        self.mode = mode
+        self.seen_logit_bias = seen_logit_bias
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        split = zsd_split_from_config(cfg)
+        ret.update(
+            unseen_class_ids=split.unseen_ids if split else (),
+            mode=cfg.MODEL.ZSD.MODE,
+            classifier=cfg.MODEL.ZSD.CLASSIFIER,
+            semantic_temperature=cfg.MODEL.ZSD.SEMANTIC_TEMPERATURE,
+            seen_logit_bias=cfg.MODEL.ZSD.SEEN_LOGIT_BIAS,
+        )
+        if cfg.MODEL.ZSD.CLASSIFIER == "semantic":
+            ret["class_embeddings"] = class_embeddings_of(_split_dataset(cfg))
+        return ret
+
+    @property
+    def seen_mask(self) -> torch.Tensor:
+        """(K + 1,) bool, True for seen classes (background excluded)."""
+        seen = ~self.unseen_mask
+        seen[-1] = False
+        return seen
+
+    def losses(self, predictions, proposals):
+        scores, deltas = predictions
+        # Stage-1 detector: unseen columns leave the softmax (no gradient reaches them).
+        scores = scores.masked_fill(self.unseen_mask, float("-inf"))
+        return super().losses((scores, deltas), proposals)
+
+    def mode_logits(self, scores: torch.Tensor) -> torch.Tensor:
+        """Logits (N, K + 1) with the columns the current mode excludes set to -inf."""
+        if self.mode == "seen":
+            return scores.masked_fill(self.unseen_mask, float("-inf"))
+        if self.mode == "zsd":
+            return scores.masked_fill(self.seen_mask, float("-inf"))
+        return scores - self.seen_logit_bias * self.seen_mask.to(scores.dtype)
+
+    def predict_probs(self, predictions, proposals):
+        scores, _ = predictions
+        probs = F.softmax(self.mode_logits(scores), dim=-1)
+        return probs.split([len(p) for p in proposals], dim=0)
+
+
+def _split_dataset(cfg) -> str:
+    if not cfg.DATASETS.TRAIN:
+        raise KeyError("DATASETS.TRAIN is empty: the ZSD split is read from its first dataset")
+    return cfg.DATASETS.TRAIN[0]
+
+
+def zsd_split_from_config(cfg):
+    """The :class:`ZeroShotSplit` of ``cfg.DATASETS.TRAIN[0]``, or None without a training set."""
+    if not cfg.DATASETS.TRAIN:
+        return None
+    split = ZeroShotSplit.from_dataset(_split_dataset(cfg))
+    if split.num_classes != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        raise ValueError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but dataset "
+            f"{cfg.DATASETS.TRAIN[0]!r} has {split.num_classes} thing_classes"
+        )
+    return split
