@@ -35,27 +35,27 @@ def test_every_key_documented():
 
 def test_yaml_merge_with_base(tmp_path):
     base = tmp_path / "base.yaml"
-    base.write_text(yaml.safe_dump({"ZSD": {"SYNTH_PER_CLASS": 7}, "MODEL": {"ZSD": {"MODE": "zsd"}}}))
+    base.write_text(yaml.safe_dump({"ZSD": {"FEATURES": {"BG_PER_FG": 7.0}}, "MODEL": {"ZSD": {"MODE": "zsd"}}}))
     leaf = tmp_path / "leaf.yaml"
     leaf.write_text(yaml.safe_dump({"_BASE_": "base.yaml", "ZSD": {"MIXTURES": {"RATIO": 0.1}}}))
     cfg = zsdet_cfg()
     cfg.merge_from_file(str(leaf))
-    assert cfg.ZSD.SYNTH_PER_CLASS == 7
+    assert cfg.ZSD.FEATURES.BG_PER_FG == 7.0
     assert cfg.MODEL.ZSD.MODE == "zsd"
     assert cfg.ZSD.MIXTURES.RATIO == 0.1
 
 
 def test_unknown_key_names_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"ZSD": {"SYNTH_PER_CLAS": 7}}))
-    with pytest.raises(KeyError, match="ZSD.SYNTH_PER_CLAS"):
+    bad.write_text(yaml.safe_dump({"ZSD": {"FEATURES": {"FG_IOUU": 0.5}}}))
+    with pytest.raises(KeyError, match="ZSD.FEATURES.FG_IOUU"):
         zsdet_cfg().merge_from_file(str(bad))
 
 
 def test_wrong_type_names_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"ZSD": {"SYNTH_PER_CLASS": "many"}}))
-    with pytest.raises(ValueError, match="ZSD.SYNTH_PER_CLASS"):
+    bad.write_text(yaml.safe_dump({"ZSD": {"FEATURES": {"FLUSH_EVERY": "many"}}}))
+    with pytest.raises(ValueError, match="ZSD.FEATURES.FLUSH_EVERY"):
         zsdet_cfg().merge_from_file(str(bad))
 
 

@@ -4,28 +4,25 @@
     python tools/train_net.py --config-file configs/shapes/zsd_shapes_R18_FPN.yaml
     python tools/train_net.py --config-file ... --stages features generator   # some stages only
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_zsd.pth
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_baseline.pth \
+        MODEL.ZSD.CLASSIFIER semantic
 
 Multi-GPU / multi-machine: ``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``
 (detectron2's ``launch``).
 """
 import logging
 
-from detectron2.config import get_cfg
+import zsdet  # first: applies the Pillow alias detectron2 v0.6 needs at import (zsdet.compat)
 from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.modeling import build_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-
-import zsdet
 from zsdet.compat import check_config_supported
-from zsdet.engine import STAGES, ZSDPipeline, ZSDTrainer, load_detector_weights
+from zsdet.config import get_zsdet_cfg
+from zsdet.engine import STAGES, ZSDPipeline
 
 
 def setup(args):
-    cfg = get_cfg()
-    zsdet.add_zsdet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_zsdet_cfg(args.config_file, args.opts)
     if args.stages:
         cfg.ZSD.STAGES = args.stages
     cfg.freeze()
@@ -37,10 +34,8 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
-    if args.eval_only:
-        model = build_model(cfg)
-        load_detector_weights(model, cfg.MODEL.WEIGHTS)
-        return ZSDTrainer.test(cfg, model)
+    if args.eval_only:  # ZSD on ZSD.TEST_ZSD and GZSD on ZSD.TEST_GZSD with MODEL.WEIGHTS
+        return ZSDPipeline(cfg).evaluate_and_report({"eval": (cfg.MODEL.WEIGHTS, cfg.MODEL.ZSD.CLASSIFIER)})
     return ZSDPipeline(cfg).run()
 
 

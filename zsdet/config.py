@@ -10,7 +10,10 @@ Namespaces (each key carries a one-line comment):
 An unknown key or a value of the wrong type in a YAML raises detectron2's ``KeyError`` /
 ``ValueError`` naming the key (see ``tests/test_config.py``).
 """
+from typing import Sequence
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 
 def add_zsdet_config(cfg: CN) -> CN:
@@ -25,11 +28,68 @@ def add_zsdet_config(cfg: CN) -> CN:
     return cfg
 
 
+def get_zsdet_cfg(config_file: str = "", opts: Sequence[str] = ()) -> CN:
+    """detectron2's defaults + zsdet's keys, merged with ``config_file`` then ``opts`` (unfrozen)."""
+    cfg = add_zsdet_config(get_cfg())
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
 def _add_synthesis_config(cfg: CN) -> None:
+    """``cfg.SYNTHESIS``: read by ``zsdet.synthesis.SynthesisSettings.from_config`` (defaults: paper, NUS-WIDE)."""
     cfg.SYNTHESIS = CN()
     s = cfg.SYNTHESIS
     s.FUSION = "clf"  # label-set fusion: "alf" (eq. 1), "flf" (eq. 2) or "clf" (eqs. 3-5)
-    s.GAN = "fclswgan"  # GAN family: "fclswgan" (WGAN-GP + classifier loss) or "fvaegan"
+    s.GAN = "fclswgan"  # GAN family: "fclswgan" (WGAN-GP + classifier loss, eqs. 6-7) or "fvaegan" (+ cond. VAE)
+    s.FEATURE_DIM = 0  # expected visual feature dim d; 0 = take it from the data, else a mismatch is an error
+    s.EMBED_DIM = 0  # expected class-embedding dim a; 0 = take it from the embeddings, else must match
+    s.NOISE_DIM = 0  # dim of the noise z (and of the VAE latent); 0 = the embedding dim a (paper)
+    s.GEN_HIDDEN = 4096  # hidden units of the generators G_a and G_f (two FC layers)
+    s.DISC_HIDDEN = 4096  # hidden units of the critic D(x, e_mu) (two FC layers)
+    s.ENC_HIDDEN = 4096  # hidden units of the f-VAEGAN encoder E(x, e_mu) (two FC layers)
+    s.CLF_HEADS = 8  # attention heads H of the CLF fusion block (d must be divisible by H)
+    s.CLF_FF_HIDDEN = 8192  # hidden units of the CLF residual sub-network f (eq. 4)
+    s.CLF_DROPOUT = 0.1  # dropout on CLF attention weights and on o (official code; the paper does not say)
+    s.OUTPUT_ACTIVATION = "sigmoid"  # generator output non-linearity: "sigmoid" (official; [0,1] features), "relu", "none"
+    s.FEATURE_SCALING = "minmax"  # "minmax": per-dim [0, 1] scaling fitted on training data (official), "none"
+    s.LR = 1e-4  # Adam learning rate of G, D and E
+    s.BETAS = (0.5, 0.999)  # Adam betas of G, D and E
+    s.CRITIC_ITERS = 5  # critic steps per generator step, each on a fresh real batch (WGAN-GP)
+    s.LAMBDA_GP = 10.0  # gradient-penalty coefficient lambda (eq. 6)
+    s.CLS_WEIGHT = 0.1  # alpha of eq. 7: weight of the seen classifier's BCE in the G loss (fclswgan only)
+    s.CLS_PRETRAIN_EPOCHS = 5  # epochs of the frozen seen classifier f_cls on real seen features (fclswgan only)
+    s.CLS_PRETRAIN_LR = 1e-3  # Adam learning rate of f_cls (fclswgan only)
+    s.CLS_PRETRAIN_BATCH_SIZE = 300  # batch size of f_cls (fclswgan only)
+    s.GAMMA_D = 10.0  # weight of the whole critic loss (fvaegan only; official NUS-WIDE gammaD)
+    s.GAMMA_G = 10.0  # weight of the adversarial term in the G/E loss (fvaegan only; official gammaG)
+    s.VAE_RECON = "bce"  # f-VAEGAN reconstruction loss: "bce" (official, needs sigmoid outputs) or "mse"
+    s.EPOCHS = 50  # training epochs; one epoch = CRITIC_ITERS passes over the data, about n / BATCH_SIZE G steps
+    s.BATCH_SIZE = 64  # real samples per critic / generator step (per GPU under DDP)
+    s.MAX_SET_SIZE = 10  # training samples with more positive labels are skipped (official N = 10); 0 = no limit
+    s.AMP_DTYPE = "none"  # autocast dtype for training and synthesis: "none" or "bfloat16" (CUDA, or CPU with AMX)
+    s.DEVICE = ""  # "" = CUDA when available (the local rank's GPU under DDP), else "cpu"; or e.g. "cpu", "cuda:1"
+    s.SEED = 3483  # seed of initialisation, data order, noise and the validation split (official NUS-WIDE seed)
+    s.RESUME = True  # continue from OUTPUT_DIR/last_checkpoint.pth when it exists
+    s.VAL_FRACTION = 0.1  # fraction of the seen training samples held out for model selection (0 = no selection)
+    s.VAL_MAX_SAMPLES = 5000  # at most this many held-out real features are scored each epoch
+    s.VAL_SYNTH_SETS = 2000  # training label sets synthesized (one feature each) for the validation probe
+    s.VAL_RIDGE = 0.1  # ridge of the validation probe (least-squares linear head), relative to the mean feature energy
+    s.PATIENCE = 10  # early stopping after this many epochs without a better validation mAP; 0 = never
+    s.SYNTH_BATCH_SIZE = 1024  # label sets per generator call when synthesizing
+    s.NUM_PER_CLASS = 250  # features synthesized per unseen class when each unseen class is a set alone
+    s.LABEL_SAMPLING = CN()
+    s.LABEL_SAMPLING.SEEN_FRACTION = 1.0  # share of real seen label sets copied as seen-only sets (official NUS-WIDE)
+    s.LABEL_SAMPLING.UNSEEN_FRACTION = 0.5  # share of real seen sets mapped wholly to their nearest unseen classes
+    s.LABEL_SAMPLING.MIXED_FRACTION = 0.5  # share of real seen sets mapped partly (seen + unseen sets)
+    s.LABEL_SAMPLING.MIXED_KEEP_SEEN = 0.5  # in mixed sets, fraction of labels kept seen (rest mapped to unseen)
+    s.LABEL_SAMPLING.ROUNDS = 1  # repetitions of the three draws (official syn_num)
+    s.CLASSIFIER = CN()
+    s.CLASSIFIER.EPOCHS = 50  # epochs of the final f_z / f_gz linear heads (paper: 50)
+    s.CLASSIFIER.BATCH_SIZE = 300  # batch size of the final heads (paper, NUS-WIDE: 300)
+    s.CLASSIFIER.LR = 1e-3  # Adam learning rate of the final heads (paper, NUS-WIDE: 1e-3)
+    s.CLASSIFIER.BETAS = (0.5, 0.999)  # Adam betas of the final heads (paper)
 
 
 def _add_zsd_model_config(cfg: CN) -> None:
@@ -63,8 +123,6 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.MIXTURES.MIN_SET_SIZE = 2  # smallest number of fused RoIs
     p.MIXTURES.MAX_SET_SIZE = 3  # largest number of fused RoIs
 
-    p.SYNTH_PER_CLASS = 250  # stage 5: synthesized features per unseen class
-
     p.CLASSIFIER = CN()  # stage 6: box-classifier retraining (seen + unseen + background)
     p.CLASSIFIER.EPOCHS = 10  # passes over the training features
     p.CLASSIFIER.BATCH_SIZE = 256  # features per step
@@ -80,6 +138,46 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
 
 
 def _add_mlzsl_config(cfg: CN) -> None:
+    """``cfg.MLZSL``: the classification benchmarks run by ``zsdet.engine.classification`` (generator
+    and final-classifier settings come from ``cfg.SYNTHESIS``)."""
     cfg.MLZSL = CN()
     m = cfg.MLZSL
-    m.BENCHMARK = "synthetic"  # "nus_wide", "open_images", "coco" or "synthetic"
+    m.BENCHMARK = "synthetic"  # "nus_wide", "open_images", "coco" or "synthetic" (generated, see MLZSL.SYNTHETIC)
+    m.MODE = "zsl"  # "zsl": ZSL + GZSL on a seen/unseen split; "standard": every label seen (paper Table 4)
+    m.DATA_ROOT = ""  # relative file paths below resolve against it; "" = $DETECTRON2_DATASETS or "datasets"
+    m.TRAIN_FILE = ""  # HDF5 seen-train set: features (n, d), labels (n, S) over the seen classes
+    m.ZSL_TEST_FILE = ""  # HDF5 ZSL test set, labels (n, U) over the unseen classes (mode "zsl")
+    m.GZSL_TEST_FILE = ""  # HDF5 GZSL test set, labels (n, S + U): seen then unseen classes (mode "zsl")
+    m.TEST_FILE = ""  # HDF5 test set of mode "standard", labels (n, S) over all (seen) classes
+    m.FEATURES_KEY = "features"  # HDF5 dataset of the features, e.g. VGG-19 FC7 (d = 4096)
+    m.LABELS_KEY = "labels"  # HDF5 dataset of the labels: {0, 1}, or {-1, 0, 1} with 0 = unknown
+    m.SEEN_CLASSES_FILE = ""  # seen class names, one per line, in label-column order
+    m.UNSEEN_CLASSES_FILE = ""  # unseen class names, one per line, in label-column order (mode "zsl")
+    m.EMBEDDINGS_FILE = ""  # class embeddings e(k): .tsv table, word-vector text, .npy, or NUS-WIDE pickle
+    m.EMBEDDINGS_FORMAT = "auto"  # "auto", "table", "word_vectors", "npy" or "nus_wide_pickle"
+    m.EMBEDDINGS_CLASS_LIST = ""  # row names of a .npy embedding file ("" = the <stem>.txt beside it)
+    m.EMBEDDINGS_NORMALIZE = "l2"  # row normalisation of e(k): "l2" (paper), "spectral" or "none"
+    m.NUS_WIDE_TAG_LIST = ""  # nus_wide_pickle: optional TagList1k.txt naming the pickle's 1000 tag rows
+    m.NUS_WIDE_CONCEPT_LIST = ""  # nus_wide_pickle: optional Concepts81.txt naming its 81 concept rows
+    m.TOP_K = [3, 5]  # K of P / R / F1 at top-K (paper: 3, 5 on NUS-WIDE and COCO; 10, 20 on Open Images)
+    m.AP_CONVENTION = "standard"  # mAP: "standard" (labels without positives skipped) or "official" (count as 0)
+    m.STREAM_MEMORY_MB = 256.0  # MiB of feature + label rows each streamed HDF5 reader may hold at once
+    m.STREAM_BLOCK_ROWS = 256  # rows per contiguous HDF5 read; unit of shuffling and of the validation split
+    m.SYNTH_LABEL_SETS = "both"  # label sets to synthesize: "singleton", "cooccurrence", "both" or "none"
+    m.PLOT_BASELINE_JSON = ""  # results.json of a baseline run: plot per-label AP change vs it (paper Fig. 4)
+    m.PLOT_TOP_N = 15  # Fig. 4 plot: number of labels with the largest gains and with the largest drops
+    m.SYNTHETIC = CN()
+    m.SYNTHETIC.DIR = ""  # where the generated benchmark is written / reused; "" = OUTPUT_DIR/synthetic_data
+    m.SYNTHETIC.NUM_SEEN = 40  # seen classes S
+    m.SYNTHETIC.NUM_UNSEEN = 10  # unseen classes U
+    m.SYNTHETIC.FEATURE_DIM = 512  # feature dimension d
+    m.SYNTHETIC.EMBED_DIM = 64  # class-embedding dimension a
+    m.SYNTHETIC.NUM_TRAIN = 6000  # seen-train images (no unseen label)
+    m.SYNTHETIC.NUM_ZSL_TEST = 1500  # ZSL test images (at least one unseen label)
+    m.SYNTHETIC.NUM_GZSL_TEST = 2000  # GZSL test images (any labels)
+    m.SYNTHETIC.MAX_LABELS = 3  # labels per image, uniform in [1, MAX_LABELS]
+    m.SYNTHETIC.NUM_TOPICS = 8  # co-occurrence topics (sparse class distributions)
+    m.SYNTHETIC.PROTOTYPE_NOISE = 0.3  # std of the class-specific part of a prototype (not predictable from e(k))
+    m.SYNTHETIC.FEATURE_NOISE = 1.0  # std of the per-image feature noise
+    m.SYNTHETIC.SIGNED_LABELS = False  # write negatives as -1 (signed layout) instead of 0
+    m.SYNTHETIC.SEED = 0  # seed of the generated data

@@ -95,7 +95,8 @@ def test_torch_and_bool_inputs_give_numpy_result():
     scores = rng.random((12, 4)).astype(np.float32)
     labels = rng.random((12, 4)) < 0.5
     expected = mean_average_precision(scores, labels.astype(int))
-    assert mean_average_precision(torch.from_numpy(scores), torch.from_numpy(labels)) == pytest.approx(expected)
+    got = mean_average_precision(torch.from_numpy(scores), torch.from_numpy(labels))
+    assert got == pytest.approx(expected)
     assert f1_at_k(torch.from_numpy(scores), torch.from_numpy(labels), 2) == pytest.approx(
         f1_at_k(scores, labels, 2))
 

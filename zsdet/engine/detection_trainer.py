@@ -4,12 +4,25 @@ import os
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
 from ..evaluation import ZSDEvaluator
 
 
+TRAINING_METRICS = "detector_metrics.json"
+
+
 class ZSDTrainer(DefaultTrainer):
-    """Stage-1 trainer; evaluators are chosen by each test set's ``evaluator_type``."""
+    """Stage-1 trainer; evaluators are chosen by each test set's ``evaluator_type``.
+
+    Training metrics go to ``detector_metrics.json`` (JSON lines) and TensorBoard, so that the
+    pipeline's final ``metrics.json`` in the same folder holds only the ZSD / GZSD figures.
+    """
+
+    def build_writers(self):
+        out = self.cfg.OUTPUT_DIR
+        return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(out, TRAINING_METRICS)),
+                TensorboardXWriter(out)]
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

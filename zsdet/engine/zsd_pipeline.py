@@ -179,7 +179,7 @@ class ZSDPipeline:
             trainer = self._synthesis_trainer(bank.feature_dim)
             trainer.load_best()
             unseen = LabelSets.from_lists([[u] for u in self.split.unseen_ids], self.split.num_classes)
-            syn_x, syn_y = trainer.synthesize(unseen, self.cfg.ZSD.SYNTH_PER_CLASS, seed=self.cfg.SEED)
+            syn_x, syn_y = trainer.synthesize(unseen, self.cfg.SYNTHESIS.NUM_PER_CLASS, seed=self.cfg.SEED)
             syn_y = torch.cat([syn_y.float(), torch.zeros(len(syn_y), 1)], dim=1)  # no background
             x, y = torch.cat([x, syn_x.float().cpu()]), torch.cat([y, syn_y])
             logger.info("box classifier: %d real + mixed, %d synthesized unseen features",
@@ -228,12 +228,17 @@ class ZSDPipeline:
         return results
 
     def run_evaluate(self):
-        metrics = {}
-        for name, weights, classifier in METHODS:
-            if os.path.isfile(self.path(weights)):
-                metrics[name] = self.evaluate_method(self.path(weights), classifier, name)
-            else:
-                logger.warning("skipping %s: %s not found", name, self.path(weights))
+        methods = {name: (self.path(weights), classifier) for name, weights, classifier in METHODS
+                   if os.path.isfile(self.path(weights))}
+        missing = [weights for _, weights, _ in METHODS if not os.path.isfile(self.path(weights))]
+        if missing:
+            logger.warning("not evaluated (run their stages first): %s", missing)
+        return self.evaluate_and_report(methods)
+
+    def evaluate_and_report(self, methods: Dict[str, tuple]) -> Dict:
+        """Evaluate ``{name: (weights file, MODEL.ZSD.CLASSIFIER)}``; print the table, write metrics.json."""
+        metrics = {name: self.evaluate_method(weights, classifier, name)
+                   for name, (weights, classifier) in methods.items()}
         if comm.is_main_process():
             table = format_results_table(metrics)
             print(table, flush=True)

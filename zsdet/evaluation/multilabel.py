@@ -1,4 +1,4 @@
-"""Multi-label classification metrics: per-label AP, mAP and "overall" F1 / precision / recall at top-K.
+"""Multi-label classification metrics: per-label AP, mAP, "overall" F1 / P / R at top-K.
 
 All functions take ``scores`` and ``labels`` of shape ``(n_images, n_classes)`` as numpy arrays or
 torch tensors (any device) and return values in ``[0, 1]``.
@@ -21,6 +21,8 @@ import torch
 __all__ = ["average_precision_per_label", "mean_average_precision", "mean_of_label_aps", "f1_at_k"]
 
 CONVENTIONS = ("standard", "official")
+# Entries processed at once: keeps temporaries small for NUS-WIDE-sized inputs (84k x 1006).
+_CHUNK_ELEMENTS = 1 << 21
 
 
 def as_numpy(x) -> np.ndarray:
@@ -33,18 +35,20 @@ def as_numpy(x) -> np.ndarray:
 
 
 def _check_inputs(scores, labels) -> Tuple[np.ndarray, np.ndarray]:
-    """Return ``(scores float64 (n, C), labels int8 (n, C))`` or raise ``ValueError``."""
+    """Return ``(scores float (n, C), labels int8 (n, C))`` or raise ``ValueError``."""
     s = as_numpy(scores)
     y = as_numpy(labels)
     if s.ndim != 2 or y.ndim != 2:
         raise ValueError(
-            f"scores and labels must be 2-d (n_images, n_classes); got shapes {s.shape} and {y.shape}"
+            "scores and labels must be 2-d (n_images, n_classes); "
+            f"got shapes {s.shape} and {y.shape}"
         )
     if s.shape != y.shape:
         raise ValueError(f"scores shape {s.shape} does not match labels shape {y.shape}")
     if s.size == 0:
         raise ValueError(f"empty input: scores/labels have shape {s.shape}")
-    s = s.astype(np.float64, copy=False)
+    if not np.issubdtype(s.dtype, np.floating):
+        s = s.astype(np.float64)
     if np.isnan(s).any():
         rows, cols = np.nonzero(np.isnan(s))
         raise ValueError(
@@ -52,7 +56,7 @@ def _check_inputs(scores, labels) -> Tuple[np.ndarray, np.ndarray]:
         )
     if y.dtype == bool:
         y = y.astype(np.int8)
-    bad = ~np.isin(y, (-1, 0, 1))
+    bad = (y != 1) & (y != 0) & (y != -1)
     if bad.any():
         rows, cols = np.nonzero(bad)
         raise ValueError(
@@ -100,28 +104,33 @@ def average_precision_per_label(
     """
     s, y = _check_inputs(scores, labels)
     ignore = _resolve_ignore_zero(convention, ignore_zero)
+    step = max(1, _CHUNK_ELEMENTS // s.shape[0])  # columns per block: bounds temporary memory
+    ap = np.concatenate([_ap_of_columns(s[:, j:j + step], y[:, j:j + step], ignore)
+                         for j in range(0, s.shape[1], step)])
+    return np.where(np.isnan(ap) & (convention == "official"), 0.0, ap)
+
+
+def _ap_of_columns(s: np.ndarray, y: np.ndarray, ignore_zero: bool) -> np.ndarray:
+    """AP of each column of ``s`` (n, c) / ``y`` (n, c); NaN for columns without positive."""
     order = np.argsort(-s, axis=0, kind="stable")
     s_sorted = np.take_along_axis(s, order, axis=0)
     y_sorted = np.take_along_axis(y, order, axis=0)
     is_pos = y_sorted == 1
-    counted = (y_sorted != 0) if ignore else np.ones_like(is_pos)
+    counted = (y_sorted != 0) if ignore_zero else np.ones_like(is_pos)
     cum_tp = np.cumsum(is_pos, axis=0)
     cum_counted = np.cumsum(counted, axis=0)
     # Each item takes the precision reached at the end of its tie group (last index with its score).
     n = s.shape[0]
     last_of_group = np.ones_like(is_pos)
     last_of_group[:-1] = s_sorted[:-1] != s_sorted[1:]
-    row = np.broadcast_to(np.arange(n)[:, None], s.shape)
-    end_idx = np.where(last_of_group, row, n)
+    end_idx = np.where(last_of_group, np.arange(n)[:, None], n)
     end_idx = np.minimum.accumulate(end_idx[::-1], axis=0)[::-1]
     tp_at_end = np.take_along_axis(cum_tp, end_idx, axis=0)
     counted_at_end = np.take_along_axis(cum_counted, end_idx, axis=0)
     precision = tp_at_end / np.maximum(counted_at_end, 1)
     num_pos = is_pos.sum(axis=0)
     ap_sum = (precision * is_pos).sum(axis=0)
-    has_pos = num_pos > 0
-    missing = 0.0 if convention == "official" else np.nan
-    return np.where(has_pos, ap_sum / np.maximum(num_pos, 1), missing)
+    return np.where(num_pos > 0, ap_sum / np.maximum(num_pos, 1), np.nan)
 
 
 def mean_average_precision(
@@ -177,9 +186,12 @@ def f1_at_k(scores, labels, k: int) -> Tuple[float, float, float]:
     num_pos = int((y == 1).sum())
     if num_pos == 0:
         raise ValueError("F1@K is undefined: labels contain no positive entry (label 1)")
-    top = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    tp = int((np.take_along_axis(y, top, axis=1) == 1).sum())
-    precision = tp / top.size
+    step = max(1, _CHUNK_ELEMENTS // s.shape[1])  # rows per block: bounds temporary memory
+    tp = 0
+    for i in range(0, s.shape[0], step):
+        top = np.argsort(-s[i:i + step], axis=1, kind="stable")[:, :k]
+        tp += int((np.take_along_axis(y[i:i + step], top, axis=1) == 1).sum())
+    precision = tp / (s.shape[0] * k)
     recall = tp / num_pos
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return float(f1), float(precision), float(recall)

@@ -1,4 +1,4 @@
-"""Presentation of evaluation results: metric key names, tables, JSON files and per-class bar charts.
+"""Presentation of evaluation results: metric key names, tables, JSON files, per-class bar charts.
 
 Per-class results travel as "records": one dict per class with the keys ``class``, ``split``
 ("seen" / "unseen"), ``num_gt``, ``num_detections`` and one float (or None for classes without
@@ -11,10 +11,11 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from tabulate import tabulate
 
-__all__ = ["ap_key", "map_key", "recall_key", "format_summary_table", "format_per_class_table", "write_json",
-           "plot_per_class"]
+__all__ = ["ap_key", "map_key", "recall_key", "format_summary_table", "format_per_class_table",
+           "write_json", "plot_per_class"]
 
 UNSEEN_COLOR = "tab:red"
+BAR_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:gray")
 
 
 def ap_key(iou: float) -> str:
@@ -33,7 +34,8 @@ def recall_key(max_dets: int, iou: float) -> str:
 
 
 def _fmt(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    return "-" if missing else f"{value:.2f}"
 
 
 def format_summary_table(summary: Mapping[str, Mapping[str, float]]) -> str:
@@ -42,7 +44,7 @@ def format_summary_table(summary: Mapping[str, Mapping[str, float]]) -> str:
     groups = list(summary)
     metrics = list(summary[groups[0]]) if groups else []
     rows = [[g] + [_fmt(summary[g][m]) for m in metrics] for g in groups]
-    return tabulate(rows, headers=["group"] + metrics, tablefmt="pipe", stralign="right")
+    return tabulate(rows, headers=["group"] + metrics, tablefmt="pipe", disable_numparse=True)
 
 
 def format_per_class_table(records: Sequence[Mapping], columns: Sequence[str]) -> str:
@@ -50,7 +52,7 @@ def format_per_class_table(records: Sequence[Mapping], columns: Sequence[str]) -
     rows = [[r["class"], r["split"], r["num_gt"], r["num_detections"]]
             + [_fmt(r[c]) for c in columns] for r in records]
     headers = ["class", "split", "#GT", "#det"] + list(columns)
-    return tabulate(rows, headers=headers, tablefmt="pipe", stralign="right")
+    return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
 
 
 def write_json(path: str, payload) -> None:
@@ -76,30 +78,34 @@ def plot_per_class(path: str, records: Sequence[Mapping], columns: Sequence[str]
                    title: Optional[str] = None) -> None:
     """Save a grouped bar chart (PNG) of the metric ``columns`` (percent) of each class with GT.
 
-    Unseen class names are drawn in red. Uses matplotlib's Agg canvas directly, so the global
-    backend is left untouched.
+    Unseen classes have red names and a light red background. Uses matplotlib's Agg canvas
+    directly, so the global backend is left untouched.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     shown: List[Dict] = [r for r in records if r["num_gt"] > 0]
     n, m = len(shown), len(columns)
-    fig = Figure(figsize=(max(6.0, 0.35 * n * max(m, 1) / 2 + 2), 4.5), dpi=100)
+    fig = Figure(figsize=(max(6.0, 0.2 * n * max(m, 1) + 3), 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(m, 1)
     for j, col in enumerate(columns):
         xs = [i + (j - (m - 1) / 2) * width for i in range(n)]
-        ax.bar(xs, [r[col] or 0.0 for r in shown], width=width, label=col)
+        ax.bar(xs, [r[col] or 0.0 for r in shown], width=width, label=col,
+               color=BAR_COLORS[j % len(BAR_COLORS)])
     ax.set_xticks(range(n))
     ax.set_xticklabels([r["class"] for r in shown], rotation=90, fontsize=8)
     for tick, r in zip(ax.get_xticklabels(), shown):
         if r["split"] == "unseen":
             tick.set_color(UNSEEN_COLOR)
+            ax.axvspan(tick.get_position()[0] - 0.5, tick.get_position()[0] + 0.5,
+                       color=UNSEEN_COLOR, alpha=0.08, lw=0)
+    ax.set_xlim(-0.5, n - 0.5)
     ax.set_ylim(0, 100)
     ax.set_ylabel("%")
     ax.set_title(title or "per-class results (unseen classes in red)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}.png"

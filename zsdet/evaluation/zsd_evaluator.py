@@ -21,7 +21,14 @@ from .report import (
     recall_key,
     write_json,
 )
-from .zsd_metrics import ClassMetrics, Detections, GroundTruth, evaluate_detections, harmonic_mean, macro_mean
+from .zsd_metrics import (
+    ClassMetrics,
+    Detections,
+    GroundTruth,
+    evaluate_detections,
+    harmonic_mean,
+    macro_mean,
+)
 
 __all__ = ["ZSDEvaluator"]
 
@@ -41,7 +48,8 @@ class ZSDEvaluator(DatasetEvaluator):
     * ``"gzsd"``: all GT and all detections; means over seen and over unseen classes and their
       harmonic mean ``2SU/(S+U)``, for mAP and for each recall separately. Returns
       ``{"gzsd": {...}}``.
-    * ``"seen"``: like ``"zsd"`` for the seen classes (the seen detector). Returns ``{"seen": {...}}``.
+    * ``"seen"``: like ``"zsd"`` for the seen classes (the seen detector). Returns
+      ``{"seen": {...}}``.
 
     Returned metrics are percentages (0-100), like detectron2's ``COCOEvaluator``, NaN where a
     group has no class with GT. Keys (with ``max_dets_per_image=100``, ``map_iou=0.5``):
@@ -100,8 +108,9 @@ class ZSDEvaluator(DatasetEvaluator):
         self._predictions: List[Dict] = []
 
     def process(self, inputs, outputs):
-        """Collect, per image, ``instances.pred_boxes`` (XYXY), ``scores`` and ``pred_classes`` as
-        numpy arrays; ``inputs[i]["image_id"]`` identifies the image."""
+        """Collect, per image, ``instances.pred_boxes`` (XYXY_ABS in original image pixels),
+        ``scores`` and ``pred_classes`` (contiguous ids into ``thing_classes``) as numpy arrays;
+        ``inputs[i]["image_id"]`` identifies the image."""
         for inp, out in zip(inputs, outputs):
             if "instances" not in out:
                 raise KeyError(f"model output for image {inp.get('image_id')!r} has no 'instances'")
@@ -166,8 +175,9 @@ class ZSDEvaluator(DatasetEvaluator):
                 cat = ann["category_id"]
                 if not 0 <= cat < len(self._class_names):
                     raise ValueError(
-                        f"dataset {self._dataset_name!r}, image {rec.get('file_name', image_id)!r}: "
-                        f"category_id {cat} outside thing_classes (0..{len(self._class_names) - 1})")
+                        f"dataset {self._dataset_name!r}, image "
+                        f"{rec.get('file_name', image_id)!r}: category_id {cat} outside "
+                        f"thing_classes (0..{len(self._class_names) - 1})")
                 image_rows.append(row)
                 boxes.append(ann["bbox"])
                 modes.append(ann.get("bbox_mode", BoxMode.XYWH_ABS))
@@ -202,8 +212,9 @@ class ZSDEvaluator(DatasetEvaluator):
         )
         bad = (dets.classes < 0) | (dets.classes >= len(self._class_names))
         if bad.any():
-            raise ValueError(f"predicted class id {int(dets.classes[bad][0])} outside thing_classes "
-                             f"of {self._dataset_name!r} (0..{len(self._class_names) - 1})")
+            raise ValueError(f"predicted class id {int(dets.classes[bad][0])} outside "
+                             f"thing_classes of {self._dataset_name!r} "
+                             f"(0..{len(self._class_names) - 1})")
         return dets
 
     def _metric_columns(self):
@@ -217,8 +228,8 @@ class ZSDEvaluator(DatasetEvaluator):
             row = {map_key(self._map_iou):
                    100 * macro_mean(metrics.ap[metrics.row(self._map_iou)], num_gt)}
             for t in self._recall_ious:
-                row[recall_key(self._max_dets, t)] = 100 * macro_mean(metrics.recall[metrics.row(t)],
-                                                                      num_gt)
+                recall = metrics.recall[metrics.row(t)]
+                row[recall_key(self._max_dets, t)] = 100 * macro_mean(recall, num_gt)
             return row
 
         if self._mode != "gzsd":

@@ -1,4 +1,4 @@
-"""Zero-shot detection metrics of the SUZOD protocol (``docs/zsd_protocol.md`` section 10), in numpy.
+"""Zero-shot detection metrics of the SUZOD protocol (``docs/zsd_protocol.md`` section 10).
 
 Detections and ground truth of a whole test set are flat arrays (one row per box, an image index
 per row), so every step is vectorised over images and classes:
@@ -18,7 +18,8 @@ Conventions:
 
 * Boxes are XYXY in continuous coordinates (detectron2: ``x2 = x + w``, area ``(x2-x1)*(y2-y1)``).
   SUZOD / mmdet v1 store ``x2 = x + w - 1`` and add 1 to widths and heights; the two IoUs differ
-  noticeably only for boxes a few pixels wide.
+  noticeably only for boxes a few pixels wide. IoU comes from detectron2's
+  ``matched_pairwise_iou`` (float32, as ``Boxes`` stores it).
 * Ties in score are one threshold: the precision-recall curve has one point per distinct score
   of a class, reached after all tied detections (order-independent; mmdet's unstable sort
   breaks such ties arbitrarily). Within one image, detections with equal scores claim GT boxes in
@@ -202,6 +203,10 @@ def match_detections(
     return tp, fp
 
 
+def _sum_per_class(classes: np.ndarray, weights: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(classes, weights=weights, minlength=num_classes).astype(np.float64)
+
+
 def ap_and_recall_per_class(
     classes: np.ndarray, scores: np.ndarray, tp: np.ndarray, fp: np.ndarray, num_gt: np.ndarray
 ) -> Tuple[np.ndarray, np.ndarray]:
@@ -237,9 +242,10 @@ def ap_and_recall_per_class(
     offset = 2.0 * (num_classes - cls[ends])
     envelope = np.maximum.accumulate((precision + offset)[:, ::-1], axis=1)[:, ::-1] - offset
     n_gt = np.maximum(num_gt, 1).astype(np.float64)
-    gain = tp * envelope[:, group_of] / n_gt[cls]  # each TP adds 1/N_c recall at its group's envelope
-    ap = np.stack([np.bincount(cls, weights=g, minlength=num_classes) for g in gain])
-    recall = np.stack([np.bincount(cls, weights=t, minlength=num_classes) for t in tp]) / n_gt
+    # Each TP adds 1 / N_c recall at the envelope precision of its tie group.
+    gain = tp * envelope[:, group_of] / n_gt[cls]
+    ap = np.stack([_sum_per_class(cls, g, num_classes) for g in gain])
+    recall = np.stack([_sum_per_class(cls, t, num_classes) for t in tp]) / n_gt
     no_gt = num_gt == 0
     ap[:, no_gt] = np.nan
     recall[:, no_gt] = np.nan

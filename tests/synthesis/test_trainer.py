@@ -1,0 +1,216 @@
+"""SynthesisTrainer: every fusion x GAN trains, errors are clear, resume is exact, synthesis is reproducible."""
+import json
+import math
+
+import pytest
+import torch
+
+from zsdet.synthesis import (
+    FeatureScaler,
+    LabelSets,
+    SynthesisTrainer,
+    TensorFeatureSource,
+    train_multilabel_classifier,
+    unseen_label_sets,
+)
+
+from conftest import compositional_problem, small_cfg
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return compositional_problem(n_train=160, n_test=20, dim=16)
+
+
+def build(cfg, tiny, out, **kw):
+    return SynthesisTrainer.from_config(cfg, tiny.emb, tiny.x_train.shape[1], str(out), **kw)
+
+
+@pytest.mark.parametrize("gan", ["fclswgan", "fvaegan"])
+@pytest.mark.parametrize("fusion", ["alf", "flf", "clf"])
+def test_every_fusion_and_gan_trains(tiny, tmp_path, fusion, gan):
+    trainer = build(small_cfg(FUSION=fusion, GAN=gan, EPOCHS=1), tiny, tmp_path)
+    before = {k: v.clone() for k, v in trainer.generator.state_dict().items()}
+    result = trainer.fit(TensorFeatureSource(tiny.x_train, tiny.y_train))
+    after = trainer.generator.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k != "class_embeddings")
+    (line,) = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    metrics = json.loads(line)
+    assert metrics["iterations"] > 0 and all(math.isfinite(v) for v in metrics.values())
+    assert (metrics["classifier_bce"] > 0) == (gan == "fclswgan")
+    assert (metrics["reconstruction"] > 0) == (gan == "fvaegan")
+    assert result["best_epoch"] == 0 and 0 <= result["best_val_map"] <= 1
+    assert (tmp_path / "model_best.pth").exists() and (tmp_path / "last_checkpoint.pth").exists()
+    assert list((tmp_path / "tensorboard").iterdir())
+
+
+def state_of(path):
+    return torch.load(path, weights_only=True)
+
+
+def assert_same_tensors(a, b, where=""):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same_tensors(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}/{i}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b or (a != a and b != b), where
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("gan", ["fvaegan", "fclswgan"])
+def test_kill_and_resume_equals_uninterrupted_run(tiny, tmp_path, monkeypatch, gan):
+    cfg = small_cfg(FUSION="clf", GAN=gan, EPOCHS=3, CLF_DROPOUT=0.2)  # dropout: exercises the RNG streams
+    train = TensorFeatureSource(tiny.x_train, tiny.y_train)
+    build(cfg, tiny, tmp_path / "straight").fit(train)
+
+    save = SynthesisTrainer._save_checkpoint
+
+    def save_then_die(self, epoch):
+        save(self, epoch)
+        if epoch == 1:
+            raise Killed
+
+    monkeypatch.setattr(SynthesisTrainer, "_save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        build(cfg, tiny, tmp_path / "resumed").fit(train)
+    monkeypatch.undo()
+    assert state_of(tmp_path / "resumed" / "last_checkpoint.pth")["epoch"] == 1
+    torch.manual_seed(12345)  # a new process would have a different global RNG state
+    trainer = build(cfg, tiny, tmp_path / "resumed")
+    trainer.fit(train)
+
+    straight = state_of(tmp_path / "straight" / "last_checkpoint.pth")
+    resumed = state_of(tmp_path / "resumed" / "last_checkpoint.pth")
+    assert straight["epoch"] == resumed["epoch"] == 2
+    for key in ("models", "optimizers", "scaler", "train_sets", "best"):
+        assert_same_tensors(straight[key], resumed[key], key)
+    lines = [[json.loads(ln) for ln in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+             for run in ("straight", "resumed")]
+    assert [m["epoch"] for m in lines[1]] == [0, 1, 2]
+    for a, b in zip(*lines):
+        assert {k: v for k, v in a.items() if k != "sec"} == {k: v for k, v in b.items() if k != "sec"}
+
+
+def test_corrupt_checkpoint_is_named(tiny, tmp_path):
+    (tmp_path / "last_checkpoint.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt synthesis checkpoint .*last_checkpoint.pth"):
+        build(small_cfg(), tiny, tmp_path).fit(TensorFeatureSource(tiny.x_train, tiny.y_train))
+    with pytest.raises(FileNotFoundError, match="model_best.pth"):
+        build(small_cfg(), tiny, tmp_path / "empty").load_best()
+
+
+def test_resume_with_different_settings_is_refused(tiny, tmp_path):
+    train = TensorFeatureSource(tiny.x_train, tiny.y_train)
+    build(small_cfg(EPOCHS=1), tiny, tmp_path).fit(train)
+    with pytest.raises(ValueError, match="different settings.*GEN_HIDDEN"):
+        build(small_cfg(EPOCHS=2, GEN_HIDDEN=8), tiny, tmp_path).fit(train)
+
+
+def test_clear_errors_for_bad_inputs(tiny, tmp_path):
+    d = tiny.x_train.shape[1]
+    with pytest.raises(ValueError, match="SYNTHESIS.FEATURE_DIM=99 but the data has 16"):
+        build(small_cfg(FEATURE_DIM=99), tiny, tmp_path)
+    with pytest.raises(ValueError, match="SYNTHESIS.EMBED_DIM=3 but the data has 8"):
+        build(small_cfg(EMBED_DIM=3), tiny, tmp_path)
+    trainer = build(small_cfg(), tiny, tmp_path)
+    with pytest.raises(ValueError, match="labels have 17 columns but the class-embedding matrix has 16 rows"):
+        trainer.fit(TensorFeatureSource(tiny.x_train, torch.cat([tiny.y_train, tiny.y_train[:, :1]], 1)))
+    with pytest.raises(ValueError, match="features have dim 15, the trainer expects 16"):
+        trainer.fit(TensorFeatureSource(tiny.x_train[:, :15], tiny.y_train))
+    bad = tiny.x_train.clone()
+    bad[7, 3] = float("nan")
+    with pytest.raises(ValueError, match="non-finite .* row 7"):
+        TensorFeatureSource(bad, tiny.y_train)
+    emb = tiny.emb.clone()
+    emb[2, 0] = float("inf")
+    with pytest.raises(ValueError, match="class embeddings: non-finite .* row 2"):
+        SynthesisTrainer.from_config(small_cfg(), emb, d, str(tmp_path))
+    with pytest.raises(ValueError, match="SYNTHESIS.GAN"):
+        build(small_cfg(GAN="wgan"), tiny, tmp_path)
+    with pytest.raises(ValueError, match="OUTPUT_ACTIVATION='sigmoid'"):
+        build(small_cfg(GAN="fvaegan", OUTPUT_ACTIVATION="relu"), tiny, tmp_path)
+
+
+class NaNSource(TensorFeatureSource):
+    """A streaming source whose second batch holds a NaN (sources may not check up front)."""
+
+    def iter_batches(self, batch_size, epoch, seed):
+        for i, (x, y) in enumerate(super().iter_batches(batch_size, epoch, seed)):
+            if i == 1:
+                x = x.clone()
+                x[0, 0] = float("nan")
+            yield x, y
+
+
+def test_nan_in_a_streamed_batch_is_an_error(tiny, tmp_path):
+    source = NaNSource(tiny.x_train, tiny.y_train)
+    with pytest.raises(ValueError, match="training features: non-finite"):
+        build(small_cfg(VAL_FRACTION=0.0), tiny, tmp_path).fit(source)
+
+
+def test_synthesize_is_reproducible_and_in_data_units(tiny, tmp_path):
+    trainer = build(small_cfg(EPOCHS=1, FUSION="flf"), tiny, tmp_path)
+    trainer.fit(TensorFeatureSource(tiny.x_train, tiny.y_train))
+    sets = LabelSets.from_lists([[12], [13, 14], [1, 15]], 16)
+    feats, labels = trainer.synthesize(sets, num_per_set=3, seed=7, batch_size=2)
+    assert feats.shape == (9, 16) and labels.shape == (9, 16)
+    assert labels[3:6].nonzero()[:, 1].unique().tolist() == [13, 14]
+    again, _ = trainer.synthesize(sets, num_per_set=3, seed=7)  # other batch size, same noise stream
+    torch.testing.assert_close(again, feats)
+    assert not torch.allclose(trainer.synthesize(sets, 3, seed=8)[0], feats)
+    low, high = tiny.x_train.min(0).values, tiny.x_train.max(0).values  # sigmoid outputs, scaler inverted
+    assert bool(((feats >= low - 1e-5) & (feats <= high + 1e-5)).all())
+    # a fresh trainer loads the selected model and synthesizes the same features
+    fresh = build(small_cfg(EPOCHS=1, FUSION="flf"), tiny, tmp_path)
+    assert fresh.load_best()["epoch"] == 0
+    torch.testing.assert_close(fresh.synthesize(sets, 3, seed=7)[0], feats)
+    with pytest.raises(KeyError, match="class id 20"):
+        trainer.synthesize(LabelSets.from_lists([[20]], 21), 1, seed=0)
+    with pytest.raises(ValueError, match="empty label set at position 1"):
+        trainer.synthesize(LabelSets.from_lists([[1], []], 16), 1, seed=0)
+    with pytest.raises(ValueError, match="no class ids"):
+        unseen_label_sets([])
+
+
+def test_without_validation_the_last_epoch_is_kept(tiny, tmp_path):
+    result = build(small_cfg(VAL_FRACTION=0.0, EPOCHS=2), tiny, tmp_path).fit(
+        TensorFeatureSource(tiny.x_train, tiny.y_train))
+    assert result["best_epoch"] == 1 and math.isnan(result["best_val_map"])
+
+
+def test_early_stopping(tiny, tmp_path):
+    trainer = build(small_cfg(EPOCHS=6, PATIENCE=1, LR=0.0), tiny, tmp_path)  # lr 0: never improves
+    result = trainer.fit(TensorFeatureSource(tiny.x_train, tiny.y_train))
+    assert result == {"best_epoch": 0, "best_val_map": result["best_val_map"], "epochs_run": 2, "stopped_early": True}
+
+
+def test_feature_scaler_roundtrip():
+    x = torch.tensor([[1.0, 5.0, 2.0], [3.0, 5.0, 0.0]])
+    scaler = FeatureScaler("minmax")
+    scaler.partial_fit(x[:1])
+    scaler.partial_fit(x[1:])
+    torch.testing.assert_close(scaler.transform(x), torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]))
+    torch.testing.assert_close(scaler.inverse(scaler.transform(x)), x)
+    restored = FeatureScaler("minmax")
+    restored.load_state_dict(scaler.state_dict())
+    torch.testing.assert_close(restored.transform(x), scaler.transform(x))
+    assert FeatureScaler("none").transform(x) is x
+
+
+def test_train_multilabel_classifier_learns_a_separable_problem():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=g)
+    y = torch.stack([x[:, 0] > 0, x[:, 1] + x[:, 2] > 0], 1).float()
+    head = train_multilabel_classifier(x, y, epochs=30, batch_size=50, lr=1e-2, seed=0, device="cpu")
+    with torch.no_grad():
+        accuracy = ((head(x) > 0).float() == y).float().mean()
+    assert head.weight.shape == (2, 5) and accuracy > 0.95

@@ -1,0 +1,51 @@
+"""Multi-label feature synthesis (paper Sec. 3), shared by detection and classification.
+
+Works on plain feature tensors and class-embedding matrices; knows nothing about images.
+
+* :mod:`.label_sets`: :class:`LabelSets`, padded label sets (the generator's condition).
+* :mod:`.sources`: :class:`FeatureSource` protocol, :class:`TensorFeatureSource`.
+* :mod:`.networks`: two-layer conditional MLPs (generator, critic, encoder).
+* :mod:`.fusion`: ALF / FLF / CLF generators (:class:`MultiLabelGenerator`).
+* :mod:`.losses`: WGAN-GP, f-VAEGAN and classifier losses.
+* :mod:`.scaling`: :class:`FeatureScaler` (min-max to [0, 1]).
+* :mod:`.trainer`: :class:`SynthesisTrainer` (training, selection, checkpoints, synthesis).
+* :mod:`.classifiers`: :func:`train_multilabel_classifier` (final f_z / f_gz heads).
+* :mod:`.label_sampling`: label sets to synthesize (explicit, co-occurrence + nearest unseen).
+
+Typical use::
+
+    trainer = SynthesisTrainer.from_config(cfg, class_embeddings, feature_dim, output_dir)
+    trainer.fit(TensorFeatureSource(seen_feats, seen_labels))      # carves its validation split
+    feats, labels = trainer.synthesize(unseen_label_sets(unseen_ids), num_per_set=250, seed=0)
+
+Nothing here is registered in a detectron2 registry.
+"""
+from .classifiers import fit_linear_multilabel, train_multilabel_classifier
+from .fusion import FUSIONS, CrossLevelFusion, MultiLabelGenerator, SetIndex, index_label_sets
+from .label_sampling import nearest_unseen, sample_label_sets, unseen_label_sets
+from .label_sets import LabelSets
+from .scaling import FeatureScaler
+from .sources import FeatureSource, TensorFeatureSource, derive_seed
+from .trainer import GANS, SynthesisSettings, SynthesisTrainer, load_checkpoint
+
+__all__ = [
+    "LabelSets",
+    "FeatureSource",
+    "TensorFeatureSource",
+    "derive_seed",
+    "FeatureScaler",
+    "FUSIONS",
+    "GANS",
+    "SetIndex",
+    "index_label_sets",
+    "CrossLevelFusion",
+    "MultiLabelGenerator",
+    "SynthesisSettings",
+    "SynthesisTrainer",
+    "load_checkpoint",
+    "train_multilabel_classifier",
+    "fit_linear_multilabel",
+    "unseen_label_sets",
+    "sample_label_sets",
+    "nearest_unseen",
+]

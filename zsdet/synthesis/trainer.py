@@ -1,0 +1,653 @@
+"""The multi-label feature-synthesis trainer shared by detection and classification.
+
+:class:`SynthesisTrainer` trains a fusion generator (ALF / FLF / CLF) in f-CLSWGAN or f-VAEGAN on
+streamed seen features, selects the best epoch on a validation split of the seen training data,
+and synthesizes features for arbitrary label sets.
+
+One generator iteration (official Generative_MLZSL ``train.py`` semantics):
+
+1. ``CRITIC_ITERS`` critic steps, each on a fresh real batch with fresh noise. The generator does
+   not change during them, so its outputs for all critic batches come from ONE no-grad batched
+   call before the steps (same values, fewer and larger matrix products).
+2. One generator step on the last critic batch: f-CLSWGAN ``-E[D(x~)] + CLS_WEIGHT * BCE(f_cls(x~), y)``
+   (eq. 7, f_cls a linear head pre-trained on the real seen features and frozen); f-VAEGAN
+   ``recon + KL + GAMMA_G * -E[D(x~)]`` with the encoder's ``z`` for the reconstruction and prior
+   noise for the adversarial term, both in one generator call; the critic loss is scaled by GAMMA_D.
+
+An epoch runs ``CRITIC_ITERS`` passes over the training source (pass ids ``epoch * CRITIC_ITERS + j``),
+i.e. about ``n / BATCH_SIZE`` generator steps, as the official loop. All index bookkeeping for
+label sets happens on the CPU before the batch is moved, so an iteration has no host-device sync.
+
+Model selection ("train on synthetic, test on real"): after each epoch, one feature is synthesized
+for each of ``VAL_SYNTH_SETS`` label sets drawn once from the training split (fixed noise seed),
+a linear ridge-regression probe is fitted on them in closed form (:func:`ridge_probe_scores`), and its mAP (``zsdet.evaluation.mean_average_precision``,
+standard convention, seen classes) on the held-out real seen features is the epoch's score. The
+best epoch's generator is ``model_best.pth``; training stops after ``PATIENCE`` epochs without
+improvement. Without a validation split every epoch is "best" (the last one is kept).
+
+Files in ``output_dir`` (written by rank 0 only): ``last_checkpoint.pth`` (atomic, every epoch:
+models, optimizers, feature scaler, training label sets, selection state), ``model_best.pth``
+(generator + scaler), ``metrics.jsonl`` (one JSON object per epoch) and TensorBoard events in
+``tensorboard/``. Randomness is re-derived from ``(SEED, epoch, rank)`` at every epoch start and the
+data order is a pure function of ``(SEED, epoch)``, so a run killed and resumed from its last
+checkpoint continues exactly as an uninterrupted run.
+
+Several GPUs / machines: under detectron2's ``launch`` (torch.distributed initialised) G, D and E
+are wrapped in ``DistributedDataParallel``; each rank takes its share of every group of batches.
+"""
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+from contextlib import nullcontext
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import torch
+from detectron2.utils import comm
+from detectron2.utils.events import EventStorage, TensorboardXWriter
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..evaluation import mean_average_precision
+from .classifiers import fit_linear_multilabel
+from .fusion import MultiLabelGenerator, SetIndex, index_label_sets
+from .label_sets import LabelSets
+from .losses import RECON_LOSSES, critic_loss, generator_adversarial_loss, multilabel_bce, vae_loss
+from .networks import Critic, Encoder
+from .scaling import FeatureScaler
+from .sources import FeatureSource, check_finite, derive_seed
+
+__all__ = ["SynthesisSettings", "SynthesisTrainer", "GANS", "AMP_DTYPES"]
+
+logger = logging.getLogger(__name__)
+
+GANS = ("fclswgan", "fvaegan")
+AMP_DTYPES = {"none": None, "bfloat16": torch.bfloat16}
+CHECKPOINT = "last_checkpoint.pth"
+BEST = "model_best.pth"
+METRICS = "metrics.jsonl"
+FORMAT = 1
+VAL_KEY = 2 ** 31 + 1  # derive_seed keys that never collide with an epoch number
+INIT_KEY = 2 ** 31 + 2
+NOISE_BLOCK = 4096  # rows of synthesis noise drawn per generator seed
+# settings that may change between a run and its resumption
+RESUMABLE_CHANGES = {"epochs", "patience", "resume", "synth_batch_size"}
+
+
+@dataclasses.dataclass
+class SynthesisSettings:
+    """Hyper-parameters of :class:`SynthesisTrainer`; field ``x`` is config key ``SYNTHESIS.X``
+    (see ``zsdet/config.py`` for each meaning)."""
+
+    fusion: str = "clf"
+    gan: str = "fclswgan"
+    noise_dim: int = 0
+    gen_hidden: int = 4096
+    disc_hidden: int = 4096
+    enc_hidden: int = 4096
+    clf_heads: int = 8
+    clf_ff_hidden: int = 8192
+    clf_dropout: float = 0.1
+    output_activation: str = "sigmoid"
+    feature_scaling: str = "minmax"
+    lr: float = 1e-4
+    betas: Tuple[float, float] = (0.5, 0.999)
+    critic_iters: int = 5
+    lambda_gp: float = 10.0
+    cls_weight: float = 0.1
+    cls_pretrain_epochs: int = 5
+    cls_pretrain_lr: float = 1e-3
+    cls_pretrain_batch_size: int = 300
+    gamma_d: float = 10.0
+    gamma_g: float = 10.0
+    vae_recon: str = "bce"
+    epochs: int = 50
+    batch_size: int = 64
+    max_set_size: int = 10
+    amp_dtype: str = "none"
+    seed: int = 3483
+    resume: bool = True
+    val_fraction: float = 0.1
+    val_max_samples: int = 5000
+    val_synth_sets: int = 2000
+    val_ridge: float = 0.1
+    patience: int = 10
+    synth_batch_size: int = 1024
+
+    @classmethod
+    def from_config(cls, cfg) -> "SynthesisSettings":
+        values = {f.name: cfg.SYNTHESIS[f.name.upper()] for f in dataclasses.fields(cls)}
+        values["betas"] = tuple(values["betas"])
+        return cls(**values)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the config key of an invalid value."""
+        if self.gan not in GANS:
+            raise ValueError(f"SYNTHESIS.GAN must be one of {GANS}, got {self.gan!r}")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"SYNTHESIS.AMP_DTYPE must be one of {tuple(AMP_DTYPES)}, got {self.amp_dtype!r}")
+        if self.vae_recon not in RECON_LOSSES:
+            raise ValueError(f"SYNTHESIS.VAE_RECON must be one of {RECON_LOSSES}, got {self.vae_recon!r}")
+        if self.gan == "fvaegan" and self.vae_recon == "bce" and self.output_activation != "sigmoid":
+            raise ValueError("SYNTHESIS.VAE_RECON='bce' needs SYNTHESIS.OUTPUT_ACTIVATION='sigmoid' "
+                             f"(got {self.output_activation!r}); use VAE_RECON='mse' otherwise")
+        for key in ("critic_iters", "batch_size", "epochs", "synth_batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"SYNTHESIS.{key.upper()} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"SYNTHESIS.VAL_FRACTION must lie in [0, 1), got {self.val_fraction}")
+
+
+def resolve_device(name: Optional[str]) -> torch.device:
+    """``name`` if given, else this rank's GPU when CUDA is available, else the CPU."""
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", comm.get_local_rank())
+    return torch.device("cpu")
+
+
+def atomic_save(obj, path: str) -> None:
+    """``torch.save`` to ``path + '.tmp'`` then ``os.replace``: a kill never leaves a partial file."""
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, device) -> Dict:
+    """Load a synthesis checkpoint; a truncated / foreign file raises ``ValueError`` naming it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"synthesis checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError / EOFError / UnpicklingError / zipfile errors
+        raise ValueError(f"corrupt synthesis checkpoint {path} ({type(e).__name__}: {e}); delete it to restart") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a zsdet synthesis checkpoint (format {FORMAT})")
+    return state
+
+
+class SynthesisTrainer:
+    """Train and use a multi-label feature generator (see the module docstring).
+
+    Args:
+        settings: hyper-parameters.
+        class_embeddings: (C, a) float embeddings of ALL classes (seen and unseen), rows indexed by
+            class id; the label columns of the training data are the same C classes.
+        feature_dim: d of the visual features.
+        output_dir: checkpoints and metrics go here.
+        device: torch device or name (default: ``resolve_device("")``).
+    """
+
+    def __init__(self, settings: SynthesisSettings, class_embeddings, feature_dim: int, output_dir: str,
+                 device=None):
+        settings.validate()
+        emb = torch.as_tensor(class_embeddings, dtype=torch.float32)
+        if emb.ndim != 2 or len(emb) == 0:
+            raise ValueError(f"class embeddings must be a (C, a) matrix, got shape {tuple(emb.shape)}")
+        check_finite(emb, "class embeddings")
+        self.s = settings
+        self.feature_dim = int(feature_dim)
+        self.num_classes, self.emb_dim = emb.shape
+        self.noise_dim = settings.noise_dim or self.emb_dim
+        self.output_dir = output_dir
+        self.device = resolve_device(str(device) if device is not None else "")
+        self.amp_dtype = AMP_DTYPES[settings.amp_dtype]
+        self.scaler = FeatureScaler(settings.feature_scaling)
+        with torch.random.fork_rng(devices=[]):  # reproducible init without touching the caller's RNG
+            torch.manual_seed(derive_seed(settings.seed, INIT_KEY))
+            self.generator = MultiLabelGenerator(
+                settings.fusion, emb, self.feature_dim, self.noise_dim, settings.gen_hidden, settings.clf_heads,
+                settings.clf_ff_hidden, settings.clf_dropout, settings.output_activation).to(self.device)
+            self.critic = Critic(self.feature_dim, self.emb_dim, settings.disc_hidden).to(self.device)
+            self.encoder = (Encoder(self.feature_dim, self.emb_dim, settings.enc_hidden, self.noise_dim).to(self.device)
+                            if settings.gan == "fvaegan" else None)
+        adam = dict(lr=settings.lr, betas=tuple(settings.betas))
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), **adam)
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), **adam)
+        self.opt_e = torch.optim.Adam(self.encoder.parameters(), **adam) if self.encoder is not None else None
+        self.seen_classes = None  # (S,) int64 classes with a positive in the training split
+        self.train_sets = None  # LabelSets of the usable training samples (CPU)
+        self.seen_classifier = None  # f_cls (f-CLSWGAN)
+        self.best = {"score": float("-inf"), "epoch": -1, "bad_epochs": 0}
+        self.skipped = 0
+        self._val = None
+
+    @classmethod
+    def from_config(cls, cfg, class_embeddings, feature_dim: int, output_dir: str, device=None) -> "SynthesisTrainer":
+        """Build from ``cfg.SYNTHESIS``; ``device`` overrides ``SYNTHESIS.DEVICE``.
+
+        Raises:
+            ValueError: ``SYNTHESIS.FEATURE_DIM`` / ``EMBED_DIM`` set and different from the data's.
+        """
+        emb = torch.as_tensor(class_embeddings)
+        for key, expected, actual in (("FEATURE_DIM", cfg.SYNTHESIS.FEATURE_DIM, feature_dim),
+                                      ("EMBED_DIM", cfg.SYNTHESIS.EMBED_DIM, emb.shape[-1])):
+            if expected and expected != actual:
+                raise ValueError(f"SYNTHESIS.{key}={expected} but the data has {actual}")
+        return cls(SynthesisSettings.from_config(cfg), emb, feature_dim, output_dir,
+                   device if device is not None else (cfg.SYNTHESIS.DEVICE or None))
+
+    # ------------------------------------------------------------------ helpers
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _wrap_models(self) -> None:
+        """``self.G / D / E``: the trained modules, in DistributedDataParallel when several ranks run."""
+        def wrap(module):
+            if module is None or comm.get_world_size() == 1:
+                return module
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+        self.G, self.D, self.E = (wrap(m) for m in (self.generator, self.critic, self.encoder))
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.output_dir, name)
+
+    def _check_source(self, source: FeatureSource, what: str) -> None:
+        if source.feature_dim != self.feature_dim:
+            raise ValueError(f"{what} features have dim {source.feature_dim}, the trainer expects {self.feature_dim}")
+        if source.num_classes != self.num_classes:
+            raise ValueError(f"{what} labels have {source.num_classes} columns but the class-embedding matrix has "
+                             f"{self.num_classes} rows")
+
+    def _usable(self, x: torch.Tensor, y: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Drop samples without label or with more than MAX_SET_SIZE labels (official); CPU."""
+        check_finite(x, "training features")
+        n = (y > 0).sum(1)
+        keep = (n >= 1) & ((n <= self.s.max_set_size) if self.s.max_set_size else True)
+        self.skipped += int((~keep).sum())
+        return (x[keep], y[keep]) if bool(keep.any()) else None
+
+    # ------------------------------------------------------------------ preparation
+    def _prepare(self, train: FeatureSource) -> None:
+        """One pass: fit the scaler, collect the training label sets and seen classes; pre-train f_cls."""
+        sets, seen = [], torch.zeros(self.num_classes, dtype=torch.bool)
+        for x, y in tqdm(train.iter_batches(4096, 0, self.s.seed), desc="synthesis: scan training data",
+                         disable=not comm.is_main_process(), leave=False):
+            batch = self._usable(x, y)
+            if batch is None:
+                continue
+            self.scaler.partial_fit(batch[0])
+            sets.append(LabelSets.from_multi_hot(batch[1]))
+            seen |= batch[1].gt(0).any(0)
+        if not sets:
+            raise ValueError("the training source has no sample with 1..MAX_SET_SIZE positive labels")
+        self.train_sets = LabelSets.cat(sets)
+        self.seen_classes = seen.nonzero()[:, 0]
+        self.scaler.to(self.device)
+        if self.s.gan == "fclswgan":
+            self._fit_seen_classifier(train)
+
+    def _fit_seen_classifier(self, train: FeatureSource) -> None:
+        def batches(epoch):
+            for x, y in train.iter_batches(self.s.cls_pretrain_batch_size, epoch, self.s.seed):
+                batch = self._usable(x, y)
+                if batch is not None:
+                    yield self.scaler.transform(batch[0].to(self.device)), batch[1][:, self.seen_classes]
+        self.seen_classifier = fit_linear_multilabel(
+            batches, self.feature_dim, len(self.seen_classes), epochs=self.s.cls_pretrain_epochs,
+            lr=self.s.cls_pretrain_lr, seed=self.s.seed, device=self.device, desc="seen classifier f_cls")
+        self.seen_classifier.requires_grad_(False)
+
+    def _prepare_validation(self, val: FeatureSource) -> None:
+        xs, ys, n = [], [], 0
+        for x, y in val.iter_batches(4096, 0, self.s.seed):
+            check_finite(x, "validation features")
+            xs.append(x), ys.append(y)
+            n += len(x)
+            if n >= self.s.val_max_samples:
+                break
+        x, y = torch.cat(xs)[: self.s.val_max_samples], torch.cat(ys)[: self.s.val_max_samples]
+        gen = torch.Generator().manual_seed(derive_seed(self.s.seed, VAL_KEY))
+        rows = torch.randperm(len(self.train_sets), generator=gen)[: self.s.val_synth_sets]
+        self._val = {"x": self.scaler.transform(x.to(self.device)), "y": (y[:, self.seen_classes] > 0).float(),
+                     "sets": self.train_sets[rows]}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _models(self) -> Dict[str, torch.nn.Module]:
+        models = {"generator": self.generator, "critic": self.critic}
+        if self.encoder is not None:
+            models["encoder"] = self.encoder
+        if self.seen_classifier is not None:
+            models["seen_classifier"] = self.seen_classifier
+        return models
+
+    def _optimizers(self) -> Dict[str, torch.optim.Optimizer]:
+        opts = {"generator": self.opt_g, "critic": self.opt_d}
+        if self.opt_e is not None:
+            opts["encoder"] = self.opt_e
+        return opts
+
+    def _save_checkpoint(self, epoch: int) -> None:
+        atomic_save({
+            "format": FORMAT, "epoch": epoch, "settings": dataclasses.asdict(self.s),
+            "models": {k: m.state_dict() for k, m in self._models().items()},
+            "optimizers": {k: o.state_dict() for k, o in self._optimizers().items()},
+            "scaler": self.scaler.state_dict(), "train_sets": {"idx": self.train_sets.idx, "mask": self.train_sets.mask},
+            "seen_classes": self.seen_classes, "best": dict(self.best), "skipped": self.skipped,
+        }, self._path(CHECKPOINT))
+
+    def _restore(self, state: Dict, path: str) -> int:
+        saved = state["settings"]
+        saved["betas"] = tuple(saved["betas"])
+        changed = sorted(k for k, v in dataclasses.asdict(self.s).items()
+                         if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+        if changed:
+            raise ValueError(f"{path} was written with different settings ({', '.join(k.upper() for k in changed)}); "
+                             "use a new OUTPUT_DIR or SYNTHESIS.RESUME=False")
+        self.scaler.load_state_dict(state["scaler"])
+        self.scaler.to(self.device)
+        self.train_sets = LabelSets(state["train_sets"]["idx"].cpu(), state["train_sets"]["mask"].cpu())
+        self.seen_classes = state["seen_classes"].cpu()
+        if "seen_classifier" in state["models"]:
+            self.seen_classifier = torch.nn.Linear(self.feature_dim, len(self.seen_classes)).to(self.device)
+            self.seen_classifier.requires_grad_(False)
+        for k, m in self._models().items():
+            m.load_state_dict(state["models"][k])
+        for k, o in self._optimizers().items():
+            o.load_state_dict(state["optimizers"][k])
+        self.best, self.skipped = dict(state["best"]), state["skipped"]
+        return state["epoch"] + 1
+
+    def _save_best(self, epoch: int, score: float) -> None:
+        atomic_save({"format": FORMAT, "epoch": epoch, "score": score, "settings": dataclasses.asdict(self.s),
+                     "generator": self.generator.state_dict(), "scaler": self.scaler.state_dict(),
+                     "seen_classes": self.seen_classes}, self._path(BEST))
+
+    def load_best(self, path: Optional[str] = None) -> Dict:
+        """Load the selected generator and feature scaler (``output_dir/model_best.pth`` by default).
+
+        Returns:
+            {"epoch": selected epoch, "score": its validation mAP (nan without validation)}.
+        Raises:
+            FileNotFoundError / ValueError: missing, corrupt or incompatible file (named).
+        """
+        path = path or self._path(BEST)
+        state = load_checkpoint(path, self.device)
+        try:
+            self.generator.load_state_dict(state["generator"])
+        except RuntimeError as e:
+            raise ValueError(f"{path} does not match this generator ({self.s.fusion}, d={self.feature_dim}, "
+                             f"C={self.num_classes}): {e}") from e
+        self.scaler.load_state_dict(state["scaler"])
+        self.scaler.to(self.device)
+        self.seen_classes = state["seen_classes"].cpu()
+        return {"epoch": state["epoch"], "score": state["score"]}
+
+    # ------------------------------------------------------------------ training
+    def fit(self, train: FeatureSource, val: Optional[FeatureSource] = None) -> Dict[str, float]:
+        """Train (or resume) for ``EPOCHS`` epochs with model selection; ends with the best generator loaded.
+
+        Args:
+            train: seen training features. When ``val`` is None and ``VAL_FRACTION > 0`` the
+                validation split is carved from it with ``train.split(VAL_FRACTION, SEED)``.
+            val: held-out real seen features for model selection (never test data).
+        Returns:
+            {"best_epoch", "best_val_map", "epochs_run", "stopped_early"}.
+        """
+        if val is None and self.s.val_fraction > 0:
+            if not hasattr(train, "split"):
+                raise ValueError(f"{type(train).__name__} has no split(); pass a validation source or set "
+                                 "SYNTHESIS.VAL_FRACTION=0")
+            train, val = train.split(self.s.val_fraction, self.s.seed)
+        self._check_source(train, "training")
+        if val is not None:
+            self._check_source(val, "validation")
+        os.makedirs(self.output_dir, exist_ok=True)
+        start = 0
+        if self.s.resume and os.path.exists(self._path(CHECKPOINT)):
+            start = self._restore(load_checkpoint(self._path(CHECKPOINT), self.device), self._path(CHECKPOINT))
+            logger.info("synthesis: resuming from %s at epoch %d", self._path(CHECKPOINT), start)
+        else:
+            self._prepare(train)
+        if val is not None:
+            self._prepare_validation(val)
+        self._wrap_models()
+        log = _MetricsLog(self.output_dir, keep_epochs_below=start) if comm.is_main_process() else None
+        seen_dev = self.seen_classes.to(self.device)
+        done = start  # epochs completed
+        for epoch in range(start, self.s.epochs):
+            if self.s.patience and self.best["bad_epochs"] >= self.s.patience:
+                break
+            tic = time.perf_counter()
+            metrics = self._train_epoch(train, epoch, seen_dev)
+            score = self.validate() if val is not None else float("nan")
+            if val is None or score > self.best["score"]:
+                self.best.update(score=score, epoch=epoch, bad_epochs=0)
+                if comm.is_main_process():
+                    self._save_best(epoch, score)
+            else:
+                self.best["bad_epochs"] += 1
+            metrics.update(epoch=epoch, val_map=score, best_epoch=self.best["epoch"], sec=time.perf_counter() - tic,
+                           skipped_samples=self.skipped)
+            if comm.is_main_process():
+                log.write(metrics)
+                self._save_checkpoint(epoch)
+            done = epoch + 1
+            logger.info("synthesis epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
+        if log is not None:
+            log.close()
+        comm.synchronize()
+        self.load_best()
+        return {"best_epoch": self.best["epoch"], "best_val_map": self.best["score"], "epochs_run": done,
+                "stopped_early": bool(self.s.patience and self.best["bad_epochs"] >= self.s.patience)}
+
+    def _groups(self, train: FeatureSource, epoch: int) -> Iterator[List[Tuple[torch.Tensor, torch.Tensor]]]:
+        """This rank's groups of CRITIC_ITERS usable CPU batches, one group per generator step."""
+        k, world, rank = self.s.critic_iters, comm.get_world_size(), comm.get_rank()
+        chunk = []
+        for j in range(k):
+            for batch in train.iter_batches(self.s.batch_size, epoch * k + j, self.s.seed):
+                chunk.append(batch)
+                if len(chunk) == k * world:  # every rank gets a full group (DDP needs equal step counts)
+                    group = [b for b in (self._usable(*b) for b in chunk[rank * k:(rank + 1) * k]) if b is not None]
+                    chunk = []
+                    if group:
+                        yield group
+
+    def _to_device(self, *tensors):
+        pin = self.device.type == "cuda"
+        return [t.pin_memory().to(self.device, non_blocking=True) if pin else t.to(self.device) for t in tensors]
+
+    def _train_epoch(self, train: FeatureSource, epoch: int, seen_dev: torch.Tensor) -> Dict[str, float]:
+        rank = comm.get_rank()
+        torch.manual_seed(derive_seed(self.s.seed, epoch, rank, 1))  # dropout masks
+        gen = torch.Generator(self.device).manual_seed(derive_seed(self.s.seed, epoch, rank))
+        sums = torch.zeros(len(_STAT_NAMES), device=self.device)
+        steps = 0
+        for m in self._models().values():
+            m.train()
+        total = len(train) // (self.s.batch_size * comm.get_world_size())
+        for group in tqdm(self._groups(train, epoch), total=total, desc=f"synthesis epoch {epoch}",
+                          disable=not comm.is_main_process(), leave=False):
+            sums += self._iteration(group, gen, seen_dev)
+            steps += 1
+        if steps == 0:
+            raise ValueError(f"epoch {epoch}: no generator step (fewer than CRITIC_ITERS * world_size batches of "
+                             "usable training samples)")
+        return dict(zip(_STAT_NAMES, (sums / steps).tolist()), iterations=steps)
+
+    def _iteration(self, group, gen: torch.Generator, seen_dev: torch.Tensor) -> torch.Tensor:
+        """One generator iteration on K CPU batches; returns the (len(_STAT_NAMES),) stats vector."""
+        s = self.s
+        sets = [LabelSets.from_multi_hot(y) for _, y in group]
+        critic_index = index_label_sets(LabelSets.cat(sets), self.num_classes)
+        last = sets[-1]
+        g_index = index_label_sets(LabelSets.cat([last, last]) if s.gan == "fvaegan" else last, self.num_classes)
+        sizes = [len(x) for x, _ in group]
+        x_all, y_last = self._to_device(torch.cat([x for x, _ in group]), group[-1][1])
+        if self.device.type == "cuda":
+            critic_index, g_index = critic_index.pin_memory(), g_index.pin_memory()
+        critic_index = critic_index.to(self.device, non_blocking=True)
+        g_index = g_index.to(self.device, non_blocking=True)
+        x_all = self.scaler.transform(x_all)
+        e_mu_all = self.generator.mean_embedding(critic_index)
+
+        # critic steps: one batched no-grad generator call serves all K steps
+        with torch.no_grad(), self._autocast():
+            fake_all = self.generator(self._noise(len(x_all), gen), critic_index, e_mu_all)
+        mix_all = torch.rand(len(x_all), device=self.device, generator=gen)
+        d_stats = torch.zeros(3, device=self.device)
+        start = 0
+        for size in sizes:  # the K critic steps are sequential by definition (D changes)
+            sl = slice(start, start + size)
+            start += size
+            with self._autocast():
+                loss_d, wasserstein, gp = critic_loss(self.D, x_all[sl], fake_all[sl], e_mu_all[sl], mix_all[sl],
+                                                      s.lambda_gp)
+            if s.gan == "fvaegan":
+                loss_d = s.gamma_d * loss_d
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            d_stats += torch.stack([loss_d.detach(), wasserstein, gp])
+
+        # generator (+ encoder) step on the last critic batch, critic frozen
+        x, e_mu = x_all[-sizes[-1]:], e_mu_all[-sizes[-1]:]
+        self.critic.requires_grad_(False)
+        zero = torch.zeros((), device=self.device)
+        with self._autocast():
+            if s.gan == "fclswgan":
+                fake = self.G(self._noise(len(x), gen), g_index, e_mu)
+                adv = generator_adversarial_loss(self.critic(fake, e_mu))
+                cls = multilabel_bce(self.seen_classifier(fake), y_last[:, seen_dev])
+                loss_g, rec, kl = adv + s.cls_weight * cls, zero, zero
+            else:
+                mu, log_var = self.E(x, e_mu)
+                z_enc = self._noise(len(x), gen) * torch.exp(0.5 * log_var.float()) + mu.float()
+                out = self.G(torch.cat([z_enc, self._noise(len(x), gen)]), g_index, e_mu.repeat(2, 1))
+                recon, fake = out[: len(x)], out[len(x):]
+                rec, kl = vae_loss(recon, x, mu, log_var, s.vae_recon)
+                adv = generator_adversarial_loss(self.critic(fake, e_mu))
+                loss_g, cls = rec + kl + s.gamma_g * adv, zero
+        self.opt_g.zero_grad(set_to_none=True)
+        if self.opt_e is not None:
+            self.opt_e.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        if self.opt_e is not None:
+            self.opt_e.step()
+        self.critic.requires_grad_(True)
+        d_stats = d_stats / len(sizes)
+        return torch.cat([d_stats, torch.stack([loss_g, adv, cls, rec, kl]).detach()])
+
+    def _noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, self.noise_dim, device=self.device, generator=gen)
+
+    def _synthesis_noise(self, start: int, n: int, seed: int) -> torch.Tensor:
+        """Noise rows ``start .. start + n - 1`` of the stream ``seed``, independent of the batching:
+        rows come in blocks of NOISE_BLOCK, block b drawn from ``derive_seed(seed, b)``."""
+        first, last = start // NOISE_BLOCK, (start + n - 1) // NOISE_BLOCK
+        blocks = [self._noise(NOISE_BLOCK, torch.Generator(self.device).manual_seed(derive_seed(seed, b)))
+                  for b in range(first, last + 1)]  # one or two blocks per batch
+        offset = start - first * NOISE_BLOCK
+        return torch.cat(blocks)[offset:offset + n]
+
+    # ------------------------------------------------------------------ validation and synthesis
+    @torch.no_grad()
+    def _generate(self, sets: LabelSets, num_per_set: int, seed: int, inverse: bool,
+                  batch_size: Optional[int] = None) -> torch.Tensor:
+        """Features (len(sets) * num_per_set, d) float32 on the CPU, set-major order."""
+        if len(sets) == 0 or num_per_set < 1:
+            raise ValueError(f"nothing to synthesize ({len(sets)} label sets, num_per_set={num_per_set})")
+        if not self.scaler.fitted:
+            raise RuntimeError("synthesize() before fit() or load_best(): the feature scaler is not fitted")
+        sets = sets.to("cpu").repeat_each(num_per_set)
+        model = self.generator
+        if self.amp_dtype is not None:  # cast the weights once instead of once per autocast call
+            model = copy.deepcopy(model).to(self.amp_dtype)
+        was_training = self.generator.training
+        model.eval()
+        out = torch.empty(len(sets), self.feature_dim)
+        bs = batch_size or self.s.synth_batch_size
+        for start in range(0, len(sets), bs):  # loop over batches of sets
+            index = index_label_sets(sets[start:start + bs], self.num_classes).to(self.device)
+            with self._autocast():
+                feats = model(self._synthesis_noise(start, len(index), seed), index)
+            out[start:start + len(index)] = (self.scaler.inverse(feats) if inverse else feats).float().cpu()
+        self.generator.train(was_training)
+        return out
+
+    def synthesize(self, label_sets: LabelSets, num_per_set: int, seed: int,
+                   batch_size: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Synthesize ``num_per_set`` features for every label set.
+
+        Args:
+            label_sets: B sets of class ids (rows of the class-embedding matrix).
+            num_per_set: features per set (each with its own noise).
+            seed: fixes the noise (same seed, same features).
+            batch_size: sets per generator call (default ``SYNTH_BATCH_SIZE``).
+        Returns:
+            feats: (B * num_per_set, d) float32 CPU features in the data's units (scaler inverted);
+            multi_hot: (B * num_per_set, C) float32 labels. Set b's features are rows
+            ``b * num_per_set ... (b + 1) * num_per_set - 1``.
+        Raises:
+            KeyError: a class id without an embedding row.
+        """
+        feats = self._generate(label_sets, num_per_set, seed, inverse=True, batch_size=batch_size)
+        check_finite(feats, "synthesized features")
+        return feats, label_sets.to("cpu").repeat_each(num_per_set).to_multi_hot(self.num_classes)
+
+    def validate(self) -> float:
+        """Train-on-synthetic / test-on-real mAP over the seen classes (module docstring)."""
+        v = self._val
+        feats = self._generate(v["sets"], 1, derive_seed(self.s.seed, VAL_KEY), inverse=False).to(self.device)
+        labels = v["sets"].to_multi_hot(self.num_classes)[:, self.seen_classes].to(self.device)
+        scores = ridge_probe_scores(feats, labels, v["x"], self.s.val_ridge)
+        return mean_average_precision(scores.cpu(), v["y"])
+
+
+def ridge_probe_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, ridge: float) -> torch.Tensor:
+    """Scores (m, K) of the ridge-regression linear head fitted on ``(train_x (n, d), train_y (n, K))``.
+
+    ``W = argmin ||X_c W - Y_c||^2 + lam ||W||^2`` on centred data, ``lam = ridge * trace(X_c^T X_c) / d``,
+    solved in closed form (dual form, an (n, n) system, when n < d) in float64: deterministic and
+    free of the epochs / learning-rate choices an SGD probe would add to model selection.
+    """
+    x, y, t = train_x.double(), train_y.double(), test_x.double()
+    mean = x.mean(0)
+    x, y = x - mean, y - y.mean(0)
+    lam = ridge * (x * x).sum() / x.shape[1] + 1e-12
+    if len(x) < x.shape[1]:
+        w = x.T @ torch.linalg.solve(x @ x.T + lam * torch.eye(len(x), dtype=x.dtype, device=x.device), y)
+    else:
+        w = torch.linalg.solve(x.T @ x + lam * torch.eye(x.shape[1], dtype=x.dtype, device=x.device), x.T @ y)
+    return ((t - mean) @ w).float()
+
+
+_STAT_NAMES = ("loss_d", "wasserstein", "gradient_penalty", "loss_g", "adversarial", "classifier_bce",
+               "reconstruction", "kl")
+
+
+class _MetricsLog:
+    """``metrics.jsonl`` (one line per epoch) plus TensorBoard scalars through detectron2's writer.
+
+    On resume, lines of epochs >= ``keep_epochs_below`` (written after the last checkpoint) are dropped.
+    """
+
+    def __init__(self, output_dir: str, keep_epochs_below: int):
+        self.path = os.path.join(output_dir, METRICS)
+        lines = []
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                lines = [ln for ln in f if ln.strip() and json.loads(ln)["epoch"] < keep_epochs_below]
+        with open(self.path + ".tmp", "w") as f:
+            f.writelines(lines)
+        os.replace(self.path + ".tmp", self.path)
+        self.tb = TensorboardXWriter(os.path.join(output_dir, "tensorboard"))
+
+    def write(self, metrics: Dict[str, float]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        with EventStorage(start_iter=metrics["epoch"]) as storage:
+            storage.put_scalars(smoothing_hint=False, **{
+                f"synthesis/{k}": v for k, v in metrics.items() if k != "epoch" and v == v})
+            self.tb.write()
+
+    def close(self) -> None:
+        self.tb.close()
