@@ -33,10 +33,11 @@ from torch import nn
 from torch.nn import functional as F
 
 FULL = dict(feature_dim=4096, emb_dim=300, hidden=4096, ff_hidden=8192, heads=8, batch=64, critic=5, seen=925,
-            unseen=81, max_labels=10, synth_sets=2048, synth_batch=1024)
+            unseen=81, max_labels=10, synth_sets=8192, synth_batch=1024)
 QUICK = dict(feature_dim=512, emb_dim=64, hidden=512, ff_hidden=1024, heads=8, batch=32, critic=5, seen=100,
              unseen=10, max_labels=10, synth_sets=1024, synth_batch=512)
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2 ** 30), "MALLOC_TRIM_THRESHOLD_": str(2 ** 34)}
 
 
 def parse_args(argv=None):
@@ -50,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--dtypes", default="fp32,bf16")
     p.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    p.add_argument("--malloc-tuning", choices=["on", "off"], default="on",
+                   help="run rows with glibc's mmap / trim thresholds raised (MALLOC_ENV): big tensors are then "
+                        "reused from the heap instead of being mmapped and page-faulted anew every iteration")
     p.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one "impl,device,dtype" row
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else FULL
@@ -248,25 +252,27 @@ def run_row(args, impl, device_name, dtype_name):
         torch.cuda.reset_peak_memory_stats(device)
     step(groups[0])  # warm-up
     sync(device)
-    tic = time.perf_counter()
+    tic, cpu_tic = time.perf_counter(), time.process_time()
     for group in groups[1:args.iters + 1]:
         step(group)
     sync(device)
     sec_per_iteration = (time.perf_counter() - tic) / args.iters
+    cpu_sec_per_iteration = (time.process_time() - cpu_tic) / args.iters
     warm_synth()
     sync(device)
-    tic = time.perf_counter()
+    tic, cpu_tic = time.perf_counter(), time.process_time()
     feats = synthesize()
     sync(device)
-    synth_sec = time.perf_counter() - tic
+    synth_sec, synth_cpu_sec = time.perf_counter() - tic, time.process_time() - cpu_tic
     assert feats.shape == (args.synth_sets, args.feature_dim) and bool(torch.isfinite(feats).all())
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     mean_labels = (args.max_labels + 1) / 2
     return dict(impl=impl, device=device_name, dtype=dtype_name, sec_per_iteration=sec_per_iteration,
-                synth_features_per_sec=args.synth_sets / synth_sec, peak_memory_gib=peak / 2 ** 30,
+                synth_features_per_sec=args.synth_sets / synth_sec, cpu_sec_per_iteration=cpu_sec_per_iteration,
+                synth_features_per_cpu_sec=args.synth_sets / synth_cpu_sec, peak_memory_gib=peak / 2 ** 30,
                 peak_memory_kind="cuda max allocated" if device.type == "cuda" else "process max RSS",
-                torch_threads=torch.get_num_threads(), gan=args.gan,
+                torch_threads=torch.get_num_threads(), gan=args.gan, malloc_tuning=args.malloc_tuning,
                 synth_gflop_per_feature=generator_gflop_per_feature(args, mean_labels))
 
 
@@ -286,13 +292,14 @@ def main():
     if args.row:
         print("ROW " + json.dumps(run_row(args, *args.row.split(","))), flush=True)
         return
-    rows = []
+    rows, load_before = [], os.getloadavg()
     forwarded = [a for a in sys.argv[1:]]
     for device in args.devices.split(","):
         for dtype in args.dtypes.split(","):
             for impl in args.impls.split(","):
                 cmd = [sys.executable, os.path.abspath(__file__), *forwarded, "--row", f"{impl},{device},{dtype}"]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
+                env = dict(os.environ, **(MALLOC_ENV if args.malloc_tuning == "on" else {}))
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 line = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
                 if proc.returncode or not line:
                     print(f"row {impl},{device},{dtype} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
@@ -300,13 +307,17 @@ def main():
                 rows.append(json.loads(line[0][4:]))
     sizes = {k: getattr(args, k) for k in FULL}
     print(f"CPU: {cpu_model()} | torch {torch.__version__} | threads {torch.get_num_threads()} | GAN {args.gan} | "
-          f"sizes {sizes} | {args.iters} timed iterations")
-    header = f"{'impl':<11}{'device':<7}{'dtype':<6}{'s/iter':>9}{'feat/s':>10}{'peak GiB':>10}{'threads':>8}"
+          f"sizes {sizes} | {args.iters} timed iterations | malloc tuning {args.malloc_tuning}")
+    print(f"load average before the rows: {load_before}; after: {os.getloadavg()} (other jobs slow the wall-clock "
+          "figures; 'cpu' columns are process CPU seconds, all threads summed)")
+    header = (f"{'impl':<11}{'device':<7}{'dtype':<6}{'s/iter':>9}{'cpu s/iter':>11}{'feat/s':>10}{'feat/cpu s':>11}"
+              f"{'peak GiB':>10}{'threads':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['impl']:<11}{r['device']:<7}{r['dtype']:<6}{r['sec_per_iteration']:>9.3f}"
-              f"{r['synth_features_per_sec']:>10.1f}{r['peak_memory_gib']:>10.2f}{r['torch_threads']:>8}")
+              f"{r['cpu_sec_per_iteration']:>11.3f}{r['synth_features_per_sec']:>10.1f}"
+              f"{r['synth_features_per_cpu_sec']:>11.1f}{r['peak_memory_gib']:>10.2f}{r['torch_threads']:>8}")
     for r in rows:
         print(json.dumps(r))
 

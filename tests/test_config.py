@@ -71,4 +71,5 @@ def test_every_shipped_config_loads(path):
     model = build_model(cfg)
     predictor = model.roi_heads.box_predictor
     assert predictor.cls_score.out_features == cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1
-    assert int(predictor.unseen_mask.sum()) > 0, "the split must come from the dataset metadata"
+    if cfg.DATASETS.TRAIN:  # leaves name a ZSD training set; the split comes from its metadata
+        assert int(predictor.unseen_mask.sum()) > 0

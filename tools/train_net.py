@@ -2,7 +2,7 @@
 """Zero-shot detection with multi-label feature synthesis: the whole pipeline, stage by stage.
 
     python tools/train_net.py --config-file configs/shapes/zsd_shapes_R18_FPN.yaml
-    python tools/train_net.py --config-file ... --stages features generator   # some stages only
+    python tools/train_net.py --config-file ... --stages features,generator   # some stages only
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_zsd.pth
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_baseline.pth \
         MODEL.ZSD.CLASSIFIER semantic
@@ -10,6 +10,7 @@
 Multi-GPU / multi-machine: ``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``
 (detectron2's ``launch``).
 """
+import argparse
 import logging
 
 import zsdet  # first: applies the Pillow alias detectron2 v0.6 needs at import (zsdet.compat)
@@ -39,10 +40,19 @@ def main(args):
     return ZSDPipeline(cfg).run()
 
 
+def parse_stages(text: str):
+    stages = [s for s in text.split(",") if s]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise argparse.ArgumentTypeError(f"unknown stages {unknown}; choose from {','.join(STAGES)}")
+    return stages
+
+
 def build_parser():
     parser = default_argument_parser()
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=None,
-                        help="stages to run (default: cfg.ZSD.STAGES)")
+    parser.add_argument("--stages", type=parse_stages, default=None,
+                        help=f"comma-separated stages to run, from {','.join(STAGES)} "
+                             "(default: cfg.ZSD.STAGES)")
     return parser
 
 

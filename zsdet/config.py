@@ -98,14 +98,15 @@ def _add_zsd_model_config(cfg: CN) -> None:
     z.MODE = "gzsd"  # inference scoring: "zsd" (unseen + bg), "gzsd" (all) or "seen" (seen + bg)
     z.CLASSIFIER = "linear"  # box classifier: "linear" (retrained on synthesized features) or "semantic" (baseline)
     z.SEMANTIC_TEMPERATURE = 0.05  # T of the semantic baseline: logits = cos(Px, e_k) / T
-    z.SEEN_LOGIT_BIAS = 0.0  # gzsd only: subtracted from seen logits (calibrated stacking; 0 = off)
+    z.GZSD_SCORING = "grouped"  # gzsd: "grouped" (SUZOD, protocol §9: seen / unseen softmaxes) or "joint" (one softmax)
+    z.SEEN_LOGIT_BIAS = 0.0  # gzsd joint: subtracted from seen logits (calibrated stacking; 0 = off)
+    z.GZSD_SEEN_THRESH = 0.3  # gzsd grouped: seen probabilities below this are set to 0 (SUZOD: 0.3)
 
 
 def _add_zsd_pipeline_config(cfg: CN) -> None:
     cfg.ZSD = CN()
     p = cfg.ZSD
-    # stages to run, in this order; each one reuses the artifacts of the previous ones in OUTPUT_DIR
-    p.STAGES = ["detector", "features", "generator", "classifier", "baseline", "evaluate"]
+    p.STAGES = ["detector", "features", "generator", "classifier", "baseline", "evaluate"]  # stages to run, in order
     p.TEST_ZSD = ""  # dataset evaluated in ZSD mode (GT: unseen boxes only)
     p.TEST_GZSD = ""  # dataset evaluated in GZSD mode (GT: all boxes)
 
@@ -170,11 +171,11 @@ def _add_mlzsl_config(cfg: CN) -> None:
     m.SYNTHETIC.DIR = ""  # where the generated benchmark is written / reused; "" = OUTPUT_DIR/synthetic_data
     m.SYNTHETIC.NUM_SEEN = 40  # seen classes S
     m.SYNTHETIC.NUM_UNSEEN = 10  # unseen classes U
-    m.SYNTHETIC.FEATURE_DIM = 512  # feature dimension d
+    m.SYNTHETIC.FEATURE_DIM = 128  # feature dimension d
     m.SYNTHETIC.EMBED_DIM = 64  # class-embedding dimension a
-    m.SYNTHETIC.NUM_TRAIN = 6000  # seen-train images (no unseen label)
-    m.SYNTHETIC.NUM_ZSL_TEST = 1500  # ZSL test images (at least one unseen label)
-    m.SYNTHETIC.NUM_GZSL_TEST = 2000  # GZSL test images (any labels)
+    m.SYNTHETIC.NUM_TRAIN = 4000  # seen-train images (no unseen label)
+    m.SYNTHETIC.NUM_ZSL_TEST = 1000  # ZSL test images (at least one unseen label)
+    m.SYNTHETIC.NUM_GZSL_TEST = 1500  # GZSL test images (any labels)
     m.SYNTHETIC.MAX_LABELS = 3  # labels per image, uniform in [1, MAX_LABELS]
     m.SYNTHETIC.NUM_TOPICS = 8  # co-occurrence topics (sparse class distributions)
     m.SYNTHETIC.PROTOTYPE_NOISE = 0.3  # std of the class-specific part of a prototype (not predictable from e(k))

@@ -99,3 +99,20 @@ def test_bad_mode_and_missing_agnostic_regression(cfg):
 
     with pytest.raises(ValueError, match="CLS_AGNOSTIC_BBOX_REG"):
         build_model(c)
+
+
+
+def test_grouped_gzsd_scoring_matches_suzod(cfg):
+    """Separate seen / unseen softmaxes, seen floor, averaged background (protocol §9)."""
+    scores = torch.tensor([[2.0, 1.0, 0.0, 3.0, 0.5], [-5.0, 4.0, -5.0, 0.0, 1.0]])
+    props = Instances((32, 32))
+    props.proposal_boxes = Boxes(torch.zeros(2, 4))
+    p = predictor(cfg, MODE="gzsd", GZSD_SCORING="grouped", GZSD_SEEN_THRESH=0.3)
+    (probs,) = p.predict_probs((scores, None), [props])
+    seen = torch.softmax(scores[:, [0, 2, 4]], 1)  # seen a, c + background
+    unseen = torch.softmax(scores[:, [1, 3, 4]], 1)  # unseen b, d + background
+    expected = torch.stack([seen[:, 0], unseen[:, 0], seen[:, 1], unseen[:, 1],
+                            (seen[:, 2] + unseen[:, 2]) / 2], 1)
+    expected[:, [0, 2]] *= expected[:, [0, 2]] >= 0.3
+    torch.testing.assert_close(probs, expected)
+    assert probs[1, 0] == 0 and probs[1, 2] == 0  # seen probabilities under the floor

@@ -36,7 +36,7 @@ def test_clf_fvaegan_synthesizes_discriminative_unseen_features(problem, tmp_pat
     tic = time.process_time()  # CPU seconds: robust to other jobs on the machine
     cfg = small_cfg(FUSION="clf", GAN="fvaegan", AMP_DTYPE=amp, GEN_HIDDEN=128, DISC_HIDDEN=128, ENC_HIDDEN=128,
                     CLF_FF_HIDDEN=128, CLF_DROPOUT=0.0, EPOCHS=5, BATCH_SIZE=32, CRITIC_ITERS=5, LR=1e-3,
-                    VAL_SYNTH_SETS=500)
+                    VAL_SYNTH_SETS=500, GAMMA_G=1.0)  # d = 32: the summed reconstruction is 128x smaller than at d = 4096
     trainer = SynthesisTrainer.from_config(cfg, problem.emb, problem.x_train.shape[1], str(tmp_path))
     untrained = SynthesisTrainer.from_config(cfg, problem.emb, problem.x_train.shape[1], str(tmp_path / "u"))
     result = trainer.fit(TensorFeatureSource(problem.x_train, problem.y_train))

@@ -172,6 +172,7 @@ def test_synthesize_is_reproducible_and_in_data_units(tiny, tmp_path):
     # a fresh trainer loads the selected model and synthesizes the same features
     fresh = build(small_cfg(EPOCHS=1, FUSION="flf"), tiny, tmp_path)
     assert fresh.load_best()["epoch"] == 0
+    assert torch.equal(fresh.train_sets.idx, trainer.train_sets.idx)  # for sample_label_sets in a new process
     torch.testing.assert_close(fresh.synthesize(sets, 3, seed=7)[0], feats)
     with pytest.raises(KeyError, match="class id 20"):
         trainer.synthesize(LabelSets.from_lists([[20]], 21), 1, seed=0)
@@ -179,6 +180,18 @@ def test_synthesize_is_reproducible_and_in_data_units(tiny, tmp_path):
         trainer.synthesize(LabelSets.from_lists([[1], []], 16), 1, seed=0)
     with pytest.raises(ValueError, match="no class ids"):
         unseen_label_sets([])
+
+
+def test_samples_without_usable_label_set_are_skipped(tiny, tmp_path):
+    y = tiny.y_train.clone()
+    y[:10] = 0  # no label
+    y[10:15, :4] = 1  # 4 labels > MAX_SET_SIZE = 3
+    y[10:15, 4:] = 0
+    trainer = build(small_cfg(VAL_FRACTION=0.0, EPOCHS=1, MAX_SET_SIZE=3, CRITIC_ITERS=2), tiny, tmp_path)
+    trainer.fit(TensorFeatureSource(tiny.x_train, y))
+    assert len(trainer.train_sets) == len(y) - 15
+    metrics = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert metrics["skipped_samples"] == 2 * 15  # per epoch: CRITIC_ITERS passes over the data
 
 
 def test_without_validation_the_last_epoch_is_kept(tiny, tmp_path):
@@ -214,3 +227,24 @@ def test_train_multilabel_classifier_learns_a_separable_problem():
     with torch.no_grad():
         accuracy = ((head(x) > 0).float() == y).float().mean()
     assert head.weight.shape == (2, 5) and accuracy > 0.95
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("gan", ["fclswgan", "fvaegan"])
+def test_no_host_device_sync_inside_an_iteration(tiny, tmp_path, gan):
+    cfg = small_cfg(GAN=gan, FUSION="clf", DEVICE="cuda", AMP_DTYPE="bfloat16")
+    trainer = build(cfg, tiny, tmp_path)
+    source = TensorFeatureSource(tiny.x_train, tiny.y_train)
+    trainer._prepare(source)
+    trainer._wrap_models()
+    groups = list(trainer._groups(source, 0))
+    gen = torch.Generator("cuda").manual_seed(0)
+    seen = trainer.seen_classes.cuda()
+    trainer._iteration(groups[0], gen, seen)  # warm-up (lazy CUDA initialisation may sync)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stats = trainer._iteration(groups[1], gen, seen)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert bool(torch.isfinite(stats).all())

@@ -116,6 +116,8 @@ def _class_names_and_embeddings(cfg, mode: str, need_embeddings: bool
                                 ) -> Tuple[List[str], List[str], Optional[np.ndarray]]:
     m = cfg.MLZSL
     emb_path = _resolve(cfg, m.EMBEDDINGS_FILE) if m.EMBEDDINGS_FILE else ""
+    if need_embeddings and not emb_path:
+        raise ValueError("MLZSL.EMBEDDINGS_FILE is empty: synthesizing features needs class embeddings")
     if (m.EMBEDDINGS_FORMAT == "nus_wide_pickle" and mode == "zsl"
             and not (m.SEEN_CLASSES_FILE or m.UNSEEN_CLASSES_FILE)):
         # the official matrix: seen = tags that are not concepts (tag order), unseen = concepts
@@ -137,8 +139,6 @@ def _class_names_and_embeddings(cfg, mode: str, need_embeddings: bool
         raise ValueError(f"classes listed as both seen and unseen: {overlap[:10]}")
     if not need_embeddings:
         return seen, unseen, None
-    if not emb_path:
-        raise ValueError("MLZSL.EMBEDDINGS_FILE is empty: synthesizing features needs class embeddings")
     class_list = _resolve(cfg, m.EMBEDDINGS_CLASS_LIST) if m.EMBEDDINGS_CLASS_LIST else None
     emb = load_class_embeddings(emb_path, seen + unseen, m.EMBEDDINGS_FORMAT, m.EMBEDDINGS_NORMALIZE,
                                 class_list=class_list)
@@ -244,6 +244,9 @@ def train_heads(cfg, bench: MLZSLBenchmark, train: H5FeatureSource,
         S = len(bench.seen_names)
         x, y = synth
         has_unseen = y[:, S:].any(1)
+        if not bool(has_unseen.any()):
+            raise ValueError("no synthesized feature has an unseen label: check MLZSL.SYNTH_LABEL_SETS "
+                             "and SYNTHESIS.LABEL_SAMPLING")
         logger.info("f_z: %d synthesized features with an unseen label", int(has_unseen.sum()))
         heads["zsl"] = _fit_head(cfg, TensorFeatureSource(x[has_unseen], y[has_unseen, S:]), device)
         logger.info("f_gz: %d real seen + %d synthesized features", len(train), len(x))

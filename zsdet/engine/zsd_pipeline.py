@@ -168,50 +168,49 @@ class ZSDPipeline:
         save_atomic({"model": merged, "classifier_type": type(classifier).__name__}, path)
         return path
 
-    def run_classifier(self):
-        if os.path.isfile(self.path("model_zsd.pth")):
-            logger.info("retrained detector exists: %s", self.path("model_zsd.pth"))
-            return None
+    def _classifier_stage(self, weights: str, what: str, build) -> None:
+        """Frame shared by the classifier and baseline stages: skip when ``weights`` exists, else
+        rank 0 builds ``(classifier, features, soft targets, epochs, lr)`` with ``build(bank, rng)``,
+        trains the classifier and saves the detector with it."""
+        if os.path.isfile(self.path(weights)):
+            logger.info("%s exists: %s", what, self.path(weights))
+            return
         if comm.is_main_process():
             bank = FeatureBank(self.bank_dir)
-            rng = np.random.default_rng(self.cfg.SEED)
-            x, y = self._real_training_set(bank, rng, with_mixtures=True)
-            trainer = self._synthesis_trainer(bank.feature_dim)
-            trainer.load_best()
-            unseen = LabelSets.from_lists([[u] for u in self.split.unseen_ids], self.split.num_classes)
-            syn_x, syn_y = trainer.synthesize(unseen, self.cfg.SYNTHESIS.NUM_PER_CLASS, seed=self.cfg.SEED)
-            syn_y = torch.cat([syn_y.float(), torch.zeros(len(syn_y), 1)], dim=1)  # no background
-            x, y = torch.cat([x, syn_x.float().cpu()]), torch.cat([y, syn_y])
-            logger.info("box classifier: %d real + mixed, %d synthesized unseen features",
-                        len(x) - len(syn_x), len(syn_x))
+            classifier, x, targets, epochs, lr = build(bank, np.random.default_rng(self.cfg.SEED))
             c = self.cfg.ZSD.CLASSIFIER
-            classifier = torch.nn.Linear(bank.feature_dim, self.split.num_classes + 1)
-            stats = fit_box_classifier(classifier, x, soft_targets(y), epochs=c.EPOCHS,
-                                       batch_size=c.BATCH_SIZE, lr=c.LR, weight_decay=c.WEIGHT_DECAY,
-                                       seed=self.cfg.SEED)
-            self._save_with_classifier(classifier, "model_zsd.pth")
-            logger.info("box classifier trained: %s", stats)
+            stats = fit_box_classifier(classifier, x, targets, epochs=epochs, batch_size=c.BATCH_SIZE,
+                                       lr=lr, weight_decay=c.WEIGHT_DECAY, seed=self.cfg.SEED)
+            self._save_with_classifier(classifier, weights)
+            logger.info("%s trained: %s", what, stats)
         comm.synchronize()
-        return None
+
+    def _synthesis_training_set(self, bank: FeatureBank, rng: np.random.Generator):
+        """Linear classifier over seen + unseen + background; real, mixed and synthesized features."""
+        x, y = self._real_training_set(bank, rng, with_mixtures=True)
+        trainer = self._synthesis_trainer(bank.feature_dim)
+        trainer.load_best()
+        unseen = LabelSets.from_lists([[u] for u in self.split.unseen_ids], self.split.num_classes)
+        syn_x, syn_y = trainer.synthesize(unseen, self.cfg.SYNTHESIS.NUM_PER_CLASS, seed=self.cfg.SEED)
+        syn_y = torch.cat([syn_y, torch.zeros(len(syn_y), 1)], dim=1)  # no background mass
+        logger.info("box classifier: %d real + mixed, %d synthesized unseen features", len(x), len(syn_x))
+        c = self.cfg.ZSD.CLASSIFIER
+        classifier = torch.nn.Linear(bank.feature_dim, self.split.num_classes + 1)
+        return (classifier, torch.cat([x, syn_x]), soft_targets(torch.cat([y, syn_y])), c.EPOCHS, c.LR)
+
+    def _baseline_training_set(self, bank: FeatureBank, rng: np.random.Generator):
+        """Semantic-projection classifier; real seen and background features only."""
+        x, y = self._real_training_set(bank, rng, with_mixtures=False)
+        emb = torch.from_numpy(class_embeddings_of(self.train_set))
+        classifier = SemanticProjectionClassifier(bank.feature_dim, emb, self.cfg.MODEL.ZSD.SEMANTIC_TEMPERATURE)
+        b = self.cfg.ZSD.BASELINE
+        return classifier, x, soft_targets(y), b.EPOCHS, b.LR
+
+    def run_classifier(self):
+        self._classifier_stage("model_zsd.pth", "retrained detector", self._synthesis_training_set)
 
     def run_baseline(self):
-        if os.path.isfile(self.path("model_baseline.pth")):
-            logger.info("baseline detector exists: %s", self.path("model_baseline.pth"))
-            return None
-        if comm.is_main_process():
-            bank = FeatureBank(self.bank_dir)
-            rng = np.random.default_rng(self.cfg.SEED)
-            x, y = self._real_training_set(bank, rng, with_mixtures=False)
-            emb = torch.from_numpy(class_embeddings_of(self.train_set))
-            classifier = SemanticProjectionClassifier(bank.feature_dim, emb,
-                                                      self.cfg.MODEL.ZSD.SEMANTIC_TEMPERATURE)
-            c, b = self.cfg.ZSD.CLASSIFIER, self.cfg.ZSD.BASELINE
-            stats = fit_box_classifier(classifier, x, soft_targets(y), epochs=b.EPOCHS,
-                                       batch_size=c.BATCH_SIZE, lr=b.LR, seed=self.cfg.SEED)
-            self._save_with_classifier(classifier, "model_baseline.pth")
-            logger.info("baseline classifier trained: %s", stats)
-        comm.synchronize()
-        return None
+        self._classifier_stage("model_baseline.pth", "baseline detector", self._baseline_training_set)
 
     # ------------------------------------------------------------------ stage 7
     def evaluate_method(self, weights: str, classifier: str, name: str) -> Dict[str, Dict[str, float]]:

@@ -10,8 +10,12 @@ semantic-projection baseline all index the same columns.
   it is learnt on seen boxes and applies unchanged to unseen detections, which replaces SUZOD's
   substitution of the best-scoring seen class's deltas.
 * Inference (``MODEL.ZSD.MODE``): ``"seen"`` softmax over seen + background; ``"zsd"`` softmax
-  over unseen + background (seen classes never fire); ``"gzsd"`` softmax over all columns after
-  subtracting ``MODEL.ZSD.SEEN_LOGIT_BIAS`` from the seen logits (calibrated stacking; 0 = off).
+  over unseen + background (seen classes never fire); ``"gzsd"`` with
+  ``MODEL.ZSD.GZSD_SCORING``: ``"joint"``, one softmax over all columns after subtracting
+  ``MODEL.ZSD.SEEN_LOGIT_BIAS`` from the seen logits (calibrated stacking; 0 = off), or
+  ``"grouped"``, SUZOD's scoring (protocol §9): separate softmaxes over [seen, background] and
+  [unseen, background], seen probabilities below ``MODEL.ZSD.GZSD_SEEN_THRESH`` set to 0, the
+  background column the mean of the two background probabilities.
 """
 from typing import Sequence
 
@@ -25,6 +29,7 @@ from .semantic_classifier import SemanticProjectionClassifier
 
 MODES = ("seen", "zsd", "gzsd")
 CLASSIFIERS = ("linear", "semantic")
+GZSD_SCORINGS = ("joint", "grouped")
 
 
 class ZSDOutputLayers(FastRCNNOutputLayers):
@@ -37,7 +42,9 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             (:class:`SemanticProjectionClassifier`; needs ``class_embeddings``).
         class_embeddings: (K, a) tensor, required for the semantic classifier.
         semantic_temperature: T of the semantic classifier.
-        seen_logit_bias: subtracted from seen logits in ``"gzsd"`` mode.
+        seen_logit_bias: subtracted from seen logits in ``"gzsd"`` mode with joint scoring.
+        gzsd_scoring: ``"joint"`` or ``"grouped"`` (module docstring).
+        gzsd_seen_thresh: grouped scoring's floor on seen probabilities.
     """
 
     @configurable
@@ -51,11 +58,15 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         class_embeddings=None,
         semantic_temperature: float = 0.05,
         seen_logit_bias: float = 0.0,
+        gzsd_scoring: str = "joint",
+        gzsd_seen_thresh: float = 0.3,
         **kwargs,
     ):
         super().__init__(input_shape, **kwargs)
         if mode not in MODES:
             raise ValueError(f"MODEL.ZSD.MODE must be one of {MODES}, got {mode!r}")
+        if gzsd_scoring not in GZSD_SCORINGS:
+            raise ValueError(f"MODEL.ZSD.GZSD_SCORING must be one of {GZSD_SCORINGS}, got {gzsd_scoring!r}")
         if classifier not in CLASSIFIERS:
             raise ValueError(f"MODEL.ZSD.CLASSIFIER must be one of {CLASSIFIERS}, got {classifier!r}")
         bad = [i for i in unseen_class_ids if not 0 <= i < self.num_classes]
@@ -77,6 +88,8 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         self.register_buffer("unseen_mask", unseen, persistent=False)
         self.mode = mode
         self.seen_logit_bias = seen_logit_bias
+        self.gzsd_scoring = gzsd_scoring
+        self.gzsd_seen_thresh = gzsd_seen_thresh
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -88,6 +101,8 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             classifier=cfg.MODEL.ZSD.CLASSIFIER,
             semantic_temperature=cfg.MODEL.ZSD.SEMANTIC_TEMPERATURE,
             seen_logit_bias=cfg.MODEL.ZSD.SEEN_LOGIT_BIAS,
+            gzsd_scoring=cfg.MODEL.ZSD.GZSD_SCORING,
+            gzsd_seen_thresh=cfg.MODEL.ZSD.GZSD_SEEN_THRESH,
         )
         if cfg.MODEL.ZSD.CLASSIFIER == "semantic":
             ret["class_embeddings"] = class_embeddings_of(_split_dataset(cfg))
@@ -114,9 +129,21 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             return scores.masked_fill(self.seen_mask, float("-inf"))
         return scores - self.seen_logit_bias * self.seen_mask.to(scores.dtype)
 
+    def grouped_probs(self, scores: torch.Tensor) -> torch.Tensor:
+        """SUZOD's GZSD probabilities (N, K + 1) from separate seen and unseen softmaxes."""
+        p_seen = F.softmax(scores.masked_fill(self.unseen_mask, float("-inf")), dim=-1)
+        p_unseen = F.softmax(scores.masked_fill(self.seen_mask, float("-inf")), dim=-1)
+        floored = p_seen * (p_seen >= self.gzsd_seen_thresh)
+        probs = torch.where(self.unseen_mask, p_unseen, floored)
+        probs[:, -1] = (p_seen[:, -1] + p_unseen[:, -1]) / 2
+        return probs
+
     def predict_probs(self, predictions, proposals):
         scores, _ = predictions
-        probs = F.softmax(self.mode_logits(scores), dim=-1)
+        if self.mode == "gzsd" and self.gzsd_scoring == "grouped":
+            probs = self.grouped_probs(scores)
+        else:
+            probs = F.softmax(self.mode_logits(scores), dim=-1)
         return probs.split([len(p) for p in proposals], dim=0)
 
 

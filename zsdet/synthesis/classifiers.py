@@ -39,7 +39,7 @@ def fit_linear_multilabel(batches: BatchFn, in_dim: int, out_dim: int, *, epochs
         head.weight.uniform_(-bound, bound, generator=gen)
         head.bias.uniform_(-bound, bound, generator=gen)
     head.to(device).train()
-    opt = torch.optim.Adam(head.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    opt = torch.optim.Adam(head.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=True)
     total = torch.zeros((), device=device)
     for epoch in tqdm(range(epochs), desc=desc, leave=False, disable=epochs < 2):
         total.zero_()

@@ -27,23 +27,19 @@ FUSIONS = ("alf", "flf", "clf")
 
 @dataclass
 class SetIndex:
-    """Index tensors of B label sets with P (set, class) pairs and U distinct classes.
+    """Index tensors of B label sets with P (set, class) pairs.
 
     Attributes:
         idx, mask: (B, N_max) the padded sets (for mean embeddings).
         sizes: (B,) float32 set sizes n.
-        classes: (U,) int64 distinct class ids of the batch.
-        pair_set: (P,) set of each pair; pair_class: (P,) index into ``classes``;
-        pair_slot: (P,) flat position ``set * N_max + slot`` of each pair in the padded layout.
+        pair_set: (P,) set of each pair; pair_class: (P,) class id of each pair.
     """
 
     idx: torch.Tensor
     mask: torch.Tensor
     sizes: torch.Tensor
-    classes: torch.Tensor
     pair_set: torch.Tensor
     pair_class: torch.Tensor
-    pair_slot: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.idx)
@@ -67,18 +63,15 @@ def index_label_sets(sets: LabelSets, num_classes: int) -> SetIndex:
     if top >= num_classes:
         raise KeyError(f"class id {top} is used in a label set but the class-embedding matrix has only "
                        f"{num_classes} rows")
-    n_max = sets.idx.shape[1]
-    rows, slots = sets.mask.nonzero(as_tuple=True)
-    classes, pair_class = torch.unique(sets.idx[rows, slots], return_inverse=True)
-    return SetIndex(idx=sets.idx, mask=sets.mask, sizes=sets.sizes().float(), classes=classes,
-                    pair_set=rows, pair_class=pair_class, pair_slot=rows * n_max + slots)
+    pair_set, pair_class = sets.pairs()
+    return SetIndex(idx=sets.idx, mask=sets.mask, sizes=sets.sizes().float(), pair_set=pair_set,
+                    pair_class=pair_class)
 
 
 def mean_over_sets(pair_values: torch.Tensor, sets: SetIndex) -> torch.Tensor:
-    """(P, d) per-pair values -> (B, d) per-set means (padded scatter, then a sum over slots)."""
-    b, n_max = sets.idx.shape
-    padded = pair_values.new_zeros(b * n_max, pair_values.shape[1]).index_copy(0, sets.pair_slot, pair_values)
-    return padded.view(b, n_max, -1).sum(1) / sets.sizes[:, None].to(pair_values.dtype)
+    """(P, d) per-pair values -> (B, d) per-set means (one index_add over the pairs)."""
+    sums = pair_values.new_zeros(len(sets), pair_values.shape[1]).index_add_(0, sets.pair_set, pair_values)
+    return sums / sets.sizes[:, None].to(pair_values.dtype)
 
 
 class CrossLevelFusion(nn.Module):
@@ -128,7 +121,7 @@ class CrossLevelFusion(nn.Module):
         r = self.dropout(torch.softmax(at_least_float32(scores), dim=-1)).to(v.dtype)
         alpha = (r @ v).transpose(1, 2).reshape(b, 2, d)  # concat over heads
         s = x + self.dropout(self.out(alpha))  # X + o
-        h = F.leaky_relu(self.ff1(s), 0.2).mean(1)  # mean over the 2 rows, moved before the linear fc2
+        h = F.leaky_relu(self.ff1(s), 0.2, inplace=True).mean(1)  # row mean moved before the linear fc2
         return self.ff2(h) + s.mean(1)
 
 
@@ -163,14 +156,14 @@ class MultiLabelGenerator(nn.Module):
         emb = self.class_embeddings[sets.idx] * sets.mask[..., None]
         return emb.sum(1) / sets.sizes[:, None]
 
-    def alf(self, z: torch.Tensor, e_mu: torch.Tensor) -> torch.Tensor:
-        """x_a (B, d), eq. 1."""
-        return output_activation(self.g_a(z, e_mu), self.out_act)
+    def alf(self, z: torch.Tensor, e_mu: torch.Tensor, final: bool = True) -> torch.Tensor:
+        """x_a (B, d), eq. 1; ``final=False``: an input of the CLF block, kept in the compute dtype."""
+        return output_activation(self.g_a(z, e_mu), self.out_act, full_precision=final)
 
-    def flf(self, z: torch.Tensor, sets: SetIndex) -> torch.Tensor:
+    def flf(self, z: torch.Tensor, sets: SetIndex, final: bool = True) -> torch.Tensor:
         """x_f (B, d), eq. 2: one G_f call over all P pairs, same z for all labels of a set."""
-        pairs = self.g_f.forward_pairs(z, self.class_embeddings[sets.classes], sets.pair_set, sets.pair_class)
-        return mean_over_sets(output_activation(pairs, self.out_act), sets)
+        pairs = self.g_f.forward_pairs(z, self.class_embeddings, sets.pair_set, sets.pair_class)
+        return mean_over_sets(output_activation(pairs, self.out_act, full_precision=final), sets)
 
     def forward(self, z: torch.Tensor, sets: SetIndex, e_mu: torch.Tensor = None) -> torch.Tensor:
         """z: (B, nz) noise; sets: B label sets on z's device; e_mu: optional precomputed (B, a).
@@ -180,7 +173,8 @@ class MultiLabelGenerator(nn.Module):
         """
         if self.fusion == "flf":
             return self.flf(z, sets)
-        x_a = self.alf(z, self.mean_embedding(sets) if e_mu is None else e_mu)
+        e_mu = self.mean_embedding(sets) if e_mu is None else e_mu
         if self.fusion == "alf":
-            return x_a
-        return output_activation(self.fuse(self.flf(z, sets), x_a), self.out_act)
+            return self.alf(z, e_mu)
+        return output_activation(self.fuse(self.flf(z, sets, final=False), self.alf(z, e_mu, final=False)),
+                                 self.out_act)

@@ -28,11 +28,11 @@ def critic_loss(critic: Callable, real: torch.Tensor, fake: torch.Tensor, cond: 
     """WGAN-GP critic loss with a single critic call on ``[real; fake; interpolates]``.
 
     One call (instead of three) keeps a DDP-wrapped critic to one forward per backward and gives
-    larger matrix products. The penalty's input gradient is taken with ``create_graph=True`` so
-    the loss's backward reaches the critic's parameters through it (double backward).
+    larger matrix products. The critic returns the input gradient of the interpolates itself
+    (see :meth:`zsdet.synthesis.networks.Critic.forward`), differentiable w.r.t. its weights.
 
     Args:
-        critic: D(x (N, d), e (N, a)) -> (N,) scores.
+        critic: ``critic(x (N, d), e (N, a), grad_rows=k) -> (scores (N,), grad_x of the last k rows (k, d))``.
         real, fake: (B, d) features (no gradient needed); cond: (B, a) e_mu.
         mix: (B,) interpolation weights a ~ U(0, 1).
         lambda_gp: penalty coefficient.
@@ -40,12 +40,11 @@ def critic_loss(critic: Callable, real: torch.Tensor, fake: torch.Tensor, cond: 
         (loss, wasserstein estimate E[D(x)] - E[D(x~)], gradient penalty) float32 scalars.
     """
     b = len(real)
-    interp = (mix[:, None] * real + (1 - mix[:, None]) * fake).detach().requires_grad_(True)
-    scores = critic(torch.cat([real.detach(), fake.detach(), interp]), cond.repeat(3, 1)).float()
-    s_real, s_fake, s_interp = scores[:b], scores[b:2 * b], scores[2 * b:]
-    (grad,) = torch.autograd.grad(s_interp.sum(), interp, create_graph=True)
+    interp = mix[:, None] * real + (1 - mix[:, None]) * fake
+    scores, grad = critic(torch.cat([real, fake, interp]).detach(), cond.repeat(3, 1), grad_rows=b)
+    scores = scores.float()
     gp = gradient_penalty(grad)
-    wasserstein = s_real.mean() - s_fake.mean()
+    wasserstein = scores[:b].mean() - scores[b:2 * b].mean()
     return -wasserstein + lambda_gp * gp, wasserstein.detach(), gp.detach()
 
 

@@ -8,7 +8,9 @@ One generator iteration (official Generative_MLZSL ``train.py`` semantics):
 
 1. ``CRITIC_ITERS`` critic steps, each on a fresh real batch with fresh noise. The generator does
    not change during them, so its outputs for all critic batches come from ONE no-grad batched
-   call before the steps (same values, fewer and larger matrix products).
+   call before the steps (same values, fewer and larger matrix products). The generator step's
+   own generator forward (which does not involve D) runs right after it, so under bf16 autocast
+   the generator's weights are cast once per iteration.
 2. One generator step on the last critic batch: f-CLSWGAN ``-E[D(x~)] + CLS_WEIGHT * BCE(f_cls(x~), y)``
    (eq. 7, f_cls a linear head pre-trained on the real seen features and frozen); f-VAEGAN
    ``recon + KL + GAMMA_G * -E[D(x~)]`` with the encoder's ``z`` for the reconstruction and prior
@@ -35,7 +37,6 @@ checkpoint continues exactly as an uninterrupted run.
 Several GPUs / machines: under detectron2's ``launch`` (torch.distributed initialised) G, D and E
 are wrapped in ``DistributedDataParallel``; each rank takes its share of every group of batches.
 """
-import copy
 import dataclasses
 import json
 import logging
@@ -204,15 +205,15 @@ class SynthesisTrainer:
             self.critic = Critic(self.feature_dim, self.emb_dim, settings.disc_hidden).to(self.device)
             self.encoder = (Encoder(self.feature_dim, self.emb_dim, settings.enc_hidden, self.noise_dim).to(self.device)
                             if settings.gan == "fvaegan" else None)
-        adam = dict(lr=settings.lr, betas=tuple(settings.betas))
+        adam = dict(lr=settings.lr, betas=tuple(settings.betas), fused=True)  # fused: one pass over the state
         self.opt_g = torch.optim.Adam(self.generator.parameters(), **adam)
         self.opt_d = torch.optim.Adam(self.critic.parameters(), **adam)
         self.opt_e = torch.optim.Adam(self.encoder.parameters(), **adam) if self.encoder is not None else None
-        self.seen_classes = None  # (S,) int64 classes with a positive in the training split
-        self.train_sets = None  # LabelSets of the usable training samples (CPU)
+        self.seen_classes = None  # public: (S,) int64 classes with a positive in the training split
+        self.train_sets = None  # public: LabelSets of the usable training samples (CPU), e.g. for sample_label_sets
         self.seen_classifier = None  # f_cls (f-CLSWGAN)
         self.best = {"score": float("-inf"), "epoch": -1, "bad_epochs": 0}
-        self.skipped = 0
+        self.skipped = 0  # samples of the current pass / epoch without usable label set
         self._val = None
 
     @classmethod
@@ -298,7 +299,8 @@ class SynthesisTrainer:
         xs, ys, n = [], [], 0
         for x, y in val.iter_batches(4096, 0, self.s.seed):
             check_finite(x, "validation features")
-            xs.append(x), ys.append(y)
+            xs.append(x)
+            ys.append(y)
             n += len(x)
             if n >= self.s.val_max_samples:
                 break
@@ -329,7 +331,7 @@ class SynthesisTrainer:
             "models": {k: m.state_dict() for k, m in self._models().items()},
             "optimizers": {k: o.state_dict() for k, o in self._optimizers().items()},
             "scaler": self.scaler.state_dict(), "train_sets": {"idx": self.train_sets.idx, "mask": self.train_sets.mask},
-            "seen_classes": self.seen_classes, "best": dict(self.best), "skipped": self.skipped,
+            "seen_classes": self.seen_classes, "best": dict(self.best),
         }, self._path(CHECKPOINT))
 
     def _restore(self, state: Dict, path: str) -> int:
@@ -351,13 +353,14 @@ class SynthesisTrainer:
             m.load_state_dict(state["models"][k])
         for k, o in self._optimizers().items():
             o.load_state_dict(state["optimizers"][k])
-        self.best, self.skipped = dict(state["best"]), state["skipped"]
+        self.best = dict(state["best"])
         return state["epoch"] + 1
 
     def _save_best(self, epoch: int, score: float) -> None:
         atomic_save({"format": FORMAT, "epoch": epoch, "score": score, "settings": dataclasses.asdict(self.s),
                      "generator": self.generator.state_dict(), "scaler": self.scaler.state_dict(),
-                     "seen_classes": self.seen_classes}, self._path(BEST))
+                     "seen_classes": self.seen_classes,
+                     "train_sets": {"idx": self.train_sets.idx, "mask": self.train_sets.mask}}, self._path(BEST))
 
     def load_best(self, path: Optional[str] = None) -> Dict:
         """Load the selected generator and feature scaler (``output_dir/model_best.pth`` by default).
@@ -377,6 +380,7 @@ class SynthesisTrainer:
         self.scaler.load_state_dict(state["scaler"])
         self.scaler.to(self.device)
         self.seen_classes = state["seen_classes"].cpu()
+        self.train_sets = LabelSets(state["train_sets"]["idx"].cpu(), state["train_sets"]["mask"].cpu())
         return {"epoch": state["epoch"], "score": state["score"]}
 
     # ------------------------------------------------------------------ training
@@ -435,10 +439,14 @@ class SynthesisTrainer:
         comm.synchronize()
         self.load_best()
         return {"best_epoch": self.best["epoch"], "best_val_map": self.best["score"], "epochs_run": done,
-                "stopped_early": bool(self.s.patience and self.best["bad_epochs"] >= self.s.patience)}
+                "stopped_early": done < self.s.epochs}
 
     def _groups(self, train: FeatureSource, epoch: int) -> Iterator[List[Tuple[torch.Tensor, torch.Tensor]]]:
-        """This rank's groups of CRITIC_ITERS usable CPU batches, one group per generator step."""
+        """This rank's groups of CRITIC_ITERS usable CPU batches, one group per generator step.
+
+        A group whose batches all lack usable samples is skipped on that rank only, which would stall
+        DDP; with batches of BATCH_SIZE samples this needs BATCH_SIZE * CRITIC_ITERS unlabelled samples in a row.
+        """
         k, world, rank = self.s.critic_iters, comm.get_world_size(), comm.get_rank()
         chunk = []
         for j in range(k):
@@ -456,6 +464,7 @@ class SynthesisTrainer:
 
     def _train_epoch(self, train: FeatureSource, epoch: int, seen_dev: torch.Tensor) -> Dict[str, float]:
         rank = comm.get_rank()
+        self.skipped = 0
         torch.manual_seed(derive_seed(self.s.seed, epoch, rank, 1))  # dropout masks
         gen = torch.Generator(self.device).manual_seed(derive_seed(self.s.seed, epoch, rank))
         sums = torch.zeros(len(_STAT_NAMES), device=self.device)
@@ -487,10 +496,23 @@ class SynthesisTrainer:
         g_index = g_index.to(self.device, non_blocking=True)
         x_all = self.scaler.transform(x_all)
         e_mu_all = self.generator.mean_embedding(critic_index)
+        x, e_mu = x_all[-sizes[-1]:], e_mu_all[-sizes[-1]:]  # the generator step's batch
 
-        # critic steps: one batched no-grad generator call serves all K steps
-        with torch.no_grad(), self._autocast():
-            fake_all = self.generator(self._noise(len(x_all), gen), critic_index, e_mu_all)
+        # Every generator forward of this iteration uses the same weights G_t, and none depends on D:
+        # run them first, in one autocast region (G's weights are cast to bf16 once). The critic
+        # steps' features come from ONE batched no-grad call; the generator step's features keep
+        # their graph until D, updated by the critic steps, scores them.
+        with self._autocast():
+            with torch.no_grad():
+                fake_all = self.generator(self._noise(len(x_all), gen), critic_index, e_mu_all)
+            if s.gan == "fclswgan":
+                fake = self.G(self._noise(len(x), gen), g_index, e_mu)
+            else:  # reconstruction from the encoder's z and a prior sample, in one generator call
+                mu, log_var = self.E(x, e_mu)
+                z_enc = self._noise(len(x), gen) * torch.exp(0.5 * log_var.float()) + mu.float()
+                recon, fake = self.G(torch.cat([z_enc, self._noise(len(x), gen)]), g_index,
+                                     e_mu.repeat(2, 1)).split(len(x))
+
         mix_all = torch.rand(len(x_all), device=self.device, generator=gen)
         d_stats = torch.zeros(3, device=self.device)
         start = 0
@@ -508,22 +530,15 @@ class SynthesisTrainer:
             d_stats += torch.stack([loss_d.detach(), wasserstein, gp])
 
         # generator (+ encoder) step on the last critic batch, critic frozen
-        x, e_mu = x_all[-sizes[-1]:], e_mu_all[-sizes[-1]:]
         self.critic.requires_grad_(False)
         zero = torch.zeros((), device=self.device)
         with self._autocast():
+            adv = generator_adversarial_loss(self.critic(fake, e_mu))
             if s.gan == "fclswgan":
-                fake = self.G(self._noise(len(x), gen), g_index, e_mu)
-                adv = generator_adversarial_loss(self.critic(fake, e_mu))
                 cls = multilabel_bce(self.seen_classifier(fake), y_last[:, seen_dev])
                 loss_g, rec, kl = adv + s.cls_weight * cls, zero, zero
             else:
-                mu, log_var = self.E(x, e_mu)
-                z_enc = self._noise(len(x), gen) * torch.exp(0.5 * log_var.float()) + mu.float()
-                out = self.G(torch.cat([z_enc, self._noise(len(x), gen)]), g_index, e_mu.repeat(2, 1))
-                recon, fake = out[: len(x)], out[len(x):]
                 rec, kl = vae_loss(recon, x, mu, log_var, s.vae_recon)
-                adv = generator_adversarial_loss(self.critic(fake, e_mu))
                 loss_g, cls = rec + kl + s.gamma_g * adv, zero
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_e is not None:
@@ -558,18 +573,15 @@ class SynthesisTrainer:
         if not self.scaler.fitted:
             raise RuntimeError("synthesize() before fit() or load_best(): the feature scaler is not fitted")
         sets = sets.to("cpu").repeat_each(num_per_set)
-        model = self.generator
-        if self.amp_dtype is not None:  # cast the weights once instead of once per autocast call
-            model = copy.deepcopy(model).to(self.amp_dtype)
         was_training = self.generator.training
-        model.eval()
+        self.generator.eval()
         out = torch.empty(len(sets), self.feature_dim)
         bs = batch_size or self.s.synth_batch_size
-        for start in range(0, len(sets), bs):  # loop over batches of sets
-            index = index_label_sets(sets[start:start + bs], self.num_classes).to(self.device)
-            with self._autocast():
-                feats = model(self._synthesis_noise(start, len(index), seed), index)
-            out[start:start + len(index)] = (self.scaler.inverse(feats) if inverse else feats).float().cpu()
+        with self._autocast():  # one region for all batches: bf16 weights are cast once and cached
+            for start in range(0, len(sets), bs):  # loop over batches of sets
+                index = index_label_sets(sets[start:start + bs], self.num_classes).to(self.device)
+                feats = self.generator(self._synthesis_noise(start, len(index), seed), index)
+                out[start:start + len(index)] = (self.scaler.inverse(feats) if inverse else feats).float().cpu()
         self.generator.train(was_training)
         return out
 

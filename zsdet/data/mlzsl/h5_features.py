@@ -154,15 +154,15 @@ class H5FeatureSource:
         step; rows appear in ascending file order within a group.
         """
         # Every block has <= block_rows <= group_rows rows, so this many blocks always fit a group.
-        group_of_block = np.arange(len(block_order)) // (self.group_rows // self.block_rows)
+        per_group = self.group_rows // self.block_rows
         feat_buf = np.empty((min(self.group_rows, len(self)), self.feature_dim), np.float32)
         lab_buf = np.empty((len(feat_buf), self.num_label_columns), self.label_dtype)
         f, feats, labels = open_feature_file(self.path, self.features_key, self.labels_key)
         with f:
-            for g in np.unique(group_of_block):
-                blocks = self._blocks[np.sort(block_order[group_of_block == g])]
+            for first in range(0, len(block_order), per_group):
+                blocks = self._blocks[np.sort(block_order[first:first + per_group])]
                 offset = 0
-                for start, stop in blocks:
+                for start, stop in blocks:  # one contiguous read per block
                     dest = np.s_[offset:offset + stop - start]
                     feats.read_direct(feat_buf, np.s_[start:stop], dest)
                     labels.read_direct(lab_buf, np.s_[start:stop], dest)
@@ -172,15 +172,22 @@ class H5FeatureSource:
 
     def _check_group(self, x: np.ndarray, lab: np.ndarray, blocks: np.ndarray) -> None:
         """Raise ``ValueError`` naming the file row of the first non-finite feature / bad label."""
-        row_ids = np.concatenate([np.arange(a, b) for a, b in blocks])
+        def file_row(i: int) -> int:  # buffer row -> file row
+            ends = np.cumsum(blocks[:, 1] - blocks[:, 0])
+            b = int(np.searchsorted(ends, i, side="right"))
+            return int(blocks[b, 0] + i - (ends[b - 1] if b else 0))
+
         bad_x = ~np.isfinite(x.sum(axis=1, dtype=np.float64))
         if bad_x.any():
-            raise ValueError(f"{self.path}: {self.features_key!r} row {row_ids[bad_x.argmax()]} "
+            raise ValueError(f"{self.path}: {self.features_key!r} row {file_row(bad_x.argmax())} "
                              "contains NaN or inf")
-        bad_y = ~np.isin(lab, (-1, 0, 1)).all(axis=1)
+        valid = (lab >= -1) & (lab <= 1)  # cheaper than np.isin, which upcasts to a (m, L) int64 table
+        if lab.dtype.kind == "f":
+            valid &= lab == np.trunc(lab)
+        bad_y = ~valid.all(axis=1)
         if bad_y.any():
             r = bad_y.argmax()
-            raise ValueError(f"{self.path}: {self.labels_key!r} row {row_ids[r]} has values "
+            raise ValueError(f"{self.path}: {self.labels_key!r} row {file_row(r)} has values "
                              f"{sorted(set(np.unique(lab[r]).tolist()) - {-1, 0, 1})} outside {{-1, 0, 1}}")
 
     def multi_hot(self, lab: np.ndarray) -> torch.Tensor:

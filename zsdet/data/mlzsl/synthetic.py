@@ -35,11 +35,11 @@ class SyntheticBenchmarkSpec:
 
     num_seen: int = 40
     num_unseen: int = 10
-    feature_dim: int = 512
+    feature_dim: int = 128
     embedding_dim: int = 64
-    num_train: int = 6000
-    num_zsl_test: int = 1500
-    num_gzsl_test: int = 2000
+    num_train: int = 4000
+    num_zsl_test: int = 1000
+    num_gzsl_test: int = 1500
     max_labels: int = 3
     num_topics: int = 8
     prototype_noise: float = 0.3
