@@ -109,6 +109,8 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.STAGES = ["detector", "features", "generator", "classifier", "baseline", "evaluate"]  # stages to run, in order
     p.TEST_ZSD = ""  # dataset evaluated in ZSD mode (GT: unseen boxes only)
     p.TEST_GZSD = ""  # dataset evaluated in GZSD mode (GT: all boxes)
+    p.EMBEDDINGS_FILE = ""  # class-embedding file overriding the training set's metadata ("" = metadata)
+    p.EMBEDDINGS_NORMALIZE = "l2"  # "l2" (rows), "spectral" (SUZOD: matrix / largest singular value) or "none"
 
     p.FEATURES = CN()  # stage 2: RoI feature bank from the seen training images (protocol §4)
     p.FEATURES.FG_IOU = 0.6  # foreground if max IoU with a GT box >= this

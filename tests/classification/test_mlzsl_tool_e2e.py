@@ -47,6 +47,7 @@ def test_synthetic_benchmark_end_to_end(train_mlzsl, tmp_path, capfd):
 
     again = run(train_mlzsl, out, flags=["--eval-only"])
     assert again["metrics"]["gzsl"] == pytest.approx(results["metrics"]["gzsl"])
+    assert again["eval_only"] and again["generator"] == results["generator"]
 
     plotted = run(train_mlzsl, tmp_path / "vs_baseline", opts=["MLZSL.PLOT_BASELINE_JSON", str(out / "results.json"),
                                                         "MLZSL.SYNTHETIC.DIR", str(out / "synthetic_data")])

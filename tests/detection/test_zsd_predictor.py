@@ -59,7 +59,7 @@ def test_unseen_columns_get_no_gradient_in_training(cfg):
 
 @pytest.mark.parametrize("mode,zero_cols", [("seen", [1, 3]), ("zsd", [0, 2]), ("gzsd", [])])
 def test_modes_zero_excluded_columns(cfg, mode, zero_cols):
-    p = predictor(cfg, MODE=mode)
+    p = predictor(cfg, MODE=mode, GZSD_SCORING="joint")
     scores = torch.randn(5, 5)
     props = Instances((32, 32))
     props.proposal_boxes = Boxes(torch.zeros(5, 4))
@@ -73,8 +73,9 @@ def test_gzsd_calibration_lowers_seen_scores(cfg):
     scores = torch.randn(5, 5)
     props = Instances((32, 32))
     props.proposal_boxes = Boxes(torch.zeros(5, 4))
-    (plain,) = predictor(cfg, MODE="gzsd").predict_probs((scores, None), [props])
-    (calibrated,) = predictor(cfg, MODE="gzsd", SEEN_LOGIT_BIAS=2.0).predict_probs((scores, None), [props])
+    (plain,) = predictor(cfg, MODE="gzsd", GZSD_SCORING="joint").predict_probs((scores, None), [props])
+    (calibrated,) = predictor(cfg, MODE="gzsd", GZSD_SCORING="joint",
+                              SEEN_LOGIT_BIAS=2.0).predict_probs((scores, None), [props])
     assert (calibrated[:, [0, 2]] < plain[:, [0, 2]]).all()
     assert (calibrated[:, [1, 3]] > plain[:, [1, 3]]).all()
 

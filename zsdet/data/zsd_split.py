@@ -47,23 +47,35 @@ class ZeroShotSplit:
         return cls.from_names(meta.thing_classes, getattr(meta, "unseen_classes", []))
 
 
-def class_embeddings_of(dataset_name: str) -> np.ndarray:
-    """Class embeddings (K, a) float32 of a ZSD dataset, rows in ``thing_classes`` order."""
-    meta = MetadataCatalog.get(dataset_name)
-    if hasattr(meta, "class_embeddings"):
-        emb = np.asarray(meta.class_embeddings, dtype=np.float32)
-    elif hasattr(meta, "class_embeddings_file"):
-        from .embeddings import load_class_embeddings
+def class_embeddings_of(dataset_name: str, path: str = "", normalize: str = "l2") -> np.ndarray:
+    """Class embeddings (K, a) float32 of a ZSD dataset, rows in ``thing_classes`` order.
 
-        emb = load_class_embeddings(meta.class_embeddings_file, meta.thing_classes)
-    else:
-        raise KeyError(
-            f"dataset {dataset_name!r} has neither class_embeddings nor class_embeddings_file "
-            "in its metadata"
-        )
-    if emb.ndim != 2 or emb.shape[0] != len(meta.thing_classes):
-        raise ValueError(
-            f"class embeddings of {dataset_name!r} have shape {emb.shape}, expected "
-            f"({len(meta.thing_classes)}, a)"
-        )
-    return emb
+    Args:
+        dataset_name: a registered ZSD dataset.
+        path: embedding file overriding the metadata's (any format of
+            :func:`zsdet.data.embeddings.load_class_embeddings`); "" = use the metadata.
+        normalize: "l2" (rows), "spectral" (SUZOD: whole matrix by its largest singular value)
+            or "none".
+    """
+    from .embeddings import load_class_embeddings, normalize_embeddings
+
+    meta = MetadataCatalog.get(dataset_name)
+    names = meta.thing_classes
+    if path or not hasattr(meta, "class_embeddings"):
+        path = path or getattr(meta, "class_embeddings_file", "")
+        if not path:
+            raise KeyError(f"dataset {dataset_name!r} has neither class_embeddings nor "
+                           "class_embeddings_file in its metadata (or set ZSD.EMBEDDINGS_FILE)")
+        return load_class_embeddings(path, names, normalize=normalize)
+    emb = np.asarray(meta.class_embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != len(names):
+        raise ValueError(f"class embeddings of {dataset_name!r} have shape {emb.shape}, "
+                         f"expected ({len(names)}, a)")
+    return normalize_embeddings(emb, normalize, row_names=names, source=f"metadata of {dataset_name}")
+
+
+def class_embeddings_from_config(cfg) -> np.ndarray:
+    """Embeddings of ``cfg.DATASETS.TRAIN[0]`` with ``cfg.ZSD.EMBEDDINGS_FILE`` / ``EMBEDDINGS_NORMALIZE``."""
+    if not cfg.DATASETS.TRAIN:
+        raise KeyError("DATASETS.TRAIN is empty: class embeddings are read from its first dataset")
+    return class_embeddings_of(cfg.DATASETS.TRAIN[0], cfg.ZSD.EMBEDDINGS_FILE, cfg.ZSD.EMBEDDINGS_NORMALIZE)

@@ -368,7 +368,7 @@ def run_classification(cfg, eval_only: bool = False) -> Dict:
                 {t: len(s) for t, s in tests.items()})
     seconds["data"], tic = time.perf_counter() - tic, time.perf_counter()
 
-    generator, trainer, synth = {}, None, None
+    generator, trainer, num_synth = {}, None, 0
     if not eval_only and cfg.MLZSL.SYNTH_LABEL_SETS != "none":
         trainer = SynthesisTrainer.from_config(cfg, bench.embeddings, train.feature_dim,
                                                os.path.join(out, "generator"), device)
@@ -378,10 +378,16 @@ def run_classification(cfg, eval_only: bool = False) -> Dict:
         return {}
     if eval_only:
         heads = load_heads(os.path.join(out, CLASSIFIERS), device)
+        if os.path.isfile(os.path.join(out, RESULTS)):  # keep what the training run recorded
+            with open(os.path.join(out, RESULTS)) as f:
+                trained = json.load(f)
+            generator, num_synth = trained.get("generator", {}), trained.get("num_synthesized", 0)
     else:
+        synth = None
         if trainer is not None:
             synth = synthesize(trainer, synthesis_label_sets(cfg, bench, trainer), cfg.SYNTHESIS.SEED)
-            logger.info("synthesized %d features", len(synth[0]))
+            num_synth = len(synth[0])
+            logger.info("synthesized %d features", num_synth)
             seconds["synthesis"], tic = time.perf_counter() - tic, time.perf_counter()
         heads = train_heads(cfg, bench, train, synth, device)
         save_heads(os.path.join(out, CLASSIFIERS), heads)
@@ -396,9 +402,8 @@ def run_classification(cfg, eval_only: bool = False) -> Dict:
     seconds["total"] = time.perf_counter() - start
     results = {"benchmark": bench.name, "mode": bench.mode, "fusion": cfg.SYNTHESIS.FUSION,
                "gan": cfg.SYNTHESIS.GAN, "units": "percent", "metrics": metrics,
-               "per_label_ap": per_label, "generator": generator,
-               "num_synthesized": 0 if synth is None else len(synth[0]),
-               "seconds": seconds}
+               "per_label_ap": per_label, "generator": generator, "num_synthesized": num_synth,
+               "eval_only": eval_only, "seconds": seconds}
     table = format_results_table(metrics, cfg.MLZSL.TOP_K)
     logger.info("%s, %s %s (percent):\n%s", bench.name, cfg.SYNTHESIS.FUSION, cfg.SYNTHESIS.GAN, table)
     write_json(os.path.join(out, RESULTS), results)

@@ -25,7 +25,7 @@ from detectron2.utils import comm
 
 from ..data.feature_bank import FeatureBank, FeatureBankWriter, done_image_ids
 from ..data.mixtures import RoIMixtureSource, fuse_mixtures, sample_mixture_sets
-from ..data.zsd_split import ZeroShotSplit, class_embeddings_of
+from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config
 from ..evaluation import ZSDEvaluator
 from ..modeling import RoIFeatureExtractor, SemanticProjectionClassifier
 from ..synthesis import LabelSets, SynthesisTrainer
@@ -124,7 +124,7 @@ class ZSDPipeline:
                                 max_set_size=m.MAX_SET_SIZE)
 
     def _synthesis_trainer(self, feature_dim: int) -> SynthesisTrainer:
-        emb = torch.from_numpy(class_embeddings_of(self.train_set))
+        emb = torch.from_numpy(class_embeddings_from_config(self.cfg))
         return SynthesisTrainer.from_config(self.cfg, emb, feature_dim, self.generator_dir)
 
     def run_generator(self):
@@ -201,7 +201,7 @@ class ZSDPipeline:
     def _baseline_training_set(self, bank: FeatureBank, rng: np.random.Generator):
         """Semantic-projection classifier; real seen and background features only."""
         x, y = self._real_training_set(bank, rng, with_mixtures=False)
-        emb = torch.from_numpy(class_embeddings_of(self.train_set))
+        emb = torch.from_numpy(class_embeddings_from_config(self.cfg))
         classifier = SemanticProjectionClassifier(bank.feature_dim, emb, self.cfg.MODEL.ZSD.SEMANTIC_TEMPERATURE)
         b = self.cfg.ZSD.BASELINE
         return classifier, x, soft_targets(y), b.EPOCHS, b.LR

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 
-from ..data.zsd_split import ZeroShotSplit, class_embeddings_of
+from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config
 from .semantic_classifier import SemanticProjectionClassifier
 
 MODES = ("seen", "zsd", "gzsd")
@@ -105,7 +105,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             gzsd_seen_thresh=cfg.MODEL.ZSD.GZSD_SEEN_THRESH,
         )
         if cfg.MODEL.ZSD.CLASSIFIER == "semantic":
-            ret["class_embeddings"] = class_embeddings_of(_split_dataset(cfg))
+            ret["class_embeddings"] = class_embeddings_from_config(cfg)
         return ret
 
     @property
@@ -147,17 +147,11 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         return probs.split([len(p) for p in proposals], dim=0)
 
 
-def _split_dataset(cfg) -> str:
-    if not cfg.DATASETS.TRAIN:
-        raise KeyError("DATASETS.TRAIN is empty: the ZSD split is read from its first dataset")
-    return cfg.DATASETS.TRAIN[0]
-
-
 def zsd_split_from_config(cfg):
     """The :class:`ZeroShotSplit` of ``cfg.DATASETS.TRAIN[0]``, or None without a training set."""
     if not cfg.DATASETS.TRAIN:
         return None
-    split = ZeroShotSplit.from_dataset(_split_dataset(cfg))
+    split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
     if split.num_classes != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
         raise ValueError(
             f"MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but dataset "
