@@ -1,4 +1,5 @@
-"""Shared test fixtures: paths, the optional ../shared data, and small detectron2 configs."""
+"""Shared test fixtures: paths, the optional ../shared data, and the repository's scripts."""
+import importlib.util
 import os
 from pathlib import Path
 
@@ -21,3 +22,18 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip("../shared/data is not present")
     return path
+
+
+def _load_script(relative_path: str):
+    """Import a repository script (e.g. ``tools/demo.py``) as a module."""
+    path = REPO / relative_path
+    spec = importlib.util.spec_from_file_location(f"zsdet_script_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script("tools/demo.py")`` imports a repository script as a module."""
+    return _load_script

@@ -1,5 +1,4 @@
 """The detectron2 sdist install route (dev/install_detectron2.py) and the compat checks."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -8,18 +7,10 @@ from detectron2.config import get_cfg
 import zsdet
 from zsdet.compat import check_config_supported, compiled_ops_available
 
-REPO = Path(__file__).resolve().parents[1]
 
 
-def load_installer():
-    spec = importlib.util.spec_from_file_location("install_detectron2", REPO / "dev" / "install_detectron2.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_stub_extension_written_only_when_sources_absent(tmp_path):
-    installer = load_installer()
+def test_stub_extension_written_only_when_sources_absent(tmp_path, load_script):
+    installer = load_script("dev/install_detectron2.py")
     root = tmp_path / "pb1-detectron2-0.6"
     (root / "detectron2" / "layers").mkdir(parents=True)
     (root / "setup.py").write_text("")
@@ -32,8 +23,8 @@ def test_stub_extension_written_only_when_sources_absent(tmp_path):
     assert path.read_text() == "// real sources"
 
 
-def test_find_source_root_rejects_ambiguous(tmp_path):
-    installer = load_installer()
+def test_find_source_root_rejects_ambiguous(tmp_path, load_script):
+    installer = load_script("dev/install_detectron2.py")
     with pytest.raises(RuntimeError, match="expected one detectron2 source tree"):
         installer.find_source_root(str(tmp_path))
 

@@ -101,16 +101,16 @@ def test_iter_ordered_follows_the_file(tmp_path):
 
 
 def test_streaming_reader_stays_within_its_memory_budget(tmp_path):
-    """A 4 MiB file read completely through a 0.25 MiB budget: the reader's numpy allocations
-    (buffers, batches, labels) never exceed the budget plus two batches."""
-    n, d, num_labels, batch = 4096, 256, 16, 32
+    """A 16 MiB file read completely through a 1 MiB budget: the reader's numpy allocations
+    (buffers, batches, labels) never exceed the budget plus two batches and a small overhead."""
+    n, d, num_labels, batch = 16384, 256, 16, 32
     rng = np.random.default_rng(0)
     path = write_file(tmp_path / "big.h5", rng.normal(size=(n, d)).astype(np.float32),
                       (rng.random((n, num_labels)) < 0.2).astype(np.int8))
-    budget = 0.25 * 2 ** 20
+    budget = 2 ** 20
     file_bytes = n * (4 * d + num_labels)
     assert file_bytes > 15 * budget
-    source = H5FeatureSource(path, memory_budget_mb=0.25, block_rows=64)
+    source = H5FeatureSource(path, memory_budget_mb=1, block_rows=64)
     assert source.group_rows * (4 * d + num_labels) <= budget
     rows = 0
     tracemalloc.start()
@@ -125,7 +125,7 @@ def test_streaming_reader_stays_within_its_memory_budget(tmp_path):
         tracemalloc.stop()
     batch_bytes = batch * (4 * d + 4 * num_labels + num_labels)
     assert rows == n
-    assert peak <= budget + 2 * batch_bytes + 64 * 1024, f"peak {peak / 2 ** 20:.3f} MiB"
+    assert peak <= budget + 2 * batch_bytes + 128 * 1024, f"peak {peak / 2 ** 20:.3f} MiB"
     assert peak >= budget / 2  # the measurement sees the group buffers (guards a vacuous pass)
 
 

@@ -1,8 +1,6 @@
 """COCO ZSD split construction on a tiny fake COCO json; the prepare script; registration."""
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from zsdet.data.datasets.coco_zsd import (
 )
 from zsdet.data.embeddings import load_class_embeddings
 
-REPO = Path(__file__).resolve().parents[2]
 # non-contiguous ids, listed out of order: the split jsons must keep all of them, sorted by id
 CATEGORIES = [{"id": 6, "name": "bus"}, {"id": 1, "name": "dog"}, {"id": 4, "name": "cat"},
               {"id": 2, "name": "car"}]
@@ -144,15 +141,7 @@ def test_shared_class_split_tsv_equals_the_default(shared_data):
     assert load_class_split(str(tsv)) == load_class_split()
 
 
-def _prepare_module():
-    spec = importlib.util.spec_from_file_location("prepare_coco_zsd",
-                                                  REPO / "datasets" / "prepare_coco_zsd.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_prepare_script_is_idempotent_and_feeds_registration(tmp_path, capsys):
+def test_prepare_script_is_idempotent_and_feeds_registration(tmp_path, capsys, load_script):
     annotations = tmp_path / "coco" / "annotations"
     annotations.mkdir(parents=True)
     (annotations / "instances_train2014.json").write_text(json.dumps(TRAIN))
@@ -162,7 +151,7 @@ def test_prepare_script_is_idempotent_and_feeds_registration(tmp_path, capsys):
     table = tmp_path / "vec.tsv"
     rows = enumerate(["__background__", *NAMES])
     table.write_text("".join(f"{n}\t{i + 1}\t1\n" for i, n in rows))
-    prepare = _prepare_module()
+    prepare = load_script("datasets/prepare_coco_zsd.py")
     argv = ["--root", str(tmp_path), "--tag", "toy", "--split-file", str(split_file),
             "--val-fraction", "0.1", "--embeddings", str(table)]
     counts = prepare.main(argv)

@@ -1,5 +1,4 @@
 """tools/demo.py and zsdet.utils.visualize: detections drawn, unseen marked, clear errors."""
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -33,11 +32,8 @@ def metadata():
 
 
 @pytest.fixture(scope="module")
-def demo():
-    spec = importlib.util.spec_from_file_location("zsdet_tools_demo", REPO / "tools" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def demo(load_script):
+    return load_script("tools/demo.py")
 
 
 @pytest.fixture(scope="module")

@@ -177,14 +177,14 @@ class H5FeatureSource:
             b = int(np.searchsorted(ends, i, side="right"))
             return int(blocks[b, 0] + i - (ends[b - 1] if b else 0))
 
-        bad_x = ~np.isfinite(x.sum(axis=1, dtype=np.float64))
+        # row-wise min / max: (m,) temporaries only (NaN propagates through both)
+        bad_x = ~(np.isfinite(x.min(axis=1)) & np.isfinite(x.max(axis=1)))
         if bad_x.any():
             raise ValueError(f"{self.path}: {self.features_key!r} row {file_row(bad_x.argmax())} "
                              "contains NaN or inf")
-        valid = (lab >= -1) & (lab <= 1)  # cheaper than np.isin, which upcasts to a (m, L) int64 table
-        if lab.dtype.kind == "f":
-            valid &= lab == np.trunc(lab)
-        bad_y = ~valid.all(axis=1)
+        bad_y = (lab.min(axis=1) < -1) | (lab.max(axis=1) > 1)
+        if lab.dtype.kind == "f":  # float labels must also be whole numbers (and not NaN)
+            bad_y |= ~(lab == np.trunc(lab)).all(axis=1)
         if bad_y.any():
             r = bad_y.argmax()
             raise ValueError(f"{self.path}: {self.labels_key!r} row {file_row(r)} has values "
