@@ -164,7 +164,7 @@ def _add_mlzsl_config(cfg: CN) -> None:
     m.NUS_WIDE_CONCEPT_LIST = ""  # nus_wide_pickle: optional Concepts81.txt naming its 81 concept rows
     m.TOP_K = [3, 5]  # K of P / R / F1 at top-K (paper: 3, 5 on NUS-WIDE and COCO; 10, 20 on Open Images)
     m.AP_CONVENTION = "standard"  # mAP: "standard" (labels without positives skipped) or "official" (count as 0)
-    m.STREAM_MEMORY_MB = 256.0  # MiB of feature + label rows each streamed HDF5 reader may hold at once
+    m.STREAM_MEMORY_MB = 256.0  # MiB held at once by each streamed HDF5 reader, and in all by a test file's evaluation
     m.STREAM_BLOCK_ROWS = 256  # rows per contiguous HDF5 read; unit of shuffling and of the validation split
     m.SYNTH_LABEL_SETS = "both"  # label sets to synthesize: "singleton", "cooccurrence", "both" or "none"
     m.PLOT_BASELINE_JSON = ""  # results.json of a baseline run: plot per-label AP change vs it (paper Fig. 4)

@@ -1,5 +1,5 @@
 """The classification runner's pieces: benchmark loading (incl. the official NUS-WIDE pickle), the
-paper-layout table, evaluation of signed / plain label files, the Fig. 4 plot, standard mode."""
+paper-layout table, the Fig. 4 plot, standard mode (evaluation: test_mlzsl_evaluation.py)."""
 import json
 import os
 
@@ -9,8 +9,8 @@ import pytest
 from detectron2.config import get_cfg
 
 import zsdet
-from zsdet.engine.classification import (evaluate_task, format_results_table, load_benchmark,
-                                         open_source, plot_ap_change, run_classification)
+from zsdet.engine.classification import (format_results_table, load_benchmark, open_source,
+                                         plot_ap_change, run_classification)
 
 
 def base_cfg(tmp_path, **mlzsl):
@@ -47,20 +47,6 @@ def test_results_table_has_the_paper_layout():
     k_open_images = format_results_table({"zsl": {"mAP": 1, **{f"{m}@{k}": 0 for k in (10, 20)
                                                                for m in ("P", "R", "F1")}}}, [10, 20])
     assert "F1@20" in k_open_images.splitlines()[0]
-
-
-def test_evaluation_reads_zero_as_unknown_only_in_signed_files(tmp_path):
-    cfg = base_cfg(tmp_path, TOP_K=[1])
-    scores = np.array([[0.9, 0.1], [0.8, 0.7], [0.1, 0.2]], np.float32)
-    plain = np.array([[0, 1], [1, 0], [0, 1]], np.int8)  # image 0 is a negative for label 0
-    signed = np.array([[0, 1], [1, -1], [-1, 1]], np.int8)  # image 0 is unknown for label 0
-    out = str(tmp_path)
-    m_plain, ap_plain = evaluate_task(cfg, "t", scores, plain, ["a", "b"], out)
-    m_signed, ap_signed = evaluate_task(cfg, "t", scores, signed, ["a", "b"], out)
-    assert ap_plain["a"] == pytest.approx(50.0)  # the negative outranks the only positive
-    assert ap_signed["a"] == pytest.approx(100.0)  # the unknown is left out of the ranking
-    assert m_plain["P@1"] == pytest.approx(200 / 3) and m_signed["P@1"] == pytest.approx(200 / 3)
-    assert set(m_plain) == {"mAP", "P@1", "R@1", "F1@1"}
 
 
 def test_ap_change_plot(tmp_path):
@@ -106,15 +92,26 @@ def test_nus_wide_official_pickle_and_file_columns(tmp_path, shared_data):
         open_source(wrong, load_benchmark(wrong), "ZSL_TEST_FILE", 1006)
 
 
-def test_standard_mode_without_synthesis_runs_end_to_end(tmp_path):
-    """Table 4 mode: every label seen, a head on real features only, relative paths via DATA_ROOT."""
+def standard_mode_cfg(tmp_path, **mlzsl):
     root = tmp_path / "data"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     write_h5(root / "train.h5", 200, 6, 4, seed=1)
     write_h5(root / "test.h5", 60, 6, 4, seed=2, signed=True)
     (root / "seen.txt").write_text("a\nb\nc\nd\n")
-    cfg = base_cfg(tmp_path, BENCHMARK="toy", MODE="standard", DATA_ROOT=str(root), TRAIN_FILE="train.h5",
-                   TEST_FILE="test.h5", SEEN_CLASSES_FILE="seen.txt", SYNTH_LABEL_SETS="none", TOP_K=[1, 2])
+    return base_cfg(tmp_path, BENCHMARK="toy", MODE="standard", DATA_ROOT=str(root), TRAIN_FILE="train.h5",
+                    TEST_FILE="test.h5", SEEN_CLASSES_FILE="seen.txt", SYNTH_LABEL_SETS="none", **mlzsl)
+
+
+def test_a_budget_too_small_to_evaluate_fails_before_training(tmp_path):
+    cfg = standard_mode_cfg(tmp_path, STREAM_MEMORY_MB=0.005)  # evaluating 60 images needs ~0.01 MiB
+    with pytest.raises(ValueError, match=r"MLZSL.STREAM_MEMORY_MB=0.005 is below .*/test.h5 \(60 images\)"):
+        run_classification(cfg)
+    assert not os.path.exists(os.path.join(cfg.OUTPUT_DIR, "classifiers.pth"))
+
+
+def test_standard_mode_without_synthesis_runs_end_to_end(tmp_path):
+    """Table 4 mode: every label seen, a head on real features only, relative paths via DATA_ROOT."""
+    cfg = standard_mode_cfg(tmp_path, TOP_K=[1, 2])
     cfg.SYNTHESIS.CLASSIFIER.EPOCHS = 20
     cfg.SYNTHESIS.CLASSIFIER.BATCH_SIZE = 32
     results = run_classification(cfg)

@@ -7,7 +7,7 @@ import torch.multiprocessing as mp
 
 from zsdet.synthesis import SynthesisTrainer, TensorFeatureSource
 
-from conftest import compositional_problem, small_cfg
+from synthesis_helpers import compositional_problem, small_cfg
 
 
 def _worker(rank, world, init_file, out_dir, gan):

@@ -14,7 +14,7 @@ from zsdet.synthesis import (
     unseen_label_sets,
 )
 
-from conftest import small_cfg
+from synthesis_helpers import small_cfg
 
 
 def unseen_map(trainer, problem, seed=0):

@@ -14,7 +14,7 @@ from zsdet.synthesis import (
     unseen_label_sets,
 )
 
-from conftest import compositional_problem, small_cfg
+from synthesis_helpers import compositional_problem, small_cfg
 
 
 @pytest.fixture(scope="module")

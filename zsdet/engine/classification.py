@@ -13,8 +13,9 @@
    synthesized features that have an unseen label, f_gz over all C classes on the real seen-train
    features + all synthesized features (streamed together); mode ``"standard"`` (all labels
    seen, Table 4): one head over the S classes on real (+ synthesized) features;
-5. evaluation (:class:`~zsdet.evaluation.MultiLabelEvaluator`): mAP and P / R / F1 at each K of
-   ``MLZSL.TOP_K`` for each task (``zsl`` / ``gzsl`` or ``standard``).
+5. evaluation (:func:`evaluate_task`): mAP and P / R / F1 at each K of ``MLZSL.TOP_K`` for each
+   task (``zsl`` / ``gzsl`` or ``standard``), exact and streamed: the test file is read in row
+   chunks (once for F1@K, once per block of classes for AP) within ``MLZSL.STREAM_MEMORY_MB``.
 
 Outputs in ``OUTPUT_DIR``: ``generator/`` (checkpoints, metrics.jsonl), ``classifiers.pth`` (the
 heads, reused by ``eval_only``), ``<task>_results.json`` (per-label AP), ``results.json`` (all
@@ -25,7 +26,7 @@ import json
 import logging
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -37,7 +38,8 @@ from zsdet.data.embeddings import load_class_embeddings, load_nus_wide_glove, re
 from zsdet.data.mlzsl import (ConcatSource, H5FeatureSource, SyntheticBenchmarkSpec,
                               synthetic_benchmark_paths, to_signed_labels,
                               write_synthetic_benchmark)
-from zsdet.evaluation import MultiLabelEvaluator
+from zsdet.evaluation import (min_memory_mb, per_label_ap_percent, report_multilabel,
+                              streamed_multilabel_metrics)
 from zsdet.evaluation.report import write_json
 from zsdet.synthesis import (LabelSets, SynthesisTrainer, TensorFeatureSource, derive_seed,
                              sample_label_sets, train_multilabel_classifier, unseen_label_sets)
@@ -180,15 +182,17 @@ def load_benchmark(cfg) -> MLZSLBenchmark:
     return MLZSLBenchmark(m.BENCHMARK, m.MODE, seen, unseen, emb, files)
 
 
-def open_source(cfg, bench: MLZSLBenchmark, file_key: str, num_classes: int) -> H5FeatureSource:
-    """Stream the file of ``file_key``, its label columns mapped into ``num_classes`` class ids.
+def open_source(cfg, bench: MLZSLBenchmark, file_key: str, num_classes: int,
+                memory_mb: Optional[float] = None) -> H5FeatureSource:
+    """Stream the file of ``file_key``, its label columns mapped into ``num_classes`` class ids,
+    holding at most ``memory_mb`` MiB of rows (default ``MLZSL.STREAM_MEMORY_MB``).
 
     Raises:
         ValueError: the file's label count differs from the benchmark's classes for that file.
     """
     return H5FeatureSource(bench.files[file_key], num_classes=num_classes,
                            column_classes=bench.label_columns(file_key),
-                           memory_budget_mb=cfg.MLZSL.STREAM_MEMORY_MB,
+                           memory_budget_mb=cfg.MLZSL.STREAM_MEMORY_MB if memory_mb is None else memory_mb,
                            block_rows=cfg.MLZSL.STREAM_BLOCK_ROWS,
                            features_key=cfg.MLZSL.FEATURES_KEY, labels_key=cfg.MLZSL.LABELS_KEY)
 
@@ -277,34 +281,52 @@ def load_heads(path: str, device) -> Dict[str, nn.Linear]:
 
 
 # ---------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def score_source(head: nn.Linear, source: H5FeatureSource, device) -> Tuple[np.ndarray, np.ndarray]:
-    """Scores (n, K) float32 of ``head`` on every row of ``source`` (file order) and the raw labels (n, L)."""
-    scores = np.empty((len(source), head.out_features), np.float32)
-    labels = np.empty((len(source), source.num_label_columns), source.label_dtype)
-    for offset, x, lab in source.iter_ordered():
-        rows = slice(offset, offset + len(x))
-        scores[rows] = head(torch.from_numpy(x).to(device)).float().cpu().numpy()
-        labels[rows] = lab
-    return scores, labels
+class HeadScores:
+    """A :class:`~zsdet.evaluation.ScoreStream`: the scores of a linear head on a streamed test
+    file (computed on the CPU, a chunk at a time, into numpy buffers) and the file's signed labels
+    (:func:`~zsdet.data.mlzsl.to_signed_labels`, decided once for the whole file).
 
-
-def evaluate_task(cfg, task: str, scores: np.ndarray, labels: np.ndarray, class_names: List[str],
-                  output_dir: str) -> Tuple[Dict[str, float], Dict[str, Optional[float]]]:
-    """Metrics (percent) of one task and its per-label AP (percent; None = no positive).
-
-    File labels are read as signed (:func:`~zsdet.data.mlzsl.to_signed_labels`): {0, 1} files
-    have no unknowns; in {-1, 0, 1} files the 0s are unknown and left out of the AP ranking.
+    Raises:
+        ValueError: the file's label columns are not the head's classes.
     """
-    evaluator = MultiLabelEvaluator(output_dir, ks=cfg.MLZSL.TOP_K, convention=cfg.MLZSL.AP_CONVENTION,
-                                    ignore_zero=True, task=task, class_names=class_names,
-                                    distributed=False)
-    signed = to_signed_labels(labels)
-    evaluator.process([{"labels": row} for row in signed], scores)
-    summary = evaluator.evaluate()[task]
-    with open(os.path.join(output_dir, f"{task}_results.json")) as f:
-        per_label = json.load(f)["per_label_AP"]
-    return summary, per_label
+
+    def __init__(self, head: nn.Linear, source: H5FeatureSource):
+        if source.num_label_columns != head.out_features:
+            raise ValueError(f"{source.path}: {source.num_label_columns} label columns but the "
+                             f"classifier scores {head.out_features} classes")
+        self.weight = head.weight.detach().float().cpu()  # (K, d), no copy of a CPU float32 head
+        self.bias = head.bias.detach().float().cpu()  # (K,)
+        self.source = source
+        self.num_images, self.num_classes = len(source), head.out_features
+        self.signed = source.has_negative_labels()
+
+    def iter_rows(self, columns: slice, max_rows: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """``(scores (m, c) float32, labels (m, c) int8)`` of the classes ``columns``, file order."""
+        weight_t, bias = self.weight[columns].T, self.bias[columns]
+        for _, x, lab in self.source.iter_ordered():
+            for first in range(0, len(x), max_rows):
+                rows = slice(first, first + max_rows)
+                scores = np.empty((len(lab[rows]), len(bias)), np.float32)
+                torch.addmm(bias, torch.from_numpy(x[rows]), weight_t, out=torch.from_numpy(scores))
+                yield scores, to_signed_labels(lab[rows, columns], self.signed)
+
+
+def evaluate_task(cfg, task: str, head: nn.Linear, source: H5FeatureSource, class_names: List[str],
+                  output_dir: str) -> Tuple[Dict[str, float], Dict[str, Optional[float]]]:
+    """Metrics (percent) of ``head`` on the test file of ``source`` and its per-label AP (percent;
+    None = no positive); writes ``<task>_results.json``.
+
+    Streamed and exact (:func:`~zsdet.evaluation.streamed_multilabel_metrics`): scores and labels
+    take at most half of ``MLZSL.STREAM_MEMORY_MB``; ``source`` should be opened with the other
+    half (as :func:`run_classification` does), so evaluation holds at most the budget. File labels are read as signed: {0, 1} files have no unknowns;
+    in {-1, 0, 1} files the 0s are unknown and left out of the AP ranking.
+    """
+    m = cfg.MLZSL
+    ap, f1 = streamed_multilabel_metrics(HeadScores(head, source), ks=m.TOP_K, convention=m.AP_CONVENTION,
+                                         ignore_zero=True, memory_mb=m.STREAM_MEMORY_MB / 2)
+    summary = report_multilabel(task, ap, f1, num_images=len(source), convention=m.AP_CONVENTION,
+                                output_dir=output_dir, class_names=class_names)
+    return summary, per_label_ap_percent(ap, class_names)
 
 
 def format_results_table(metrics: Dict[str, Dict[str, float]], ks) -> str:
@@ -362,7 +384,15 @@ def run_classification(cfg, eval_only: bool = False) -> Dict:
     bench = load_benchmark(cfg)
     device = resolve_device(cfg.SYNTHESIS.DEVICE)
     train = open_source(cfg, bench, "TRAIN_FILE", len(bench.class_names))
-    tests = {t: open_source(cfg, bench, key, len(bench.class_names)) for t, key in bench.tasks().items()}
+    # evaluation: half the budget for the test file reader, half for scores (evaluate_task)
+    tests = {t: open_source(cfg, bench, key, len(bench.class_names), cfg.MLZSL.STREAM_MEMORY_MB / 2)
+             for t, key in bench.tasks().items()}
+    task_classes = {"zsl": bench.unseen_names, "gzsl": bench.class_names, "standard": bench.seen_names}
+    for task, source in tests.items():  # fail before training, not after
+        need = 2 * min_memory_mb(len(source), len(task_classes[task]))
+        if cfg.MLZSL.STREAM_MEMORY_MB < need:
+            raise ValueError(f"MLZSL.STREAM_MEMORY_MB={cfg.MLZSL.STREAM_MEMORY_MB} is below the {need:.3g} "
+                             f"MiB that evaluating {source.path} ({len(source)} images) needs")
     logger.info("%s (%s): %d seen / %d unseen classes, %d training rows, test rows %s",
                 bench.name, bench.mode, len(bench.seen_names), len(bench.unseen_names), len(train),
                 {t: len(s) for t, s in tests.items()})
@@ -393,11 +423,9 @@ def run_classification(cfg, eval_only: bool = False) -> Dict:
         save_heads(os.path.join(out, CLASSIFIERS), heads)
         seconds["classifiers"], tic = time.perf_counter() - tic, time.perf_counter()
 
-    task_classes = {"zsl": bench.unseen_names, "gzsl": bench.class_names, "standard": bench.seen_names}
     metrics, per_label = {}, {}
     for task, source in tests.items():
-        scores, labels = score_source(heads[task], source, device)
-        metrics[task], per_label[task] = evaluate_task(cfg, task, scores, labels, task_classes[task], out)
+        metrics[task], per_label[task] = evaluate_task(cfg, task, heads[task], source, task_classes[task], out)
     seconds["evaluation"] = time.perf_counter() - tic
     seconds["total"] = time.perf_counter() - start
     results = {"benchmark": bench.name, "mode": bench.mode, "fusion": cfg.SYNTHESIS.FUSION,

@@ -13,12 +13,13 @@ Ties: equal scores are one threshold. AP is computed on the precision-recall poi
 ``average_precision_score``), so the result never depends on the order of tied items. The
 official Generative_MLZSL / LESA code sorts with ``torch.sort`` and so breaks ties arbitrarily.
 """
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["average_precision_per_label", "mean_average_precision", "mean_of_label_aps", "f1_at_k"]
+__all__ = ["average_precision_per_label", "mean_average_precision", "mean_of_label_aps", "f1_at_k",
+           "top_k_true_positives", "f1_from_counts"]
 
 CONVENTIONS = ("standard", "official")
 # Entries processed at once: keeps temporaries small for NUS-WIDE-sized inputs (84k x 1006).
@@ -180,18 +181,54 @@ def f1_at_k(scores, labels, k: int) -> Tuple[float, float, float]:
         ValueError: bad shapes / values, ``k < 1``, or no positive label at all (recall undefined).
     """
     s, y = _check_inputs(scores, labels)
-    if int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    k = min(int(k), s.shape[1])
-    num_pos = int((y == 1).sum())
-    if num_pos == 0:
-        raise ValueError("F1@K is undefined: labels contain no positive entry (label 1)")
-    step = max(1, _CHUNK_ELEMENTS // s.shape[1])  # rows per block: bounds temporary memory
-    tp = 0
+    (tp,), num_pos = _top_k_true_positives(s, y, _check_ks([k]))
+    return f1_from_counts(tp, num_pos, s.shape[0] * min(k, s.shape[1]))
+
+
+def top_k_true_positives(scores, labels, ks: Sequence[int]) -> Tuple[np.ndarray, int]:
+    """The counts behind :func:`f1_at_k`, summable over row chunks of a larger matrix.
+
+    Args:
+        scores: (n_images, n_classes) float; labels: (n_images, n_classes) in {-1, 0, 1}.
+        ks: the K values, each >= 1 (one stable sort serves them all).
+
+    Returns:
+        ``(tp (len(ks),) int64, num_positives)``: per K, the label-1 entries among the images'
+        top-K scores (ties to the lower class index); and the number of label-1 entries.
+    """
+    s, y = _check_inputs(scores, labels)
+    return _top_k_true_positives(s, y, _check_ks(ks))
+
+
+def _check_ks(ks: Sequence[int]) -> Tuple[int, ...]:
+    for k in ks:
+        if int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+    return tuple(int(k) for k in ks)
+
+
+def _top_k_true_positives(s: np.ndarray, y: np.ndarray, ks: Tuple[int, ...]) -> Tuple[np.ndarray, int]:
+    """:func:`top_k_true_positives` of checked inputs, in row blocks that bound temporary memory."""
+    k_max = min(max(ks), s.shape[1])
+    step = max(1, _CHUNK_ELEMENTS // s.shape[1])
+    hits = np.zeros(k_max, np.int64)  # hits[r]: label-1 entries at rank r of the images' orders
     for i in range(0, s.shape[0], step):
-        top = np.argsort(-s[i:i + step], axis=1, kind="stable")[:, :k]
-        tp += int((np.take_along_axis(y[i:i + step], top, axis=1) == 1).sum())
-    precision = tp / (s.shape[0] * k)
-    recall = tp / num_pos
+        top = np.argsort(-s[i:i + step], axis=1, kind="stable")[:, :k_max]
+        hits += (np.take_along_axis(y[i:i + step], top, axis=1) == 1).sum(axis=0)
+    cum = np.cumsum(hits)
+    return cum[[min(k, k_max) - 1 for k in ks]], int((y == 1).sum())
+
+
+def f1_from_counts(tp: int, num_positives: int, num_predicted: int) -> Tuple[float, float, float]:
+    """``(f1, precision, recall)`` from ``tp`` of ``num_predicted`` predictions (n_images * k')
+    and ``num_positives`` label-1 entries (see :func:`f1_at_k`).
+
+    Raises:
+        ValueError: ``num_positives == 0`` (recall undefined).
+    """
+    if num_positives == 0:
+        raise ValueError("F1@K is undefined: labels contain no positive entry (label 1)")
+    precision = int(tp) / num_predicted
+    recall = int(tp) / num_positives
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return float(f1), float(precision), float(recall)

@@ -3,7 +3,7 @@ import copy
 import itertools
 import logging
 import os
-from typing import Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.evaluation import DatasetEvaluator
@@ -12,7 +12,10 @@ from detectron2.utils import comm
 from .multilabel import as_numpy, average_precision_per_label, f1_at_k, mean_of_label_aps
 from .report import format_summary_table, write_json
 
-__all__ = ["MultiLabelEvaluator"]
+__all__ = ["MultiLabelEvaluator", "report_multilabel", "per_label_ap_percent"]
+
+logger = logging.getLogger(__name__)
+
 
 class MultiLabelEvaluator(DatasetEvaluator):
     """Collects ``(scores, labels)`` per image and reports mAP and F1@K, P@K, R@K (percent, 0-100).
@@ -60,7 +63,6 @@ class MultiLabelEvaluator(DatasetEvaluator):
         self._score_key = score_key
         self._class_names = list(class_names) if class_names is not None else None
         self._distributed = distributed
-        self._logger = logging.getLogger(__name__)
         self.reset()
 
     def reset(self):
@@ -87,25 +89,53 @@ class MultiLabelEvaluator(DatasetEvaluator):
             if not comm.is_main_process():
                 return {}
         if not scores:
-            self._logger.warning(f"[MultiLabelEvaluator] {self._task}: no prediction received.")
+            logger.warning(f"[MultiLabelEvaluator] {self._task}: no prediction received.")
             return {}
         scores, labels = np.concatenate(scores), np.concatenate(labels)
         ap = average_precision_per_label(scores, labels, convention=self._convention,
                                          ignore_zero=self._ignore_zero)
-        result = {"mAP": 100 * mean_of_label_aps(ap)}
-        for k in self._ks:
-            f1, p, r = f1_at_k(scores, labels, k)
-            result.update({f"F1@{k}": 100 * f1, f"P@{k}": 100 * p, f"R@{k}": 100 * r})
-        self._logger.info(f"{self._task} ({scores.shape[0]} images, {scores.shape[1]} labels, "
-                          f"{self._convention} AP convention), %:\n"
-                          + format_summary_table({self._task: result}))
-        if self._output_dir is not None:
-            names = self._class_names or [str(c) for c in range(ap.size)]
-            if len(names) != ap.size:
-                raise ValueError(f"{self._task}: {len(names)} class_names for {ap.size} labels")
-            write_json(os.path.join(self._output_dir, f"{self._task}_results.json"), {
-                "task": self._task, "convention": self._convention, "units": "percent",
-                "summary": result,
-                "per_label_AP": {n: 100 * float(a) for n, a in zip(names, ap)},
-            })
+        f1 = {k: f1_at_k(scores, labels, k) for k in self._ks}
+        result = report_multilabel(self._task, ap, f1, num_images=scores.shape[0],
+                                   convention=self._convention, output_dir=self._output_dir,
+                                   class_names=self._class_names)
         return {self._task: copy.deepcopy(result)}
+
+
+def per_label_ap_percent(ap: np.ndarray, class_names: Optional[Sequence[str]] = None
+                         ) -> Dict[str, Optional[float]]:
+    """Class name (default: the index as a string) -> AP in percent, None for NaN (no positive).
+
+    Raises:
+        ValueError: ``class_names`` does not have one name per entry of ``ap`` (C,).
+    """
+    names = list(class_names) if class_names is not None else [str(c) for c in range(ap.size)]
+    if len(names) != ap.size:
+        raise ValueError(f"{len(names)} class_names for {ap.size} labels")
+    return {n: None if np.isnan(a) else 100 * float(a) for n, a in zip(names, ap)}
+
+
+def report_multilabel(task: str, ap: np.ndarray, f1_by_k: Mapping[int, Tuple[float, float, float]], *,
+                      num_images: int, convention: str, output_dir: Optional[str] = None,
+                      class_names: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    """The summary (percent) of one task: ``{"mAP", "F1@k", "P@k", "R@k" for each k}``.
+
+    Args:
+        ap: (C,) per-label AP in [0, 1] (NaN: no positive), from :func:`average_precision_per_label`.
+        f1_by_k: K -> ``(f1, precision, recall)`` in [0, 1], e.g. from :func:`f1_at_k`.
+        num_images, convention: for the log line.
+        output_dir: where ``<task>_results.json`` (summary + per-label AP) goes; None writes nothing.
+        class_names: names of the C labels in the JSON (default: indices).
+
+    Logs the summary as a table.
+    """
+    result = {"mAP": 100 * mean_of_label_aps(ap)}
+    for k, (f1, p, r) in f1_by_k.items():
+        result.update({f"F1@{k}": 100 * f1, f"P@{k}": 100 * p, f"R@{k}": 100 * r})
+    logger.info(f"{task} ({num_images} images, {ap.size} labels, {convention} AP convention), %:\n"
+                + format_summary_table({task: result}))
+    if output_dir is not None:
+        write_json(os.path.join(output_dir, f"{task}_results.json"), {
+            "task": task, "convention": convention, "units": "percent", "summary": result,
+            "per_label_AP": per_label_ap_percent(ap, class_names),
+        })
+    return result

@@ -121,7 +121,8 @@ class CrossLevelFusion(nn.Module):
         r = self.dropout(torch.softmax(at_least_float32(scores), dim=-1)).to(v.dtype)
         alpha = (r @ v).transpose(1, 2).reshape(b, 2, d)  # concat over heads
         s = x + self.dropout(self.out(alpha))  # X + o
-        h = F.leaky_relu(self.ff1(s), 0.2, inplace=True).mean(1)  # row mean moved before the linear fc2
+        h = F.leaky_relu(self.ff1(s), 0.2, inplace=True)
+        h = (h[:, 0] + h[:, 1]) * 0.5  # the row mean of eq. 5, moved before the linear fc2
         return self.ff2(h) + s.mean(1)
 
 

@@ -59,15 +59,20 @@ def open_feature_file(path: str, features_key: str = FEATURES_KEY,
     return f, feats, labels
 
 
-def to_signed_labels(labels: np.ndarray) -> np.ndarray:
-    """Labels of a whole file as int8 in {-1, 0, 1} with 0 meaning "unknown".
+def to_signed_labels(labels: np.ndarray, signed: Optional[bool] = None) -> np.ndarray:
+    """File labels as int8 in {-1, 0, 1} with 0 meaning "unknown".
 
     A file without any -1 is a plain {0, 1} multi-hot file: its 0s are negatives and become -1.
     A file with -1s is already signed and is returned unchanged (as int8).
+
+    Args:
+        labels: (n, L) labels of a whole file, or a chunk of a file whose encoding is ``signed``.
+        signed: whether the file has any -1 (see :meth:`H5FeatureSource.has_negative_labels`);
+            None decides from ``labels`` itself, which must then be the whole file.
     """
-    labels = np.asarray(labels)
-    signed = labels.astype(np.int8)
-    return signed if (signed == -1).any() else 2 * signed - 1
+    y = np.asarray(labels).astype(np.int8)
+    signed = bool((y == -1).any()) if signed is None else signed
+    return y if signed else 2 * y - 1
 
 
 class H5FeatureSource:
@@ -226,6 +231,13 @@ class H5FeatureSource:
             yield torch.from_numpy(carry_x), self.multi_hot(carry_y)
 
     # ---------------------------------------------------------------- inference / evaluation
+    def has_negative_labels(self) -> bool:
+        """Whether any label of the source's rows is -1 (a signed file, see :func:`to_signed_labels`);
+        reads the labels only, one block of rows at a time."""
+        f, _, labels = open_feature_file(self.path, self.features_key, self.labels_key)
+        with f:
+            return any(bool((labels[start:stop] == -1).any()) for start, stop in self._blocks)
+
     def iter_ordered(self) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
         """Groups in file order: ``(offset, features (m, d) float32, labels (m, L))`` views, where
         ``offset`` is the position of the group's first row among the source's rows."""
