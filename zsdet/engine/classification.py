@@ -318,8 +318,9 @@ def evaluate_task(cfg, task: str, head: nn.Linear, source: H5FeatureSource, clas
 
     Streamed and exact (:func:`~zsdet.evaluation.streamed_multilabel_metrics`): scores and labels
     take at most half of ``MLZSL.STREAM_MEMORY_MB``; ``source`` should be opened with the other
-    half (as :func:`run_classification` does), so evaluation holds at most the budget. File labels are read as signed: {0, 1} files have no unknowns;
-    in {-1, 0, 1} files the 0s are unknown and left out of the AP ranking.
+    half (as :func:`run_classification` does), so evaluation holds at most the budget. File labels
+    are read as signed: {0, 1} files have no unknowns; in {-1, 0, 1} files the 0s are unknown and
+    left out of the AP ranking.
     """
     m = cfg.MLZSL
     ap, f1 = streamed_multilabel_metrics(HeadScores(head, source), ks=m.TOP_K, convention=m.AP_CONVENTION,

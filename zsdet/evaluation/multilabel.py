@@ -181,7 +181,8 @@ def f1_at_k(scores, labels, k: int) -> Tuple[float, float, float]:
         ValueError: bad shapes / values, ``k < 1``, or no positive label at all (recall undefined).
     """
     s, y = _check_inputs(scores, labels)
-    (tp,), num_pos = _top_k_true_positives(s, y, _check_ks([k]))
+    (k,) = _check_ks([k])
+    (tp,), num_pos = _top_k_true_positives(s, y, (k,))
     return f1_from_counts(tp, num_pos, s.shape[0] * min(k, s.shape[1]))
 
 
@@ -201,6 +202,8 @@ def top_k_true_positives(scores, labels, ks: Sequence[int]) -> Tuple[np.ndarray,
 
 
 def _check_ks(ks: Sequence[int]) -> Tuple[int, ...]:
+    if len(ks) == 0:
+        raise ValueError("no K given for the top-K counts")
     for k in ks:
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")

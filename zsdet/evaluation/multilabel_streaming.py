@@ -72,7 +72,7 @@ def streamed_multilabel_metrics(stream: ScoreStream, *, ks: Sequence[int], conve
     f1 = _f1_pass(stream, ks, rows=budget // (C * CHUNK_ENTRY_BYTES)) if len(ks) else {}
     # the held block and its fill chunks, or the block and its AP temporaries, share the budget
     ap_cols = max(1, budget // 2 // (n * AP_ENTRY_BYTES))
-    block_cols = max(1, (budget - ap_cols * n * AP_ENTRY_BYTES) // (n * BLOCK_ENTRY_BYTES))
+    block_cols = min(C, max(1, (budget - ap_cols * n * AP_ENTRY_BYTES) // (n * BLOCK_ENTRY_BYTES)))
     ap_cols = min(ap_cols, block_cols)
     fill_rows = max(1, (budget - block_cols * n * BLOCK_ENTRY_BYTES) // (block_cols * CHUNK_ENTRY_BYTES))
     logger.info("streamed evaluation of %d images x %d classes within %.1f MiB: %d row pass(es) of "

@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from ..evaluation import mean_average_precision
 from .classifiers import fit_linear_multilabel
-from .fusion import MultiLabelGenerator, SetIndex, index_label_sets
+from .fusion import MultiLabelGenerator, index_label_sets
 from .label_sets import LabelSets
 from .losses import RECON_LOSSES, critic_loss, generator_adversarial_loss, multilabel_bce, vae_loss
 from .networks import Critic, Encoder
