@@ -1,4 +1,4 @@
-"""Loading and atomically saving detector weights with explicit checks on the box classifier."""
+"""Loading detector weights with explicit checks on the box classifier."""
 import os
 
 import torch
@@ -41,9 +41,3 @@ def load_detector_weights(model: torch.nn.Module, path: str) -> None:
     if missing:
         raise ValueError(f"{path} lacks model tensors: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
 
-
-def save_atomic(obj, path: str) -> None:
-    """``torch.save`` to ``path + '.tmp'`` then rename, so a kill never leaves a truncated file."""
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)

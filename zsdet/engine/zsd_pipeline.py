@@ -11,7 +11,6 @@ Every stage reads the previous stage's artifacts from ``cfg.OUTPUT_DIR`` and ski
 its own artifact is complete, so a killed run restarts where it stopped (stages 1, 2 and 4 also
 resume from inside: detectron2 checkpoints, committed bank rows, generator epochs).
 """
-import json
 import logging
 import os
 from typing import Dict, Iterable
@@ -27,10 +26,12 @@ from ..data.feature_bank import FeatureBank, FeatureBankWriter, done_image_ids
 from ..data.mixtures import RoIMixtureSource, fuse_mixtures, sample_mixture_sets
 from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config
 from ..evaluation import ZSDEvaluator
+from ..evaluation.report import write_json
 from ..modeling import RoIFeatureExtractor, SemanticProjectionClassifier
 from ..synthesis import LabelSets, SynthesisTrainer
 from .box_classifier import balanced_rows, fit_box_classifier, soft_targets
-from .checkpoints import CLASSIFIER_PREFIX, load_detector_weights, load_state_dict_file, save_atomic
+from ..synthesis.trainer import atomic_save
+from .checkpoints import CLASSIFIER_PREFIX, load_detector_weights, load_state_dict_file
 from .detection_trainer import ZSDTrainer
 from .zsd_report import format_results_table
 
@@ -165,7 +166,7 @@ class ZSDPipeline:
                   if not k.startswith(CLASSIFIER_PREFIX)}
         merged.update({CLASSIFIER_PREFIX + k: v.detach().cpu() for k, v in classifier.state_dict().items()})
         path = self.path(name)
-        save_atomic({"model": merged, "classifier_type": type(classifier).__name__}, path)
+        atomic_save({"model": merged, "classifier_type": type(classifier).__name__}, path)
         return path
 
     def _classifier_stage(self, weights: str, what: str, build) -> None:
@@ -243,9 +244,7 @@ class ZSDPipeline:
             print(table, flush=True)
             with open(self.path("results_table.txt"), "w") as f:
                 f.write(table + "\n")
-            with open(self.path("metrics.json") + ".tmp", "w") as f:
-                json.dump(metrics, f, indent=2)
-            os.replace(self.path("metrics.json") + ".tmp", self.path("metrics.json"))
+            write_json(self.path("metrics.json"), metrics)
         return metrics
 
     def _with(self, **zsd_model_keys):
