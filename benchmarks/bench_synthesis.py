@@ -52,8 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     p.add_argument("--malloc-tuning", choices=["on", "off"], default="on",
-                   help="run rows with glibc's mmap / trim thresholds raised (MALLOC_ENV): big tensors are then "
-                        "reused from the heap instead of being mmapped and page-faulted anew every iteration")
+                   help="run rows with glibc's mmap / trim thresholds raised (MALLOC_ENV). glibc ignores mmap "
+                        "thresholds above 32 MiB on 64-bit, so tensors larger than that are still mmapped and "
+                        "page-faulted anew every iteration (measured: ~590k minor faults per bf16 iteration)")
     p.add_argument("--row", help=argparse.SUPPRESS)  # internal: run one "impl,device,dtype" row
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else FULL
