@@ -10,6 +10,8 @@ from typing import Iterator, Tuple
 import numpy as np
 import torch
 
+from ..synthesis import TensorFeatureSource
+
 
 def sample_mixture_sets(num_rows: int, num_mixtures: int, min_size: int, max_size: int,
                         rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
@@ -78,19 +80,16 @@ class RoIMixtureSource:
         return len(self.labels) + self.num_mixtures
 
     def epoch_data(self, epoch: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """All (features, multi-hot) of one epoch, shuffled; singles first then mixtures before shuffling."""
-        rng = np.random.default_rng([seed, epoch])
+        """All (features, multi-hot) of one epoch: the single features, then fresh mixtures."""
         singles = torch.nn.functional.one_hot(self.labels, self.num_classes).float()
-        x, y = self.features, singles
-        if self.num_mixtures:
-            idx, mask = sample_mixture_sets(len(self.labels), self.num_mixtures, *self.set_sizes, rng)
-            mx, my = fuse_mixtures(self.features, self.labels, torch.from_numpy(idx),
-                                   torch.from_numpy(mask), self.num_classes)
-            x, y = torch.cat([x, mx]), torch.cat([y, my])
-        order = torch.from_numpy(rng.permutation(len(x)))
-        return x[order], y[order]
+        if not self.num_mixtures:
+            return self.features, singles
+        rng = np.random.default_rng([seed, epoch])
+        idx, mask = sample_mixture_sets(len(self.labels), self.num_mixtures, *self.set_sizes, rng)
+        mx, my = fuse_mixtures(self.features, self.labels, torch.from_numpy(idx),
+                               torch.from_numpy(mask), self.num_classes)
+        return torch.cat([self.features, mx]), torch.cat([singles, my])
 
     def iter_batches(self, batch_size: int, epoch: int, seed: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        x, y = self.epoch_data(epoch, seed)
-        for start in range(0, len(x), batch_size):
-            yield x[start:start + batch_size], y[start:start + batch_size]
+        """Shuffled batches of :meth:`epoch_data` (the shuffle is the tensor source's, by (seed, epoch))."""
+        return TensorFeatureSource(*self.epoch_data(epoch, seed)).iter_batches(batch_size, epoch, seed)

@@ -5,16 +5,14 @@ trained with softmax cross-entropy against *soft* targets: a single-label featur
 class, a multi-label mixture spreads its target uniformly over its labels, background RoIs
 target the background column. Box regression is left as stage 1 trained it.
 """
-import logging
 from typing import Dict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-logger = logging.getLogger(__name__)
+from ..synthesis import derive_seed, fit_module
 
 
 def soft_targets(multi_hot: torch.Tensor) -> torch.Tensor:
@@ -25,10 +23,15 @@ def soft_targets(multi_hot: torch.Tensor) -> torch.Tensor:
     return multi_hot / mass
 
 
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``-sum_k t_k log softmax(logits)_k``; logits, targets: (B, K + 1)."""
+    return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
 def fit_box_classifier(classifier: nn.Module, features: torch.Tensor, targets: torch.Tensor, *,
                        epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
                        seed: int = 0, device: str = "cpu") -> Dict[str, float]:
-    """Train ``classifier`` in place with soft-target cross-entropy and Adam.
+    """Train ``classifier`` in place with soft-target cross-entropy and Adam (betas 0.9, 0.999).
 
     Args:
         classifier: module mapping (B, d) features to (B, K + 1) logits.
@@ -37,35 +40,26 @@ def fit_box_classifier(classifier: nn.Module, features: torch.Tensor, targets: t
         seed: fixes the shuffling.
 
     Returns:
-        {"loss": mean loss of the last epoch, "train_accuracy": argmax agreement on the last epoch}.
+        {"loss": mean loss of the last epoch's batches, "train_accuracy": argmax agreement with the
+        targets after training}.
     """
     if features.ndim != 2 or len(features) != len(targets):
         raise ValueError(f"features {tuple(features.shape)} vs targets {tuple(targets.shape)}")
     if not torch.isfinite(features).all():
         raise ValueError("non-finite values in the classifier's training features")
-    classifier.to(device).train()
-    opt = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    n = len(features)
-    stats = {}
-    for epoch in tqdm(range(epochs), desc="box classifier", leave=False):
-        order = torch.randperm(n, generator=gen)
-        total_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
-            x, t = features[idx].to(device), targets[idx].to(device)
-            logits = classifier(x)
-            loss = -(t * F.log_softmax(logits, dim=1)).sum(1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total_loss += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == t.argmax(1)).sum()
-        stats = {"loss": float(total_loss) / n, "train_accuracy": float(correct) / n}
-        logger.info("box classifier epoch %d: %s", epoch, stats)
-    classifier.eval()
-    return stats
+
+    def batches(epoch: int):
+        order = torch.randperm(len(features), generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            yield features[rows], targets[rows]
+
+    summed = fit_module(classifier, batches, soft_cross_entropy, epochs=epochs, lr=lr, betas=(0.9, 0.999),
+                        weight_decay=weight_decay, device=device, desc="box classifier")
+    with torch.no_grad():
+        correct = sum(int((classifier(x.to(device)).argmax(1) == t.to(device).argmax(1)).sum())
+                      for x, t in batches(epochs))
+    return {"loss": summed / -(-len(features) // batch_size), "train_accuracy": correct / len(features)}
 
 
 def balanced_rows(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:

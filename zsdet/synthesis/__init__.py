@@ -20,7 +20,7 @@ Typical use::
 
 Nothing here is registered in a detectron2 registry.
 """
-from .classifiers import fit_linear_multilabel, train_multilabel_classifier
+from .classifiers import fit_linear_multilabel, fit_module, train_multilabel_classifier
 from .fusion import FUSIONS, CrossLevelFusion, MultiLabelGenerator, SetIndex, index_label_sets
 from .label_sampling import nearest_unseen, sample_label_sets, unseen_label_sets
 from .label_sets import LabelSets
@@ -45,6 +45,7 @@ __all__ = [
     "load_checkpoint",
     "train_multilabel_classifier",
     "fit_linear_multilabel",
+    "fit_module",
     "unseen_label_sets",
     "sample_label_sets",
     "nearest_unseen",

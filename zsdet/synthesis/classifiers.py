@@ -13,11 +13,41 @@ from tqdm import tqdm
 from .losses import multilabel_bce
 from .sources import FeatureSource, TensorFeatureSource
 
-__all__ = ["train_multilabel_classifier", "fit_linear_multilabel"]
+__all__ = ["train_multilabel_classifier", "fit_linear_multilabel", "fit_module"]
 
 logger = logging.getLogger(__name__)
 
 BatchFn = Callable[[int], Iterator[Tuple[torch.Tensor, torch.Tensor]]]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def fit_module(module: nn.Module, batches: BatchFn, loss_fn: LossFn, *, epochs: int, lr: float,
+               betas: Sequence[float] = (0.5, 0.999), weight_decay: float = 0.0, device="cpu",
+               desc: str = "classifier") -> float:
+    """Train ``module`` in place with Adam on streamed batches.
+
+    Args:
+        module: maps (B, d) features to (B, K) logits.
+        batches: ``batches(epoch)`` yields ``(x (B, d), y (B, K))`` CPU batches.
+        loss_fn: ``loss_fn(logits, y)`` -> scalar loss.
+        epochs, lr, betas, weight_decay: optimisation settings; device: where to train.
+    Returns:
+        The summed loss of the last epoch (the module is left in eval mode on ``device``).
+    """
+    module.to(device).train()
+    opt = torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=True)
+    total = torch.zeros((), device=device)
+    for epoch in tqdm(range(epochs), desc=desc, leave=False, disable=epochs < 2):
+        total.zero_()
+        for x, y in batches(epoch):
+            loss = loss_fn(module(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+    logger.debug("%s: last-epoch summed loss %.4f", desc, float(total))
+    module.eval()
+    return float(total)
 
 
 def fit_linear_multilabel(batches: BatchFn, in_dim: int, out_dim: int, *, epochs: int, lr: float,
@@ -38,19 +68,9 @@ def fit_linear_multilabel(batches: BatchFn, in_dim: int, out_dim: int, *, epochs
         bound = 1 / in_dim ** 0.5
         head.weight.uniform_(-bound, bound, generator=gen)
         head.bias.uniform_(-bound, bound, generator=gen)
-    head.to(device).train()
-    opt = torch.optim.Adam(head.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=True)
-    total = torch.zeros((), device=device)
-    for epoch in tqdm(range(epochs), desc=desc, leave=False, disable=epochs < 2):
-        total.zero_()
-        for x, y in batches(epoch):
-            loss = multilabel_bce(head(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach()
-    logger.debug("%s: last-epoch summed BCE %.4f", desc, float(total))
-    return head.eval()
+    fit_module(head, batches, multilabel_bce, epochs=epochs, lr=lr, betas=betas, weight_decay=weight_decay,
+               device=device, desc=desc)
+    return head
 
 
 def train_multilabel_classifier(feats: torch.Tensor, labels: torch.Tensor, epochs: int, batch_size: int,
