@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .amp_linear import AmpLinear
 from .label_sets import LabelSets
 from .networks import OUTPUT_ACTIVATIONS, ConditionalGenerator, at_least_float32, init_weights, output_activation
 
@@ -105,10 +106,10 @@ class CrossLevelFusion(nn.Module):
         if dim % heads:
             raise ValueError(f"feature dim {dim} is not divisible by SYNTHESIS.CLF_HEADS={heads}")
         self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.out = nn.Linear(dim, dim, bias=False)
-        self.ff1 = nn.Linear(dim, ff_hidden)
-        self.ff2 = nn.Linear(ff_hidden, dim)
+        self.qkv = AmpLinear(dim, 3 * dim, bias=False)
+        self.out = AmpLinear(dim, dim, bias=False)
+        self.ff1 = AmpLinear(dim, ff_hidden)
+        self.ff2 = AmpLinear(ff_hidden, dim)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         init_weights(self)
 

@@ -3,6 +3,8 @@
 All take a visual part and a condition (noise z or a feature x, plus an embedding e) that the
 official code concatenates before the first FC layer. Here that first layer is stored split,
 ``W [u; e] = W_u u + W_e e`` (the same function), so the critic's input gradient can use W_u alone.
+Layers are :class:`~zsdet.synthesis.amp_linear.AmpLinear` (``nn.Linear`` with cached bf16 weights
+under autocast).
 
 Initialisation follows the official code: Linear weights N(0, 0.02), biases 0.
 Activations are LeakyReLU(0.2) after the hidden layer.
@@ -12,6 +14,8 @@ from typing import Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .amp_linear import AmpLinear
 
 __all__ = ["ConditionalMLP", "ConditionalGenerator", "Critic", "Encoder", "init_weights", "OUTPUT_ACTIVATIONS", "at_least_float32",
            "output_activation"]
@@ -55,9 +59,9 @@ class ConditionalMLP(nn.Module):
 
     def __init__(self, in_dim: int, cond_dim: int, hidden: int, out_dim: int, dropout: float = 0.0):
         super().__init__()
-        self.fc_in = nn.Linear(in_dim, hidden, bias=False)
-        self.fc_cond = nn.Linear(cond_dim, hidden)
-        self.fc_out = nn.Linear(hidden, out_dim)
+        self.fc_in = AmpLinear(in_dim, hidden, bias=False)
+        self.fc_cond = AmpLinear(cond_dim, hidden)
+        self.fc_out = AmpLinear(hidden, out_dim)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         init_weights(self)
 
@@ -74,10 +78,9 @@ class ConditionalGenerator(ConditionalMLP):
                       pair_class: torch.Tensor) -> torch.Tensor:
         """G(z[pair_set[p]], class_emb[pair_class[p]]) for every pair p in one call.
 
-        The narrow inputs (nz + a columns) are gathered per pair and go through ONE first-layer GEMM
-        with the concatenated weight ``[W_z, W_e]``. Computing ``W_z z`` once per set and ``W_e e``
-        once per distinct class, then gathering and adding hidden-width rows, saves ~4% of the
-        FLOPs but costs three memory passes over a (P, hidden) tensor: slower on CPUs (measured).
+        The narrow inputs (nz and a columns) are gathered per pair. Computing ``W_z z`` once per set
+        and ``W_e e`` once per distinct class, then gathering hidden-width rows, saves ~4% of the
+        FLOPs but costs extra memory passes over a (P, hidden) tensor: slower on CPUs (measured).
 
         Args:
             z: (B, nz) noise, one per set; class_emb: (C, a) class embeddings.
@@ -85,9 +88,7 @@ class ConditionalGenerator(ConditionalMLP):
         Returns:
             (P, d) pre-activation features.
         """
-        inputs = torch.cat([z[pair_set], class_emb[pair_class].to(z.dtype)], 1)
-        weight = torch.cat([self.fc_in.weight, self.fc_cond.weight], 1)
-        return self.fc_out(self.dropout(F.leaky_relu(F.linear(inputs, weight, self.fc_cond.bias), 0.2, inplace=True)))
+        return self(z[pair_set], class_emb[pair_class].to(z.dtype))
 
 
 class Critic(ConditionalMLP):
@@ -110,7 +111,7 @@ class Critic(ConditionalMLP):
             return scores
         h_k = h[-grad_rows:].detach()
         slope = torch.where(h_k > 0, torch.ones_like(h_k), torch.full_like(h_k, 0.2))  # lrelu'(h); 0.2 at h = 0
-        return scores, (slope * self.fc_out.weight[0]) @ self.fc_in.weight
+        return scores, self.fc_in.weight_matmul(slope * self.fc_out.weight[0])
 
 
 class Encoder(ConditionalMLP):

@@ -9,8 +9,9 @@ One generator iteration (official Generative_MLZSL ``train.py`` semantics):
 1. ``CRITIC_ITERS`` critic steps, each on a fresh real batch with fresh noise. The generator does
    not change during them, so its outputs for all critic batches come from ONE no-grad batched
    call before the steps (same values, fewer and larger matrix products). The generator step's
-   own generator forward (which does not involve D) runs right after it, so under bf16 autocast
-   the generator's weights are cast once per iteration.
+   own generator forward (which does not involve D) runs right after it. Under bf16 autocast the
+   layers (:class:`~zsdet.synthesis.amp_linear.AmpLinear`) cast each weight once per optimizer
+   step into a persistent buffer and accumulate weight gradients in persistent buffers.
 2. One generator step on the last critic batch: f-CLSWGAN ``-E[D(x~)] + CLS_WEIGHT * BCE(f_cls(x~), y)``
    (eq. 7, f_cls a linear head pre-trained on the real seen features and frozen); f-VAEGAN
    ``recon + KL + GAMMA_G * -E[D(x~)]`` with the encoder's ``z`` for the reconstruction and prior
@@ -52,6 +53,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..evaluation import mean_average_precision
+from .amp_adam import AmpAdam
+from .amp_linear import set_grad_mode
 from .classifiers import fit_linear_multilabel
 from .fusion import MultiLabelGenerator, index_label_sets
 from .label_sets import LabelSets
@@ -205,10 +208,11 @@ class SynthesisTrainer:
             self.critic = Critic(self.feature_dim, self.emb_dim, settings.disc_hidden).to(self.device)
             self.encoder = (Encoder(self.feature_dim, self.emb_dim, settings.enc_hidden, self.noise_dim).to(self.device)
                             if settings.gan == "fvaegan" else None)
-        adam = dict(lr=settings.lr, betas=tuple(settings.betas), fused=True)  # fused: one pass over the state
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), **adam)
-        self.opt_d = torch.optim.Adam(self.critic.parameters(), **adam)
-        self.opt_e = torch.optim.Adam(self.encoder.parameters(), **adam) if self.encoder is not None else None
+        # fused: one pass over the state; AmpAdam: one pass for bf16-trained AmpLinear weights too
+        adam = dict(lr=settings.lr, betas=tuple(settings.betas), fused=True)
+        self.opt_g = AmpAdam(self.generator, **adam)
+        self.opt_d = AmpAdam(self.critic, **adam)
+        self.opt_e = AmpAdam(self.encoder, **adam) if self.encoder is not None else None
         self.seen_classes = None  # public: (S,) int64 classes with a positive in the training split
         self.train_sets = None  # public: LabelSets of the usable training samples (CPU), e.g. for sample_label_sets
         self.seen_classifier = None  # f_cls (f-CLSWGAN)
@@ -242,6 +246,7 @@ class SynthesisTrainer:
         def wrap(module):
             if module is None or comm.get_world_size() == 1:
                 return module
+            set_grad_mode(module, "autograd")  # DDP reduces gradients from autograd hooks
             ids = [self.device.index] if self.device.type == "cuda" else None
             return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
         self.G, self.D, self.E = (wrap(m) for m in (self.generator, self.critic, self.encoder))
