@@ -45,9 +45,8 @@ def test_shapes_and_padding_is_ignored(fusion):
 
 
 def naive_generator_output(gen, z, e):
-    """G(z, e) with the concatenated first layer of the paper / official code (no split)."""
-    w1 = torch.cat([gen.fc_in.weight, gen.fc_cond.weight], 1)
-    h = F.leaky_relu(torch.cat([z, e]) @ w1.T + gen.fc_cond.bias, 0.2)
+    """G(z, e) written out: the first layer over the concatenation [z; e], as the paper / official code."""
+    h = F.leaky_relu(torch.cat([z, e]) @ gen.fc1.weight.T + gen.fc1.bias, 0.2)
     return torch.sigmoid(h @ gen.fc_out.weight.T + gen.fc_out.bias)
 
 

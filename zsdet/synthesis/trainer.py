@@ -446,22 +446,38 @@ class SynthesisTrainer:
         return {"best_epoch": self.best["epoch"], "best_val_map": self.best["score"], "epochs_run": done,
                 "stopped_early": done < self.s.epochs}
 
-    def _groups(self, train: FeatureSource, epoch: int) -> Iterator[List[Tuple[torch.Tensor, torch.Tensor]]]:
-        """This rank's groups of CRITIC_ITERS usable CPU batches, one group per generator step.
+    def _usable_batches(self, train: FeatureSource, epoch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of exactly BATCH_SIZE usable samples from the epoch's CRITIC_ITERS passes (CPU).
 
-        A group whose batches all lack usable samples is skipped on that rank only, which would stall
-        DDP; with batches of BATCH_SIZE samples this needs BATCH_SIZE * CRITIC_ITERS unlabelled samples in a row.
+        Samples dropped by ``_usable`` are refilled from the following ones, so the matrix products
+        keep their shapes from batch to batch (on the CPU oneDNN compiles a kernel for every new
+        shape); an incomplete last batch is dropped. Every rank reads the same stream.
         """
+        k, bs = self.s.critic_iters, self.s.batch_size
+        xs, ys, n = [], [], 0
+        for j in range(k):
+            for batch in train.iter_batches(bs, epoch * k + j, self.s.seed):
+                batch = self._usable(*batch)
+                if batch is None:
+                    continue
+                xs.append(batch[0])
+                ys.append(batch[1])
+                n += len(batch[0])
+                while n >= bs:
+                    x, y = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+                    yield x[:bs], y[:bs]
+                    xs, ys, n = [x[bs:]], [y[bs:]], n - bs
+
+    def _groups(self, train: FeatureSource, epoch: int) -> Iterator[List[Tuple[torch.Tensor, torch.Tensor]]]:
+        """This rank's groups of CRITIC_ITERS full batches of usable samples, one group per generator
+        step; every rank gets the same number of groups (DDP needs equal step counts)."""
         k, world, rank = self.s.critic_iters, comm.get_world_size(), comm.get_rank()
         chunk = []
-        for j in range(k):
-            for batch in train.iter_batches(self.s.batch_size, epoch * k + j, self.s.seed):
-                chunk.append(batch)
-                if len(chunk) == k * world:  # every rank gets a full group (DDP needs equal step counts)
-                    group = [b for b in (self._usable(*b) for b in chunk[rank * k:(rank + 1) * k]) if b is not None]
-                    chunk = []
-                    if group:
-                        yield group
+        for batch in self._usable_batches(train, epoch):
+            chunk.append(batch)
+            if len(chunk) == k * world:
+                yield chunk[rank * k:(rank + 1) * k]
+                chunk = []
 
     def _to_device(self, *tensors):
         pin = self.device.type == "cuda"
