@@ -77,7 +77,7 @@ def _add_synthesis_config(cfg: CN) -> None:
     s.VAL_SYNTH_SETS = 2000  # training label sets synthesized (one feature each) for the validation probe
     s.VAL_RIDGE = 0.1  # ridge of the validation probe (least-squares linear head), relative to the mean feature energy
     s.PATIENCE = 10  # early stopping after this many epochs without a better validation mAP; 0 = never
-    s.SYNTH_BATCH_SIZE = 1024  # label sets per generator call when synthesizing
+    s.SYNTH_BATCH_SIZE = 512  # label sets per generator call when synthesizing (512: CPU activations < 32 MiB)
     s.NUM_PER_CLASS = 250  # features synthesized per unseen class when each unseen class is a set alone
     s.LABEL_SAMPLING = CN()
     s.LABEL_SAMPLING.SEEN_FRACTION = 1.0  # share of real seen label sets copied as seen-only sets (official NUS-WIDE)

@@ -6,6 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from zsdet.synthesis import CrossLevelFusion, LabelSets, MultiLabelGenerator, index_label_sets
+from zsdet.synthesis.networks import PAIR_ROW_MULTIPLE
 
 C, A, D, NZ, H = 7, 5, 12, 5, 3
 
@@ -56,7 +57,11 @@ def test_vectorised_flf_equals_per_label_loop():
     expected = torch.stack([
         torch.stack([naive_generator_output(g.g_f, z[b], g.class_embeddings[j]) for j in labels]).mean(0)
         for b, labels in enumerate(SETS)])
+    rows = []
+    g.g_f.fc1.register_forward_hook(lambda m, inputs, out: rows.append(len(inputs[0])))
     torch.testing.assert_close(g(z, index()), expected, rtol=1e-12, atol=1e-12)
+    # the pair rows are padded to a multiple of PAIR_ROW_MULTIPLE (repeating GEMM shapes); padding is dropped
+    assert rows == [PAIR_ROW_MULTIPLE] and sum(map(len, SETS)) < PAIR_ROW_MULTIPLE
 
 
 def test_alf_uses_mean_embedding():

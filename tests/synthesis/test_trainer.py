@@ -106,6 +106,9 @@ def test_corrupt_checkpoint_is_named(tiny, tmp_path):
         build(small_cfg(), tiny, tmp_path).fit(TensorFeatureSource(tiny.x_train, tiny.y_train))
     with pytest.raises(FileNotFoundError, match="model_best.pth"):
         build(small_cfg(), tiny, tmp_path / "empty").load_best()
+    torch.save({"format": 1, "epoch": 0}, tmp_path / "last_checkpoint.pth")  # an older layout
+    with pytest.raises(ValueError, match="not a zsdet synthesis checkpoint of format 2 .found 1"):
+        build(small_cfg(), tiny, tmp_path).fit(TensorFeatureSource(tiny.x_train, tiny.y_train))
 
 
 def test_resume_with_different_settings_is_refused(tiny, tmp_path):
@@ -192,6 +195,25 @@ def test_samples_without_usable_label_set_are_skipped(tiny, tmp_path):
     assert len(trainer.train_sets) == len(y) - 15
     metrics = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert metrics["skipped_samples"] == 2 * 15  # per epoch: CRITIC_ITERS passes over the data
+
+
+def test_training_batches_are_full_batches_of_usable_samples(tiny, tmp_path):
+    """Unusable samples are dropped and refilled from the stream: every batch keeps BATCH_SIZE rows
+    (constant GEMM shapes) and every usable sample of a pass appears once, in stream order."""
+    y = tiny.y_train.clone()
+    y[::7] = 0  # no label
+    source = TensorFeatureSource(tiny.x_train, y)
+    trainer = build(small_cfg(BATCH_SIZE=16, CRITIC_ITERS=2), tiny, tmp_path)
+    batches = list(trainer._usable_batches(source, epoch=0))
+    assert batches and all(len(x) == len(yb) == 16 for x, yb in batches)
+    stream = [(x, yb) for j in range(2) for x, yb in source.iter_batches(16, j, trainer.s.seed)]
+    x_all, y_all = torch.cat([x for x, _ in stream]), torch.cat([yb for _, yb in stream])
+    usable = y_all.sum(1) > 0
+    expected = x_all[usable][:16 * len(batches)]
+    assert torch.equal(torch.cat([x for x, _ in batches]), expected)
+    assert int(usable.sum()) - len(expected) < 16  # only an incomplete last batch is dropped
+    groups = list(trainer._groups(source, epoch=0))
+    assert len(groups) == len(batches) // 2 and all(len(g) == 2 for g in groups)
 
 
 def test_without_validation_the_last_epoch_is_kept(tiny, tmp_path):

@@ -5,6 +5,8 @@ Works on plain feature tensors and class-embedding matrices; knows nothing about
 * :mod:`.label_sets`: :class:`LabelSets`, padded label sets (the generator's condition).
 * :mod:`.sources`: :class:`FeatureSource` protocol, :class:`TensorFeatureSource`.
 * :mod:`.networks`: two-layer conditional MLPs (generator, critic, encoder).
+* :mod:`.amp_linear`: :class:`AmpLinear`, linear layers with persistent bf16 buffers under autocast.
+* :mod:`.amp_adam`: :class:`AmpAdam`, Adam with a one-pass update of ``AmpLinear`` weights.
 * :mod:`.fusion`: ALF / FLF / CLF generators (:class:`MultiLabelGenerator`).
 * :mod:`.losses`: WGAN-GP, f-VAEGAN and classifier losses.
 * :mod:`.scaling`: :class:`FeatureScaler` (min-max to [0, 1]).
@@ -20,6 +22,8 @@ Typical use::
 
 Nothing here is registered in a detectron2 registry.
 """
+from .amp_adam import AmpAdam
+from .amp_linear import AmpLinear
 from .classifiers import fit_linear_multilabel, fit_module, train_multilabel_classifier
 from .fusion import FUSIONS, CrossLevelFusion, MultiLabelGenerator, SetIndex, index_label_sets
 from .label_sampling import nearest_unseen, sample_label_sets, unseen_label_sets
@@ -29,6 +33,8 @@ from .sources import FeatureSource, TensorFeatureSource, derive_seed
 from .trainer import GANS, SynthesisSettings, SynthesisTrainer, load_checkpoint
 
 __all__ = [
+    "AmpAdam",
+    "AmpLinear",
     "LabelSets",
     "FeatureSource",
     "TensorFeatureSource",

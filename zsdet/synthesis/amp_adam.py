@@ -36,12 +36,12 @@ def adam_update_low_precision(param: torch.Tensor, grad: torch.Tensor, exp_avg: 
 
     Args:
         param, exp_avg, exp_avg_sq: (N,) float32, updated in place.
-        grad: (N,) gradient of any float dtype (read as float32).
+        grad: (N,) gradient of any float dtype (read in the dtype of param).
         step_size: 0-d ``lr / (1 - beta1^t)``; bias_correction2_sqrt: 0-d ``sqrt(1 - beta2^t)`` (tensors, so
             the compiled loop does not depend on the step and nothing syncs with the host).
         low_precision: (N,) receives the updated ``param`` cast to its dtype.
     """
-    g = grad.float()
+    g = grad.to(param.dtype)
     if weight_decay:
         g = g + weight_decay * param
     exp_avg.lerp_(g, 1 - beta1)

@@ -9,19 +9,20 @@ cost more than the arithmetic (measured on a 2-core Xeon: a (8192, 4096) bf16 we
 takes 20 ms into a fresh tensor and 5 ms into an existing one; ~590k page faults and 1.5 s of
 system time per f-VAEGAN CLF iteration).
 
-:class:`AmpLinear` computes exactly what autocast computes (bf16 operands, bf16 GEMM outputs, the
-weight gradient rounded to bf16 before it is added in float32) but keeps three buffers per layer:
+:class:`AmpLinear` computes what autocast computes (bf16 operands, bf16 GEMM outputs, the weight
+gradient rounded to bf16) but keeps persistent buffers per layer:
 
 * ``weight`` stays the float32 master the optimizer updates;
 * a low-precision copy of it, refreshed in place only when the weight's version counter changed
   (an optimizer step, ``load_state_dict``, any in-place edit), so an optimizer step costs one cast
   and several calls per step cost none;
-* the weight gradient: the GEMM writes into a persistent low-precision buffer that is then added
-  into ``weight.grad`` (or copied into a persistent float32 buffer that becomes ``weight.grad``
-  when it is ``None``). The weight gradient therefore does not travel through autograd: gradient
-  hooks on the weight do not fire, which is why :func:`set_grad_accumulation` turns this off for
-  modules wrapped in ``DistributedDataParallel`` (DDP reduces gradients from those hooks), and why a
-  reference to an old ``weight.grad`` is overwritten by the next backward after ``zero_grad()``.
+* the weight gradient: the GEMM writes into a persistent low-precision buffer, which becomes
+  ``weight.grad`` itself or is copied / added into a persistent float32 ``weight.grad``, as
+  ``AmpLinear.grad_mode`` says. The weight gradient then does not travel through autograd:
+  gradient hooks on the weight do not fire, which is why ``grad_mode="autograd"`` (fresh float32
+  gradients through autograd) exists for modules wrapped in ``DistributedDataParallel`` (DDP
+  reduces gradients from those hooks), and a reference kept to an old ``weight.grad`` is
+  overwritten by the next backward after ``zero_grad()``.
 
 Outside autocast (or with a float64 input) the layer is ``nn.Linear``. The bias has autocast's
 precision (cast per call, gradient through autograd: it is small).

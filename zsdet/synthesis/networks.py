@@ -2,8 +2,9 @@
 
 All take a visual part and a condition (noise z or a feature x, plus an embedding e) that the
 official code concatenates before the first FC layer (``fc1``). The critic stores that layer split,
-``W [u; e] = W_u u + W_e e`` (the same function), so its input gradient can use W_u alone. Layers are :class:`~zsdet.synthesis.amp_linear.AmpLinear` (``nn.Linear`` with cached bf16 weights
-under autocast).
+``W [u; e] = W_u u + W_e e`` (the same function), so its input gradient can use W_u alone.
+Layers are :class:`~zsdet.synthesis.amp_linear.AmpLinear` (``nn.Linear`` with cached bf16
+weights under autocast).
 
 Initialisation follows the official code: Linear weights N(0, 0.02), biases 0.
 Activations are LeakyReLU(0.2) after the hidden layer.
@@ -16,8 +17,8 @@ from torch.nn import functional as F
 
 from .amp_linear import AmpLinear
 
-__all__ = ["ConditionalMLP", "ConditionalGenerator", "Critic", "Encoder", "init_weights", "OUTPUT_ACTIVATIONS", "at_least_float32",
-           "output_activation"]
+__all__ = ["ConditionalMLP", "ConditionalGenerator", "Critic", "Encoder", "init_weights", "OUTPUT_ACTIVATIONS",
+           "PAIR_ROW_MULTIPLE", "at_least_float32", "output_activation"]
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "relu", "none")
 PAIR_ROW_MULTIPLE = 64  # (set, label) pair rows are padded to a multiple of this (see forward_pairs)

@@ -72,7 +72,7 @@ AMP_DTYPES = {"none": None, "bfloat16": torch.bfloat16}
 CHECKPOINT = "last_checkpoint.pth"
 BEST = "model_best.pth"
 METRICS = "metrics.jsonl"
-FORMAT = 1
+FORMAT = 2  # 2: generator / encoder first layer stored as one fc1 over [z; e]
 VAL_KEY = 2 ** 31 + 1  # derive_seed keys that never collide with an epoch number
 INIT_KEY = 2 ** 31 + 2
 NOISE_BLOCK = 4096  # rows of synthesis noise drawn per generator seed
@@ -118,7 +118,7 @@ class SynthesisSettings:
     val_synth_sets: int = 2000
     val_ridge: float = 0.1
     patience: int = 10
-    synth_batch_size: int = 1024
+    synth_batch_size: int = 512
 
     @classmethod
     def from_config(cls, cfg) -> "SynthesisSettings":
@@ -169,7 +169,9 @@ def load_checkpoint(path: str, device) -> Dict:
     except Exception as e:  # torch raises RuntimeError / EOFError / UnpicklingError / zipfile errors
         raise ValueError(f"corrupt synthesis checkpoint {path} ({type(e).__name__}: {e}); delete it to restart") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a zsdet synthesis checkpoint (format {FORMAT})")
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a zsdet synthesis checkpoint of format {FORMAT} (found {found}); "
+                         "retrain the generator (delete the file)")
     return state
 
 
