@@ -10,15 +10,17 @@ One generator iteration (official Generative_MLZSL ``train.py`` semantics):
    not change during them, so its outputs for all critic batches come from ONE no-grad batched
    call before the steps (same values, fewer and larger matrix products). The generator step's
    own generator forward (which does not involve D) runs right after it. Under bf16 autocast the
-   layers (:class:`~zsdet.synthesis.amp_linear.AmpLinear`) cast each weight once per optimizer
-   step into a persistent buffer and accumulate weight gradients in persistent buffers.
+   layers (:class:`~zsdet.synthesis.amp_linear.AmpLinear`) keep persistent bf16 weights and
+   weight gradients, which :class:`~zsdet.synthesis.amp_adam.AmpAdam` reads and refreshes in its
+   one-pass update.
 2. One generator step on the last critic batch: f-CLSWGAN ``-E[D(x~)] + CLS_WEIGHT * BCE(f_cls(x~), y)``
    (eq. 7, f_cls a linear head pre-trained on the real seen features and frozen); f-VAEGAN
    ``recon + KL + GAMMA_G * -E[D(x~)]`` with the encoder's ``z`` for the reconstruction and prior
    noise for the adversarial term, both in one generator call; the critic loss is scaled by GAMMA_D.
 
 An epoch runs ``CRITIC_ITERS`` passes over the training source (pass ids ``epoch * CRITIC_ITERS + j``),
-i.e. about ``n / BATCH_SIZE`` generator steps, as the official loop. All index bookkeeping for
+i.e. about ``n / BATCH_SIZE`` generator steps, as the official loop; samples without a usable label
+set are dropped and every batch refilled to BATCH_SIZE (constant shapes). All index bookkeeping for
 label sets happens on the CPU before the batch is moved, so an iteration has no host-device sync.
 
 Model selection ("train on synthetic, test on real"): after each epoch, one feature is synthesized
