@@ -470,7 +470,8 @@ class SynthesisTrainer:
                 while n >= bs:
                     x, y = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
                     yield x[:bs], y[:bs]
-                    xs, ys, n = [x[bs:]], [y[bs:]], n - bs
+                    n -= bs
+                    xs, ys = ([x[bs:]], [y[bs:]]) if n else ([], [])  # no empty piece: no copy when all usable
 
     def _groups(self, train: FeatureSource, epoch: int) -> Iterator[List[Tuple[torch.Tensor, torch.Tensor]]]:
         """This rank's groups of CRITIC_ITERS full batches of usable samples, one group per generator
