@@ -11,7 +11,9 @@ exact rewrites of the vectorised version.
 
 Default sizes are NUS-WIDE's (d 4096, a 300, G/E/D hidden 4096, CLF f hidden 8192, H 8, batch 64,
 critic 5, 925 seen + 81 unseen classes, label-set sizes uniform in 1..10), GAN f-VAEGAN. Every
-(impl, device, dtype) row runs in its own process (clean peak-memory figure). Output: a table, then
+(impl, device, dtype) row runs in its own process (clean peak-memory figure). Timings follow one
+warm-up: a generator iteration before the timed iterations, one full synthesis batch (other label
+sets, other noise) before the timed synthesis of ``synth_sets`` features. Output: a table, then
 one JSON line per row with keys ``impl, device, dtype, sec_per_iteration, synth_features_per_sec``
 (plus details).
 
@@ -243,14 +245,14 @@ def run_row(args, impl, device_name, dtype_name):
         step = lambda group: trainer._iteration(group, gen, seen)  # noqa: E731
         sets = LabelSets.from_multi_hot(synth_y)
         synthesize = lambda: trainer._generate(sets, 1, seed=0, inverse=True)  # noqa: E731
-        warm_synth = lambda: trainer._generate(sets[:8], 1, seed=0, inverse=True)  # noqa: E731
+        warm_synth = lambda: trainer._generate(sets[:args.synth_batch], 1, seed=1, inverse=True)  # noqa: E731
     else:
         model = NaiveModel(args, emb.to(device), device, amp)
         batches = [(x[i:i + args.batch], y[i:i + args.batch]) for i in range(0, len(x), args.batch)]
         groups = [batches[i:i + args.critic] for i in range(0, len(batches) - args.critic + 1, 1)]
         step = model.iteration
         synthesize = lambda: model.synthesize(synth_y)  # noqa: E731
-        warm_synth = lambda: model.synthesize(synth_y[:8])  # noqa: E731
+        warm_synth = lambda: model.synthesize(synth_y[:args.synth_batch])  # noqa: E731
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step(groups[0])  # warm-up
@@ -261,7 +263,7 @@ def run_row(args, impl, device_name, dtype_name):
     sync(device)
     sec_per_iteration = (time.perf_counter() - tic) / args.iters
     cpu_sec_per_iteration = (time.process_time() - cpu_tic) / args.iters
-    warm_synth()
+    warm_synth()  # one full synthesis batch: its memory and kernels ready, as the training warm-up iteration
     sync(device)
     tic, cpu_tic = time.perf_counter(), time.process_time()
     feats = synthesize()
