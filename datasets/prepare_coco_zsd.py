@@ -5,13 +5,15 @@ Reads ``$DETECTRON2_DATASETS/coco/annotations/instances_{train,val}2014.json`` a
 ``$DETECTRON2_DATASETS/coco/zsd/<tag>/{train,val,test_zsd,test_gzsd,unseen_real}.json`` plus a
 ``manifest.json`` (options, inputs, counts); the rules are in ``zsdet/data/datasets/coco_zsd.py``.
 Idempotent: a second run with the same options and unchanged inputs only prints the counts.
-``--embeddings FILE`` also writes ``coco/zsd/<tag>/class_embeddings.tsv`` (raw vectors of the 80
-classes, plus ``__background__`` when FILE has one), the file the registered datasets point to.
+It also writes ``coco/zsd/<tag>/class_embeddings.tsv`` (raw vectors of the 80 classes, plus
+``__background__`` when the source has one), the file the registered datasets point to, from
+``--embeddings FILE`` or, by default, SUZOD's fastText table shipped in ``datasets/coco_zsd/``.
 
 Examples:
+    python datasets/prepare_coco_zsd.py                                   # 65/15, SUZOD fastText
+    python datasets/prepare_coco_zsd.py --tag 48_17 --split-file coco48_17
     python datasets/prepare_coco_zsd.py \
-        --embeddings ../shared/data/coco_class_embeddings/fasttext_suzod.tsv
-    python datasets/prepare_coco_zsd.py --tag 48_17 --split-file my_48_17.json
+        --embeddings zsdet://coco_zsd/class_embeddings/glove_pl.tsv
 """
 import argparse
 import json
@@ -21,7 +23,8 @@ import sys
 from tqdm import tqdm
 
 from zsdet.data.datasets.coco_zsd import (
-    SPLITS, load_class_split, make_zsd_splits, split_dir, split_json,
+    DEFAULT_EMBEDDINGS, NAMED_SPLITS, SPLITS, class_split_file, load_class_split, make_zsd_splits,
+    split_dir, split_json,
 )
 from zsdet.data.embeddings import load_class_embeddings, write_embedding_table
 
@@ -35,7 +38,8 @@ def parse_args(argv=None):
                         help="dataset root (default: $DETECTRON2_DATASETS or ./datasets)")
     parser.add_argument("--tag", default="65_15", help="output folder name under coco/zsd/")
     parser.add_argument("--split-file", default=None,
-                        help="seen/unseen lists: TSV with name+split columns or JSON "
+                        help=f"a shipped split ({' / '.join(NAMED_SPLITS)}), or seen/unseen "
+                             "lists: TSV with name+split columns or JSON "
                              '{"seen": [...], "unseen": [...]} (default: COCO 65/15)')
     parser.add_argument("--train-json", default=None,
                         help="default: <root>/coco/annotations/instances_train2014.json")
@@ -48,23 +52,34 @@ def parse_args(argv=None):
                         help="exclusive splits drop images whose shorter side is below this (px)")
     parser.add_argument("--keep-segmentation", action="store_true",
                         help="keep the annotations' segmentation (default: boxes only)")
-    parser.add_argument("--embeddings", default=None,
-                        help="class-embedding file (table / word vectors / .npy) to convert into "
-                             "coco/zsd/<tag>/class_embeddings.tsv")
+    parser.add_argument("--embeddings", default=DEFAULT_EMBEDDINGS,
+                        help="class-embedding file (table / word vectors / .npy; zsdet:// names a "
+                             "shipped file) to convert into coco/zsd/<tag>/class_embeddings.tsv "
+                             "(default: SUZOD's fastText table; '' writes none)")
     parser.add_argument("--embeddings-format", default="auto", help="format of --embeddings")
     parser.add_argument("--force", action="store_true", help="rewrite even if up to date")
     return parser.parse_args(argv)
 
 
-def _read_json(path: str) -> dict:
-    """Load a (large) json file, showing read progress."""
+def _read_json(path: str, required=("images", "annotations", "categories")) -> dict:
+    """Load a (large) json object holding the keys ``required``, showing read progress.
+
+    Raises ``ValueError`` naming ``path`` when it is not valid JSON or lacks a key."""
     chunks = []
     with open(path, "rb") as f, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True,
                                      desc=f"reading {os.path.basename(path)}") as bar:
         for chunk in iter(lambda: f.read(1 << 24), b""):
             chunks.append(chunk)
             bar.update(len(chunk))
-    return json.loads(b"".join(chunks))
+    try:
+        obj = json.loads(b"".join(chunks))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); is the file complete?") from None
+    missing = [k for k in required if k not in obj] if isinstance(obj, dict) else list(required)
+    if missing:
+        raise ValueError(f"{path}: expected a JSON object with the keys {list(required)}; "
+                         f"missing {missing}")
+    return obj
 
 
 def _write_json(path: str, obj) -> None:
@@ -108,17 +123,19 @@ def main(argv=None) -> dict:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} does not exist (COCO 2014 annotations are expected "
                                     "there; see datasets/README.md)")
-    options = {"split_file": args.split_file and os.path.abspath(args.split_file),
+    options = {"split_file": args.split_file and os.path.abspath(class_split_file(args.split_file)),
                "val_fraction": args.val_fraction, "seed": args.seed, "min_size": args.min_size,
                "keep_segmentation": args.keep_segmentation,
                "inputs": [_file_stamp(train_json), _file_stamp(test_json)]}
     manifest_path = os.path.join(out_dir, "manifest.json")
     manifest = None
     if os.path.isfile(manifest_path) and not args.force:
-        with open(manifest_path) as f:
-            manifest = json.load(f)
+        try:
+            manifest = _read_json(manifest_path, required=("options", "counts"))
+        except ValueError as e:  # unreadable: the splits are rebuilt, which rewrites it
+            print(f"{e}: rebuilding the splits")
         complete = all(os.path.isfile(split_json(args.root, args.tag, s)) for s in SPLITS)
-        if manifest.get("options") != options or not complete:
+        if manifest is None or manifest["options"] != options or not complete:
             manifest = None
     if manifest is not None:
         print(f"{out_dir} is up to date (use --force to rewrite)")

@@ -5,10 +5,13 @@
         --input img1.png "dir/*.jpg" --output demo_out --mode gzsd --scale 4 \
         --opts MODEL.WEIGHTS output/zsd_shapes/model_zsd.pth
 
-Each input is saved as ``OUTPUT/<name>.png`` (``--scale`` times its size) drawn by detectron2's
-``Visualizer``: seen classes in cyan, unseen classes in magenta with labels
-``"UNSEEN: <class> <score>"``. Class names and the seen / unseen split come from the metadata of
-``cfg.DATASETS.TRAIN[0]``.
+Each input is saved as ``OUTPUT/<name>.png`` (``--scale`` times its size, a legend strip below):
+seen classes in cyan, unseen classes in magenta with labels ``"UNSEEN: <class> <score>"``, placed
+so that they do not overlap. By default each object keeps one label: detections whose boxes
+overlap with IoU above ``--label-nms-iou``, whatever their classes, keep only the highest-scoring
+one (GZSD scoring can label one box with a seen and an unseen class); ``--all-detections`` draws
+every detection above the threshold. Class names and the seen / unseen split come from the
+metadata of ``cfg.DATASETS.TRAIN[0]``.
 """
 import argparse
 import glob
@@ -18,6 +21,7 @@ from collections import Counter
 from typing import List
 
 import cv2
+import torch
 import tqdm
 
 import zsdet  # first: applies the Pillow alias detectron2 v0.6 needs at import (zsdet.compat)
@@ -29,7 +33,12 @@ from zsdet.compat import check_config_supported
 from zsdet.engine import load_detector_weights
 from zsdet.modeling import zsd_split_from_config
 from zsdet.modeling.zsd_predictor import MODES
-from zsdet.utils.visualize import draw_zsd_detections, select_detections
+from zsdet.utils.visualize import (
+    add_legend,
+    draw_zsd_detections,
+    one_label_per_object,
+    select_detections,
+)
 
 logger = logging.getLogger("zsdet.demo")
 
@@ -77,7 +86,8 @@ def build_predictor(cfg) -> DefaultPredictor:
 
 
 def main(args) -> List[dict]:
-    """Detect, draw and save every input; returns per image its input / output paths and counts."""
+    """Detect, draw and save every input; returns per image its input / output paths and the
+    numbers of seen and unseen labels drawn."""
     cfg = setup_cfg(args)
     paths = expand_inputs(args.input)
     split = zsd_split_from_config(cfg)
@@ -93,19 +103,34 @@ def main(args) -> List[dict]:
         if image is None:
             raise ValueError(f"cannot read image {path} (not an image file or corrupt)")
         instances = predictor(image)["instances"]
-        dets, unseen = select_detections(instances, split.unseen_ids, args.confidence_threshold)
-        drawn = draw_zsd_detections(image, dets, metadata, split.unseen_ids,
-                                    args.confidence_threshold, args.scale)
+        dets, _ = select_detections(instances, split.unseen_ids, args.confidence_threshold)
+        if not args.all_detections:
+            dets = one_label_per_object(dets, args.label_nms_iou)
+        unseen = torch.isin(dets.pred_classes, torch.as_tensor(split.unseen_ids))
+        drawn = add_legend(draw_zsd_detections(image, dets, metadata, split.unseen_ids,
+                                               args.confidence_threshold, args.scale),
+                           note=scoring_note(cfg, args))
         out_path = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
-        if not cv2.imwrite(out_path, drawn):
+        if not cv2.imwrite(out_path, drawn, [cv2.IMWRITE_PNG_COMPRESSION, 9]):  # 3x smaller
             raise OSError(f"cannot write {out_path}")
         n_unseen = int(unseen.sum())
-        logger.info("%s: %d seen, %d unseen detections (score > %.2f, mode %s) -> %s", path,
+        logger.info("%s: %d seen, %d unseen labels drawn (score > %.2f, %s) -> %s", path,
                     len(dets) - n_unseen, n_unseen, args.confidence_threshold,
-                    cfg.MODEL.ZSD.MODE, out_path)
+                    scoring_note(cfg, args), out_path)
         summary.append({"input": path, "output": out_path,
                         "seen": len(dets) - n_unseen, "unseen": n_unseen})
     return summary
+
+
+def scoring_note(cfg, args) -> str:
+    """What the picture shows, for its legend: mode, GZSD scoring, labels per object."""
+    z = cfg.MODEL.ZSD
+    mode = z.MODE
+    if mode == "gzsd":
+        mode += f" {z.GZSD_SCORING}"
+        if z.GZSD_SCORING == "joint" and z.SEEN_LOGIT_BIAS:
+            mode += f" (seen bias {z.SEEN_LOGIT_BIAS:g})"
+    return mode + (", all detections" if args.all_detections else ", best label per object")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="draw detections scoring above this")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="output size / input size (e.g. 4 for the 128-pixel shapes images)")
+    parser.add_argument("--all-detections", action="store_true",
+                        help="draw every detection above the threshold, not one label per object")
+    parser.add_argument("--label-nms-iou", type=float, default=0.5,
+                        help="detections overlapping with IoU above this, whatever their classes, "
+                             "keep only the best one (ignored with --all-detections)")
     parser.add_argument("--mode", choices=MODES, default=None,
                         help="MODEL.ZSD.MODE: classes scored (default: the config's)")
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER,

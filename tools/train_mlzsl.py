@@ -14,6 +14,8 @@ trains the final classifiers and reports ZSL / GZSL mAP and P / R / F1 at top-K 
 An interrupted run resumes the generator from ``OUTPUT_DIR/generator/last_checkpoint.pth``
 (``SYNTHESIS.RESUME``, on by default).
 """
+import sys
+
 import zsdet  # isort: skip  (first: applies zsdet.compat's shims before detectron2 is imported)
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -41,8 +43,11 @@ def main(args):
 
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except (FileNotFoundError, KeyError, ValueError) as e:  # bad settings or input files: one line
+        sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) else e}")  # KeyError str() quotes
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Multi-GPU / multi-machine: ``--num-gpus``, ``--num-machines``, ``--machine-rank`
 """
 import argparse
 import logging
+import sys
 
 import zsdet  # first: applies the Pillow alias detectron2 v0.6 needs at import (zsdet.compat)
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -20,24 +21,27 @@ from detectron2.utils.logger import setup_logger
 from zsdet.compat import check_config_supported
 from zsdet.config import get_zsdet_cfg
 from zsdet.engine import STAGES, ZSDPipeline
+from zsdet.engine.output_lock import OutputDirBusy, exclusive_output_dir
 
 
-def setup(args):
+def build_cfg(args):
     cfg = get_zsdet_cfg(args.config_file, args.opts)
     if args.stages:
         cfg.ZSD.STAGES = args.stages
     cfg.freeze()
     check_config_supported(cfg)
-    default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="zsdet")
     return cfg
 
 
 def main(args):
-    cfg = setup(args)
-    if args.eval_only:  # ZSD on ZSD.TEST_ZSD and GZSD on ZSD.TEST_GZSD with MODEL.WEIGHTS
-        return ZSDPipeline(cfg).evaluate_and_report({"eval": (cfg.MODEL.WEIGHTS, cfg.MODEL.ZSD.CLASSIFIER)})
-    return ZSDPipeline(cfg).run()
+    cfg = build_cfg(args)
+    with exclusive_output_dir(cfg.OUTPUT_DIR):  # a second run on the same folder is refused
+        comm.synchronize()  # no rank writes to OUTPUT_DIR before the lock is held
+        default_setup(cfg, args)
+        setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="zsdet")
+        if args.eval_only:  # ZSD on ZSD.TEST_ZSD and GZSD on ZSD.TEST_GZSD with MODEL.WEIGHTS
+            return ZSDPipeline(cfg).evaluate_and_report({"eval": (cfg.MODEL.WEIGHTS, cfg.MODEL.ZSD.CLASSIFIER)})
+        return ZSDPipeline(cfg).run()
 
 
 def parse_stages(text: str):
@@ -59,5 +63,8 @@ def build_parser():
 if __name__ == "__main__":
     args = build_parser().parse_args()
     logging.getLogger("zsdet").info("Command line arguments: %s", args)
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except (FileNotFoundError, KeyError, ValueError, OutputDirBusy) as e:  # bad settings or input files: one line
+        sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) else e}")  # KeyError str() quotes

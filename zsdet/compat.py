@@ -31,12 +31,30 @@ def compiled_ops_available() -> bool:
     return hasattr(c_ext, "box_iou_rotated")
 
 
+# detectron2 (main) box-loss options, absent from v0.6; ZSDOutputLayers' masked softmax has neither
+BOX_LOSS_OPTIONS = ("USE_SIGMOID_CE", "USE_FED_LOSS")
+
+
+def check_box_loss_options(use_sigmoid_ce: bool = False, use_fed_loss: bool = False, **_) -> None:
+    """Raise ``ValueError`` naming the key when detectron2 main's sigmoid / federated box loss is on."""
+    on = [key for key, value in zip(BOX_LOSS_OPTIONS, (use_sigmoid_ce, use_fed_loss)) if value]
+    if on:
+        raise ValueError(
+            ", ".join(f"MODEL.ROI_BOX_HEAD.{key}=True" for key in on) + ": zsdet's ZSDOutputLayers "
+            "trains one softmax over seen classes + background with the unseen columns masked out; "
+            "sigmoid cross-entropy and federated loss are not implemented. Set them to False.")
+
+
 def check_config_supported(cfg) -> None:
     """Raise ``RuntimeError`` naming the config key when ``cfg`` needs ops absent from ``_C``.
+
+    Also rejects options of newer detectron2 versions that zsdet's box predictor does not implement
+    (:func:`check_box_loss_options`).
 
     Args:
         cfg: a detectron2 ``CfgNode`` after ``add_zsdet_config`` and merging.
     """
+    check_box_loss_options(**{key.lower(): cfg.MODEL.ROI_BOX_HEAD.get(key, False) for key in BOX_LOSS_OPTIONS})
     if compiled_ops_available():
         return
     needs = []

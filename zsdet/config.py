@@ -29,11 +29,16 @@ def add_zsdet_config(cfg: CN) -> CN:
 
 
 def get_zsdet_cfg(config_file: str = "", opts: Sequence[str] = ()) -> CN:
-    """detectron2's defaults + zsdet's keys, merged with ``config_file`` then ``opts`` (unfrozen)."""
+    """detectron2's defaults + zsdet's keys, merged with ``config_file`` then ``opts`` (unfrozen);
+    registers the datasets of ``ZSD.CLASS_LIST`` (:mod:`zsdet.data.datasets.reindexed`)."""
     cfg = add_zsdet_config(get_cfg())
     if config_file:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
+    if cfg.ZSD.CLASS_LIST:  # datasets re-indexed to a detector's class list (tools/add_classes.py)
+        from .data.datasets.reindexed import register_class_list
+
+        register_class_list(cfg.ZSD.CLASS_LIST)
     return cfg
 
 
@@ -111,6 +116,7 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.TEST_GZSD = ""  # dataset evaluated in GZSD mode (GT: all boxes)
     p.EMBEDDINGS_FILE = ""  # class-embedding file overriding the training set's metadata ("" = metadata)
     p.EMBEDDINGS_NORMALIZE = "l2"  # "l2" (rows), "spectral" (SUZOD: matrix / largest singular value) or "none"
+    p.CLASS_LIST = ""  # class-list json (e.g. written by tools/add_classes.py) whose re-indexed datasets get_zsdet_cfg registers
 
     p.FEATURES = CN()  # stage 2: RoI feature bank from the seen training images (protocol §4)
     p.FEATURES.FG_IOU = 0.6  # foreground if max IoU with a GT box >= this
@@ -120,6 +126,10 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.FEATURES.BG_PER_FG = 2.0  # background RoIs kept per foreground RoI of an image
     p.FEATURES.FLUSH_EVERY = 32  # images per committed write (resume granularity)
     p.FEATURES.VAL_FRACTION = 0.1  # share of training images whose RoIs validate the generator
+    p.FEATURES.STREAM_MEMORY_MB = 256.0  # MiB of float32 bank rows the generator's streamed source holds at once
+    p.FEATURES.STREAM_BLOCK_ROWS = 256  # RoIs per contiguous bank read; unit of a SAMPLES_PER_EPOCH pass
+    p.FEATURES.SAMPLES_PER_EPOCH = 0  # single RoIs per generator pass (0 = all; SUZOD: 38,000 random RoIs)
+    p.FEATURES.CLASS_BALANCED = False  # with SAMPLES_PER_EPOCH: equal per-class cap instead of random blocks
 
     p.MIXTURES = CN()  # stage 3: multi-label mixtures of single-label RoI features (paper Sec. 5)
     p.MIXTURES.RATIO = 0.5  # mixtures per real single-label feature

@@ -1,15 +1,19 @@
 """COCO ZSD split construction on a tiny fake COCO json; the prepare script; registration."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from zsdet.data.datasets.coco_zsd import (
-    COCO_THING_CLASSES, ClassSplit, load_class_split, make_zsd_splits, register_coco_zsd,
+    COCO_THING_CLASSES, NAMED_SPLITS, TEST_IMAGE_IDS_65_15, ClassSplit, class_split_file,
+    load_class_split, make_zsd_splits, register_coco_zsd,
 )
 from zsdet.data.embeddings import load_class_embeddings
+from zsdet.data.shipped import SHIPPED_DATA_DIR, resolve_data_path
 
 # non-contiguous ids, listed out of order: the split jsons must keep all of them, sorted by id
 CATEGORIES = [{"id": 6, "name": "bus"}, {"id": 1, "name": "dog"}, {"id": 4, "name": "cat"},
@@ -125,6 +129,9 @@ def test_class_split_files(tmp_path):
         load_class_split({"seen": ["dog", "cat"], "unseen": ["cat"]}, NAMES)
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_class_split(str(tmp_path / "nope.json"), NAMES)
+    (tmp_path / "bad.json").write_text('{"unseen": ["cat"] "seen": []}')
+    with pytest.raises(ValueError, match=r"bad.json is not valid JSON \(Expecting ',' delimiter"):
+        load_class_split(str(tmp_path / "bad.json"), NAMES)
     default = load_class_split()
     assert len(default.seen) == 65 and len(default.unseen) == 15 and "hot dog" in default.unseen
     with pytest.raises(KeyError, match="zebra"):  # the split's classes must exist in the jsons
@@ -136,9 +143,22 @@ def test_class_split_files(tmp_path):
         make_zsd_splits(TRAIN, renamed, SPLIT)
 
 
-def test_shared_class_split_tsv_equals_the_default(shared_data):
-    tsv = shared_data / "coco_65_15" / "class_split.tsv"
-    assert load_class_split(str(tsv)) == load_class_split()
+def test_shipped_named_splits():
+    assert load_class_split("coco65_15") == load_class_split()  # the table = the built-in default
+    assert class_split_file("coco65_15") == str(SHIPPED_DATA_DIR / "coco_zsd" / "split_65_15.tsv")
+    assert class_split_file("my/split.tsv") == "my/split.tsv"  # not a name: a path, unchanged
+    split_48_17 = load_class_split("coco48_17")
+    assert (len(split_48_17.seen), len(split_48_17.unseen)) == (48, 17)
+    assert "dog" in split_48_17.unseen and "person" in split_48_17.seen
+    assert "hair drier" not in split_48_17.seen + split_48_17.unseen  # 'none': in neither list
+    assert set(NAMED_SPLITS) == {"coco65_15", "coco48_17"}
+    with pytest.raises(FileNotFoundError, match="zsdet://coco_zsd/nope.tsv"):
+        resolve_data_path("zsdet://coco_zsd/nope.tsv")
+
+
+def test_shipped_test_image_list_has_the_protocol_size():
+    ids = np.loadtxt(resolve_data_path(TEST_IMAGE_IDS_65_15), dtype=np.int64)
+    assert len(ids) == 10098 and np.all(np.diff(ids) > 0) and ids.min() > 0
 
 
 def test_prepare_script_is_idempotent_and_feeds_registration(tmp_path, capsys, load_script):
@@ -192,7 +212,8 @@ def test_unprepared_split_names_the_missing_file_and_command(tmp_path):
     assert meta.thing_dataset_id_to_contiguous_id[90] == 79
 
 
-def test_real_coco_test_images_match_the_protocol_list(shared_data):
+def test_real_coco_test_images_match_the_protocol_list():
+    """Needs the official COCO json (not shipped): skipped without it."""
     val_json = os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "coco", "annotations",
                             "instances_val2014.json")
     if not os.path.isfile(val_json):
@@ -200,6 +221,26 @@ def test_real_coco_test_images_match_the_protocol_list(shared_data):
     with open(val_json) as f:
         val = json.load(f)
     splits = make_zsd_splits(val, val, load_class_split(), val_fraction=0.0)
-    expected = np.loadtxt(shared_data / "coco_65_15" / "test_image_ids_val2014.txt", dtype=np.int64)
-    assert len(expected) == 10098
+    expected = np.loadtxt(resolve_data_path(TEST_IMAGE_IDS_65_15), dtype=np.int64)
     np.testing.assert_array_equal(_image_ids(splits["test_zsd"]), expected)
+
+
+def test_prepare_script_names_a_malformed_json(tmp_path, load_script):
+    """Regression (issue 10, item 12): a broken json gave json's bare `Expecting ',' delimiter`."""
+    annotations = tmp_path / "coco" / "annotations"
+    annotations.mkdir(parents=True)
+    (annotations / "instances_train2014.json").write_text(json.dumps(TRAIN))
+    broken = annotations / "instances_val2014.json"
+    broken.write_text(json.dumps(TEST).replace("}, {", "} {", 1))  # a comma lost in a list
+    prepare = load_script("datasets/prepare_coco_zsd.py")
+    argv = ["--root", str(tmp_path), "--split-file", "unused.json"]
+    with pytest.raises(ValueError, match=rf"{broken} is not valid JSON \(Expecting ',' delimiter"):
+        prepare.main(argv)
+    broken.write_text(json.dumps([TEST]))
+    with pytest.raises(ValueError, match=rf"{broken}: expected a JSON object .* missing"):
+        prepare.main(argv)
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "datasets", "prepare_coco_zsd.py")
+    proc = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(f"error: {broken}: expected a JSON object")

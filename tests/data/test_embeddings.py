@@ -1,13 +1,16 @@
-"""Class-embedding loaders on tiny files in each format, and on the real files in ../shared/data."""
+"""Class-embedding loaders on tiny files in each format, and on the real files shipped in datasets/."""
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from zsdet.data.datasets.coco_zsd import COCO_THING_CLASSES, DEFAULT_EMBEDDINGS
 from zsdet.data.embeddings import (
     detect_format, load_class_embeddings, load_nus_wide_glove, read_embedding_table,
     write_embedding_table,
 )
+from zsdet.data.shipped import resolve_data_path
 
 VEC = {  # 3-d vectors of a tiny vocabulary
     "cat": [1.0, 2.0, 2.0], "dog": [0.0, 3.0, 4.0], "hot": [1.0, 0.0, 0.0],
@@ -183,26 +186,27 @@ def test_nus_wide_pickle_with_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
-# ---------------------------------------------------------------- real files (../shared/data)
+# ---------------------------------------------------------------- real files (shipped, zsdet://)
 
 
-def _coco_names(shared_data):
-    lines = (shared_data / "coco_65_15" / "class_split.tsv").read_text().splitlines()[1:]
+def _coco_names():
+    lines = Path(resolve_data_path("zsdet://coco_zsd/split_65_15.tsv")).read_text().splitlines()[1:]
     return [line.split("\t")[2] for line in lines]
 
 
 @pytest.mark.parametrize("name", ["fasttext_suzod", "word2vec", "glove_pl", "fasttext_pl"])
-def test_real_coco_tables_cover_the_80_classes(shared_data, name):
-    names = _coco_names(shared_data)
-    emb = load_class_embeddings(shared_data / "coco_class_embeddings" / f"{name}.tsv", names,
+def test_real_coco_tables_cover_the_80_classes(name):
+    names = _coco_names()
+    assert names == COCO_THING_CLASSES
+    emb = load_class_embeddings(f"zsdet://coco_zsd/class_embeddings/{name}.tsv", names,
                                 expected_dim=300)
     assert emb.shape == (80, 300)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
 
 
-def test_real_fasttext_suzod_spectral_scaling(shared_data):
-    path = shared_data / "coco_class_embeddings" / "fasttext_suzod.tsv"
-    names = ["__background__", *_coco_names(shared_data)]
+def test_real_fasttext_suzod_spectral_scaling():
+    path = DEFAULT_EMBEDDINGS  # prepare_coco_zsd.py's default: SUZOD's fastText table
+    names = ["__background__", *_coco_names()]
     raw = load_class_embeddings(path, names, normalize="none")
     assert np.linalg.norm(raw.astype(np.float64), ord=2) == pytest.approx(5.9807, abs=1e-4)
     norms = np.linalg.norm(load_class_embeddings(path, names, normalize="spectral"), axis=1)
@@ -211,9 +215,8 @@ def test_real_fasttext_suzod_spectral_scaling(shared_data):
     assert norms[1:].max() == pytest.approx(0.849, abs=1e-3)
 
 
-def test_real_nus_wide_pickle(shared_data):
-    nus = load_nus_wide_glove(
-        shared_data / "nus_wide" / "NUS_WIDE_pretrained_w2v_glove-wiki-gigaword-300")
+def test_real_nus_wide_pickle():
+    nus = load_nus_wide_glove("zsdet://nus_wide/NUS_WIDE_pretrained_w2v_glove-wiki-gigaword-300")
     assert nus.seen.shape == (925, 300) and nus.unseen.shape == (81, 300)
     assert nus.embeddings.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(nus.embeddings, axis=1), 1.0, rtol=1e-5)

@@ -1,9 +1,9 @@
-"""Multi-label RoI mixtures: set sampling, fusion and the epoch source."""
+"""Multi-label RoI mixtures: set sampling and fusion (the streamed source: test_roi_stream.py)."""
 import numpy as np
 import pytest
 import torch
 
-from zsdet.data.mixtures import RoIMixtureSource, fuse_mixtures, sample_mixture_sets
+from zsdet.data.mixtures import fuse_mixtures, sample_mixture_sets
 
 
 def test_sample_sets_sizes_and_padding():
@@ -27,23 +27,9 @@ def test_fuse_is_masked_mean_and_union():
     torch.testing.assert_close(multi_hot, torch.tensor([[1.0, 0, 1], [0, 0, 1], [0, 0, 1]]))
 
 
-def test_source_is_deterministic_and_covers_singles():
-    feats = torch.randn(50, 8)
-    labels = torch.arange(50) % 5
-    src = RoIMixtureSource(feats, labels, num_classes=7, mixture_ratio=0.4)
-    assert len(src) == 70 and src.feature_dim == 8
-    a = list(src.iter_batches(16, epoch=3, seed=1))
-    b = list(src.iter_batches(16, epoch=3, seed=1))
-    c = list(src.iter_batches(16, epoch=4, seed=1))
-    for (xa, ya), (xb, yb) in zip(a, b):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
-    assert not torch.equal(a[0][0], c[0][0])
-    y = torch.cat([yb for _, yb in a])
-    assert y.shape == (70, 7) and (y.sum(1) >= 1).all()
-    assert int((y.sum(1) == 1).sum()) >= 50  # every single feature appears (mixtures may repeat a class)
-    assert y[:, 5:].sum() == 0  # classes without features never appear
 
-
-def test_source_rejects_bad_labels():
-    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
-        RoIMixtureSource(torch.zeros(2, 4), torch.tensor([0, 3]), num_classes=3)
+def test_bad_set_sizes_and_empty_sets_are_refused():
+    with pytest.raises(ValueError, match=r"need 1 <= min_size \(3\) <= max_size \(2\)"):
+        sample_mixture_sets(5, 1, 3, 2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="empty feature set"):
+        sample_mixture_sets(0, 1, 2, 3, np.random.default_rng(0))

@@ -4,7 +4,7 @@
 ``class_names[i]``. File formats (``fmt``; ``"auto"`` decides from the extension and first bytes):
 
 * ``"table"``: a per-class table, UTF-8 text, one line per class, ``name<TAB>f1<TAB>...<TAB>fa``,
-  no header (the layout of ``../shared/data/coco_class_embeddings/*.tsv``). Extra rows such as
+  no header (the layout of the shipped ``datasets/coco_zsd/class_embeddings/*.tsv``). Extra rows such as
   ``__background__`` are allowed; a duplicated name is an error. Extension ``.tsv`` or a tab in the
   first line.
 * ``"word_vectors"``: word2vec / GloVe / fastText *text* files, ``word f1 ... fa`` separated by
@@ -16,7 +16,8 @@
   often an unrelated or noisy token (``sportsball``, ``tennisracket``). The first occurrence of a
   duplicated word wins.
 * ``"npy"``: a 2-D ``.npy`` array whose row names come from ``class_list`` (a list, or a text file
-  with one name per line) or, by default, from the sidecar ``<stem>.txt`` next to the ``.npy``.
+  with one name per line) or, by default, from the sidecar ``<stem>.txt`` next to the ``.npy``;
+  a name listed twice is an error.
 * ``"nus_wide_pickle"``: the official NUS-WIDE GloVe pickle (a list of two float arrays, 1000 tag
   rows and 81 concept rows), read with an unpickler that can only rebuild numpy arrays. Its rows
   have no names: pass ``class_list`` = the 1000 tag names followed by the 81 concept names, or use
@@ -31,9 +32,11 @@ divides the whole matrix by its largest singular value, as SUZOD does with its 8
 matrix (include ``"__background__"`` in ``class_names`` to reproduce SUZOD's scaling exactly, since
 the singular value depends on the rows selected); ``"none"`` keeps the raw values.
 
-Errors name the file and the offending class / line: missing file (``FileNotFoundError``), class
-without a vector (``KeyError``), rows of different lengths, a dimension other than
-``expected_dim``, NaN / inf values or a zero row under ``"l2"`` (``ValueError``).
+Paths may name files shipped with the repository: ``zsdet://coco_zsd/class_embeddings/glove_pl.tsv``
+(:mod:`zsdet.data.shipped`). Errors name the file and the offending class / line: missing file
+(``FileNotFoundError``), class without a vector (``KeyError``), rows of different lengths, a
+dimension other than ``expected_dim``, NaN / inf values or a zero row under ``"l2"``
+(``ValueError``).
 """
 import collections
 import itertools
@@ -43,6 +46,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from .shipped import resolve_data_path
 
 FORMATS = ("table", "word_vectors", "npy", "nus_wide_pickle")
 NORMALIZATIONS = ("l2", "spectral", "none")
@@ -73,11 +78,12 @@ def load_class_embeddings(
     Returns:
         (C, a) float32 array.
     """
-    path = os.fspath(path)
+    path = resolve_data_path(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"class-embedding file {path} does not exist")
     if len(class_names) == 0:
         raise ValueError(f"no class names given to look up in {path}")
+    check_unique_names(class_names, f"the classes looked up in {path}")
     if normalize not in NORMALIZATIONS:  # before reading a possibly large file
         raise ValueError(f"unknown normalisation {normalize!r}; use one of {NORMALIZATIONS}")
     fmt = detect_format(path) if fmt == "auto" else fmt
@@ -148,13 +154,24 @@ def detect_format(path: Union[str, os.PathLike]) -> str:
     return "word_vectors"
 
 
-def read_class_list(path: Union[str, os.PathLike]) -> List[str]:
-    """Names from a text file, one per line (whitespace stripped, blank lines skipped)."""
+def read_class_list(path: Union[str, os.PathLike], allow_duplicates: bool = False) -> List[str]:
+    """Names from a text file, one per line (whitespace stripped, blank lines skipped); a name
+    listed twice is a ``ValueError`` naming the file and the name, unless ``allow_duplicates``."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"class-list file {path} does not exist")
     with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+        names = [line.strip() for line in f if line.strip()]
+    if not allow_duplicates:
+        check_unique_names(names, path)
+    return names
+
+
+def check_unique_names(names: Sequence[str], source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` and every class name that appears more than once."""
+    duplicates = sorted(n for n, count in collections.Counter(names).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"{source}: class names appear more than once: {duplicates}")
 
 
 def read_embedding_table(path: Union[str, os.PathLike]) -> Tuple[List[str], np.ndarray]:
@@ -175,9 +192,7 @@ def read_embedding_table(path: Union[str, os.PathLike]) -> Tuple[List[str], np.n
             rows.append(fields[1:])
     if not rows or not rows[0]:
         raise ValueError(f"{path}: no vectors found (expected lines 'name<TAB>f1<TAB>...')")
-    duplicates = sorted(n for n, count in collections.Counter(names).items() if count > 1)
-    if duplicates:
-        raise ValueError(f"{path}: names appear more than once: {duplicates}")
+    check_unique_names(names, path)
     try:
         matrix = np.asarray(rows, dtype=np.float64).astype(np.float32)
     except ValueError as e:
@@ -239,15 +254,15 @@ def load_nus_wide_glove(
     ``concept_names`` (lists, or the distribution's ``TagList1k.txt`` / ``Concepts81.txt``) a tag is
     a concept when its name is; without them, when its vector equals a concept's vector bit for
     bit. On the official file the vector rule finds 75 concepts among the tags, i.e. the official
-    925 seen rows (the name lists are not in ../shared, so the two rules were not compared row by
-    row).
+    925 seen rows (the name lists were not available here, so the two rules were not compared
+    row by row).
 
     Args:
         path: the pickle (``NUS_WIDE_pretrained_w2v_glove-wiki-gigaword-300``).
         tag_names, concept_names: optional row names of the two arrays (give both or neither).
         normalize: one of ``NORMALIZATIONS``, applied to the whole (S + U, a) matrix.
     """
-    path = os.fspath(path)
+    path = resolve_data_path(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"NUS-WIDE embedding pickle {path} does not exist")
     tags, concepts = _read_nus_wide_arrays(path)
@@ -341,14 +356,18 @@ def _read_named_rows(
             "(the 1000 tag names then the 81 concept names) or use load_nus_wide_glove()"
         )
     matrix = np.concatenate(_read_nus_wide_arrays(path))
-    return _name_list(class_list, len(matrix), path), matrix
+    # the concepts are also among the tags: tags + concepts names 75 classes twice (same vectors)
+    return _name_list(class_list, len(matrix), path, allow_duplicates=True), matrix
 
 
-def _name_list(names: NameList, expected: int, source: str) -> List[str]:
-    """A list of ``expected`` names given as a sequence or a one-name-per-line file."""
+def _name_list(names: NameList, expected: int, source: str, allow_duplicates: bool = False) -> List[str]:
+    """A list of ``expected`` names given as a sequence or a one-name-per-line file; duplicates
+    are an error unless ``allow_duplicates``."""
     if isinstance(names, (str, os.PathLike)):
-        names = read_class_list(names)
+        names = read_class_list(names, allow_duplicates)
     names = list(names)
+    if not allow_duplicates:
+        check_unique_names(names, f"row names of {source}")
     if len(names) != expected:
         raise ValueError(f"{len(names)} class names given for the {expected} rows of {source}")
     return names

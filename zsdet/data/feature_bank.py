@@ -1,71 +1,166 @@
-"""On-disk RoI feature bank: labelled box features in HDF5 shards, written incrementally.
+"""On-disk RoI feature bank: labelled box features in immutable HDF5 part files.
 
-Layout of one shard ``<bank_dir>/shard_rank<r>.h5`` (one per data-parallel rank):
-  * ``features``  (n, d) float16, chunked and resizable (box-head outputs are post-ReLU and
-    small; float16 halves disk and memory for COCO-sized banks),
-  * ``labels``    (n,) int32: contiguous class id, ``num_classes`` for background,
-  * ``image_ids`` (n,) int64: source image of each row,
-  * ``done_images`` (m,) int64: every image already processed (also those that gave no row),
-  * attrs ``committed_rows`` / ``committed_images``: what the last completed flush wrote.
+A bank is a directory of parts ``part_rank<r>_<seq>.h5`` (``seq``: 6 digits, per data-parallel
+rank ``r``). Every flush of :class:`FeatureBankWriter` writes ONE new part:
 
-Writes are committed every ``flush_every`` images: rows first, then the counters. A run killed
-mid-flush leaves rows past ``committed_rows`` that the next open truncates, so extraction
-resumes from the last commit with nothing duplicated (see :func:`done_image_ids`).
+* ``features``    (n, d) float16, contiguous and uncompressed (box-head outputs are post-ReLU and
+  small: float16 halves disk and memory). ``benchmarks/bench_roi_bank.py --compression``: lzf /
+  gzip-1 chunks save ~35 % / ~50 % of the bytes of ~55 %-zero features but write 6-9x slower, in
+  the extraction loop; 2 KiB a row (12 GB for COCO's ~6M RoIs) is the cheaper trade (README),
+* ``labels``      (n,) int32: contiguous class id, ``num_classes`` for background,
+* ``image_ids``   (n,) int64: source image of each row,
+* ``done_images`` (m,) int64: every image of this flush (also those that gave no row),
+* attrs ``class_names`` (json list, background excluded).
+
+Rows are stored foreground first, then background, so the streamed readers read the foreground
+rows as contiguous ranges. A part is built in memory and reaches the disk with plain file writes
+to ``<part>.tmp`` + ``os.replace``: a part either exists whole or not at all, a kill or a full disk
+(``ENOSPC``, reported as an ``OSError`` naming the part) never damages the committed parts, and a
+rerun resumes after the images they hold (:func:`done_image_ids`). The HDF5 library never writes
+to the bank directory itself, so a failing disk cannot leave it with half-updated metadata.
 """
+import errno
 import glob
+import io
 import json
+import logging
 import os
-from typing import List, Sequence
+import re
+from typing import Dict, List, Sequence
 
 import h5py
 import numpy as np
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
-SHARD_PATTERN = "shard_rank*.h5"
+logger = logging.getLogger(__name__)
+
+PART_PATTERN = "part_rank*_*.h5"
+_PART_NAME = re.compile(r"part_rank(\d+)_(\d+)\.h5$")
+LEGACY_PATTERN = "shard_rank*.h5"  # the former single-file-per-rank layout
+COMPLETE = "COMPLETE"  # marker file of a finished bank (written by the pipeline's features stage)
+CHUNK_ROWS = 256  # HDF5 chunk of compressed ``features`` (512 KiB at d = 1024), and the default read block
 
 
-def shard_path(bank_dir: str, rank: int) -> str:
-    return os.path.join(bank_dir, f"shard_rank{rank}.h5")
+def part_path(bank_dir: str, rank: int, seq: int) -> str:
+    return os.path.join(bank_dir, f"part_rank{rank}_{seq:06d}.h5")
 
 
-def _append(ds: h5py.Dataset, start: int, values: np.ndarray) -> None:
-    ds.resize(start + len(values), axis=0)
-    ds[start:] = values
+def list_parts(bank_dir: str) -> List[str]:
+    """Committed parts of ``bank_dir`` in (rank, seq) order; refuses a bank of the old layout."""
+    legacy = sorted(glob.glob(os.path.join(bank_dir, LEGACY_PATTERN)))
+    if legacy:
+        raise ValueError(f"{legacy[0]} is a RoI bank shard of an older zsdet layout; delete {bank_dir} "
+                         "and rerun the 'features' stage")
+    paths = [p for p in glob.glob(os.path.join(bank_dir, PART_PATTERN)) if _PART_NAME.search(p)]
+    return sorted(paths, key=lambda p: tuple(int(g) for g in _PART_NAME.search(p).groups()))
 
 
-def _open_shard(path: str, feature_dim: int, class_names: Sequence[str]) -> h5py.File:
-    """Open (or create) a shard for appending, dropping rows past the last commit."""
-    f = h5py.File(path, "a")
-    if "features" not in f:
-        f.create_dataset("features", (0, feature_dim), maxshape=(None, feature_dim),
-                         dtype="float16", chunks=(1024, feature_dim))
-        for name, dtype in (("labels", "int32"), ("image_ids", "int64"), ("done_images", "int64")):
-            f.create_dataset(name, (0,), maxshape=(None,), dtype=dtype, chunks=(8192,))
-        f.attrs.update(committed_rows=0, committed_images=0, class_names=json.dumps(list(class_names)))
-    if f["features"].shape[1] != feature_dim:
-        raise ValueError(f"{path}: feature dim {f['features'].shape[1]} != model's {feature_dim}")
-    rows, images = int(f.attrs["committed_rows"]), int(f.attrs["committed_images"])
-    for name in ("features", "labels", "image_ids"):
-        f[name].resize(rows, axis=0)
-    f["done_images"].resize(images, axis=0)
+def part_bytes(features: np.ndarray, labels: np.ndarray, image_ids: np.ndarray, done_images: np.ndarray,
+               class_names: Sequence[str], compression=None) -> bytes:
+    """One part file, built in memory: rows (n, d) / (n,) / (n,) and the (m,) processed images.
+
+    Rows are reordered foreground first (stable); ``compression`` is h5py's (None, "lzf", "gzip").
+    """
+    feats = np.asarray(features, dtype=np.float16)
+    labels = np.asarray(labels, dtype=np.int32)
+    order = np.argsort(labels >= len(class_names), kind="stable")
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        opts = {}  # uncompressed: contiguous layout (a partly filled chunk would waste its rest)
+        if compression and len(feats):
+            opts = dict(chunks=(min(CHUNK_ROWS, len(feats)), feats.shape[1]), compression=compression,
+                        compression_opts=1 if compression == "gzip" else None)
+        f.create_dataset("features", data=feats[order], **opts)
+        f.create_dataset("labels", data=labels[order])
+        f.create_dataset("image_ids", data=np.asarray(image_ids, dtype=np.int64)[order])
+        f.create_dataset("done_images", data=np.asarray(done_images, dtype=np.int64))
+        f.attrs["class_names"] = json.dumps(list(class_names))
+    return buf.getvalue()
+
+
+def commit_part(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (``path.tmp``, fsync, rename).
+
+    Raises:
+        OSError: the write failed (e.g. ``ENOSPC``); names the part, nothing is left behind.
+    """
+    tmp = path + ".tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise OSError(e.errno, f"{reason} while writing RoI bank part {path}; the parts written before "
+                               "it are complete and kept: fix the cause (e.g. free space) and rerun, "
+                               "extraction continues after the images they hold") from e
+
+
+def _open_part(path: str) -> h5py.File:
+    """Open a committed part for reading; a damaged file raises ``ValueError`` naming it."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"RoI bank part {path} is unreadable ({e}); rerun the 'features' stage: it sets the "
+                         "part aside and re-extracts its images") from e
+    missing = {"features", "labels", "image_ids", "done_images"} - set(f.keys())
+    if missing:
+        f.close()
+        raise ValueError(f"{path} is not a RoI bank part (missing datasets {sorted(missing)})")
     return f
 
 
+def _set_aside(path: str, error: Exception) -> None:
+    """Warn about an unreadable part; rank 0 renames it ``*.corrupt`` (its images are extracted again)."""
+    logger.warning("%s -- setting it aside as %s.corrupt; its images are extracted again", error, path)
+    if comm.is_main_process() and os.path.exists(path):
+        os.replace(path, path + ".corrupt")
+
+
 def done_image_ids(bank_dir: str) -> set:
-    """Ids of images whose features are committed in any shard of ``bank_dir``."""
+    """Ids of images committed in the readable parts of ``bank_dir`` (unreadable ones: :func:`_set_aside`)."""
     done = set()
-    for path in glob.glob(os.path.join(bank_dir, SHARD_PATTERN)):
-        with h5py.File(path, "r") as f:
-            done.update(f["done_images"][: int(f.attrs["committed_images"])].tolist())
+    for path in list_parts(bank_dir):
+        try:
+            with _open_part(path) as f:
+                done.update(f["done_images"][:].tolist())
+        except ValueError as e:
+            _set_aside(path, e)
     return done
 
 
+def bank_is_complete(bank_dir: str) -> bool:
+    """Whether the ``features`` stage finished (``COMPLETE`` marker) and every part is readable.
+
+    A damaged part (e.g. truncated by a copy) is named in a warning and set aside, and the marker
+    removed, so that the stage runs again and re-extracts just that part's images.
+    """
+    marker = os.path.join(bank_dir, COMPLETE)
+    if not os.path.isfile(marker):
+        return False
+    complete = True
+    for path in list_parts(bank_dir):
+        try:
+            _open_part(path).close()
+        except ValueError as e:
+            _set_aside(path, e)
+            complete = False
+    if not complete and comm.is_main_process():
+        os.remove(marker)
+    return complete
+
+
 class FeatureBankWriter(DatasetEvaluator):
-    """A ``DatasetEvaluator`` that appends :class:`RoIFeatureExtractor` outputs to this rank's shard.
+    """A ``DatasetEvaluator`` that writes :class:`RoIFeatureExtractor` outputs as parts of this rank.
 
     Used with detectron2's ``inference_on_dataset`` so extraction shows progress and shards
-    across ranks under ``launch``.
+    across ranks under ``launch``. Every ``flush_every`` images one part is committed.
     """
 
     def __init__(self, bank_dir: str, feature_dim: int, class_names: Sequence[str], flush_every: int = 32):
@@ -73,13 +168,28 @@ class FeatureBankWriter(DatasetEvaluator):
         self.feature_dim = feature_dim
         self.class_names = list(class_names)
         self.flush_every = flush_every
-        self._file = None
         self._buffer: List[dict] = []
+        self._next_seq = 0
 
     def reset(self):
         os.makedirs(self.bank_dir, exist_ok=True)
-        self._file = _open_shard(shard_path(self.bank_dir, comm.get_rank()), self.feature_dim,
-                                 self.class_names)
+        rank = comm.get_rank()
+        for tmp in glob.glob(os.path.join(self.bank_dir, f"part_rank{rank}_*.h5.tmp")):
+            os.remove(tmp)  # left by a kill between write and rename
+        seqs = [-1]
+        for path in list_parts(self.bank_dir):
+            r, seq = (int(g) for g in _PART_NAME.search(path).groups())
+            if r == rank:
+                seqs.append(seq)
+            try:
+                f = _open_part(path)
+            except ValueError:  # unreadable: set aside by done_image_ids, its images are redone
+                continue
+            with f:
+                if f["features"].shape[1] != self.feature_dim:
+                    raise ValueError(f"{path}: feature dim {f['features'].shape[1]} != model's {self.feature_dim} "
+                                     "(a bank of another detector? use a new OUTPUT_DIR or delete the bank)")
+        self._next_seq = max(seqs) + 1
         self._buffer = []
 
     def process(self, inputs, outputs):
@@ -90,70 +200,160 @@ class FeatureBankWriter(DatasetEvaluator):
     def _flush(self):
         if not self._buffer:
             return
-        f, rows, images = self._file, int(self._file.attrs["committed_rows"]), int(self._file.attrs["committed_images"])
+        path = part_path(self.bank_dir, comm.get_rank(), self._next_seq)
         feats = np.concatenate([o["features"].numpy() for o in self._buffer]).astype(np.float16)
+        feats = feats.reshape(-1, self.feature_dim)
         if not np.isfinite(feats).all():
-            raise FloatingPointError(f"non-finite RoI features while writing {f.filename}")
-        labels = np.concatenate([o["labels"].numpy() for o in self._buffer]).astype(np.int32)
+            raise FloatingPointError(f"non-finite RoI features while writing {path}")
+        labels = np.concatenate([o["labels"].numpy() for o in self._buffer])
         ids = np.array([o["image_id"] for o in self._buffer], dtype=np.int64)
         row_ids = np.repeat(ids, [len(o["labels"]) for o in self._buffer])
-        _append(f["features"], rows, feats)
-        _append(f["labels"], rows, labels)
-        _append(f["image_ids"], rows, row_ids)
-        _append(f["done_images"], images, ids)
-        f.flush()
-        f.attrs.update(committed_rows=rows + len(labels), committed_images=images + len(ids))
-        f.flush()
+        commit_part(path, part_bytes(feats, labels, row_ids, ids, self.class_names))
+        self._next_seq += 1
         self._buffer = []
 
     def evaluate(self):
         self._flush()
-        self._file.close()
-        self._file = None
         comm.synchronize()
         return {}
 
 
 class FeatureBank:
-    """Read-only view of all shards of a bank: labels in memory, features loaded on demand.
+    """Read-only index of all parts of a bank: labels and image ids in memory, features on demand.
 
     Attributes:
-        labels: (n,) int64, class id or ``num_classes`` for background.
-        image_ids: (n,) int64, the source image of each row.
-        class_names: the detector's classes (background excluded).
+        paths: the parts, in global row order; ``offsets`` (P + 1,) their first global rows.
+        labels: (n,) int32, class id or ``num_classes`` for background (4 bytes a row: 24 MB at 6M rows).
+        image_ids: (n,) int64, the source image of each row (48 MB at 6M rows).
+        class_names: the detector's classes (background excluded); ``feature_dim``: d.
+
+    Raises:
+        FileNotFoundError: no part in ``bank_dir``. ValueError: an unreadable part, parts of
+        different feature dims or class lists (a part of another detector), a bank without rows;
+        each names the file.
     """
 
     def __init__(self, bank_dir: str):
-        paths = sorted(glob.glob(os.path.join(bank_dir, SHARD_PATTERN)))
-        if not paths:
-            raise FileNotFoundError(f"no RoI feature bank shards ({SHARD_PATTERN}) in {bank_dir}")
-        self.paths = paths
-        labels, image_ids, self._rows = [], [], []
-        for path in paths:
-            with h5py.File(path, "r") as f:
-                n = int(f.attrs["committed_rows"])
-                labels.append(f["labels"][:n].astype(np.int64))
-                image_ids.append(f["image_ids"][:n])
-                self._rows.append(n)
-                self.feature_dim = f["features"].shape[1]
-                self.class_names = json.loads(f.attrs["class_names"])
-        self.labels = np.concatenate(labels)
-        self.image_ids = np.concatenate(image_ids)
+        self.bank_dir = bank_dir
+        self.paths = list_parts(bank_dir) if os.path.isdir(bank_dir) else []
+        if not self.paths:
+            raise FileNotFoundError(f"no RoI feature bank parts ({PART_PATTERN}) in {bank_dir}; run the "
+                                    "'features' stage")
+        labels, image_ids, sizes = [], [], []
+        first: Dict = {}
+        for path in self.paths:
+            with _open_part(path) as f:
+                meta = {"feature dim": int(f["features"].shape[1]), "classes": json.loads(f.attrs["class_names"])}
+                for key, value in meta.items():
+                    first.setdefault(key, (value, path))
+                    if value != first[key][0]:
+                        raise ValueError(f"RoI bank part {path} has {key} {value} but {first[key][1]} has "
+                                         f"{first[key][0]}: parts of different detectors; delete {bank_dir} "
+                                         "and rerun the 'features' stage")
+                labels.append(f["labels"][:])
+                image_ids.append(f["image_ids"][:])
+                sizes.append(len(labels[-1]))
+        self.feature_dim = first["feature dim"][0]
+        self.class_names = first["classes"][0]
         self.num_classes = len(self.class_names)
+        self.labels = np.concatenate(labels).astype(np.int32)
+        self.image_ids = np.concatenate(image_ids)
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        if not len(self.labels):
+            raise ValueError(f"RoI bank {bank_dir} is empty: its {len(self.paths)} parts hold no RoI "
+                             "(no training image gave a foreground or background box)")
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def load(self, rows: np.ndarray) -> np.ndarray:
-        """Features (len(rows), d) float32 of the given global row indices (sorted output order = rows order)."""
+    def foreground_rows(self) -> np.ndarray:
+        return np.nonzero(self.labels < self.num_classes)[0]
+
+    def check_classes(self, class_ids: Sequence[int], rows: np.ndarray, what: str) -> None:
+        """Raise ``ValueError`` naming the bank and the classes of ``class_ids`` without a row in ``rows``."""
+        present = np.bincount(self.labels[rows], minlength=self.num_classes + 1)
+        absent = [self.class_names[c] for c in class_ids if present[c] == 0]
+        if absent:
+            raise ValueError(f"RoI bank {self.bank_dir} has no {what} row of seen class(es) {absent}: the "
+                             "generator needs real features of every seen class (were the training images "
+                             "or the class list changed after the 'features' stage?)")
+
+    def blocks(self, rows: np.ndarray, block_rows: int) -> np.ndarray:
+        """Cut sorted global ``rows`` into read blocks; returns (k + 1,) boundaries into ``rows``.
+
+        A block holds at most ``block_rows`` of the rows, lies in one part and spans at most
+        ``4 * block_rows`` bank rows, so it is read with one contiguous HDF5 read of bounded size.
+        """
         rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return np.zeros(1, dtype=np.int64)
+        part = np.searchsorted(self.offsets, rows, side="right") - 1
+        window = (rows - self.offsets[part]) // (4 * block_rows)
+        new_segment = np.ones(len(rows), bool)
+        new_segment[1:] = (part[1:] != part[:-1]) | (window[1:] != window[:-1])
+        seg_start = np.nonzero(new_segment)[0]
+        position = np.arange(len(rows)) - np.repeat(seg_start, np.diff(np.append(seg_start, len(rows))))
+        starts = np.nonzero(new_segment | (position % block_rows == 0))[0]
+        return np.append(starts, len(rows))
+
+    def reader(self) -> "BankReader":
+        return BankReader(self)
+
+    def load(self, rows: np.ndarray, block_rows: int = CHUNK_ROWS) -> np.ndarray:
+        """Features (len(rows), d) float32 of the given global rows, in the order given.
+
+        Reads block by block (:meth:`blocks`): temporary memory is one block, not the parts.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        in_order = bool((np.diff(rows) >= 0).all())
+        order = np.arange(len(rows)) if in_order else np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
         out = np.empty((len(rows), self.feature_dim), dtype=np.float32)
-        offsets = np.cumsum([0] + self._rows)
-        for s, path in enumerate(self.paths):  # one read per shard, not per row
-            sel = np.nonzero((rows >= offsets[s]) & (rows < offsets[s + 1]))[0]
-            if len(sel):
-                local = rows[sel] - offsets[s]
-                order = np.argsort(local)
-                with h5py.File(path, "r") as f:
-                    out[sel[order]] = f["features"][local[order]]
+        bounds = self.blocks(sorted_rows, block_rows)
+        with self.reader() as read:
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                out[slice(a, b) if in_order else order[a:b]] = read(sorted_rows[a:b])
         return out
+
+
+class BankReader:
+    """Context manager reading features of sorted global rows of one block (:meth:`FeatureBank.blocks`).
+
+    ``reader(rows)`` -> (len(rows), d) float16: one contiguous read of the rows' span, or, when they
+    fill less than a quarter of it, a selection of just those rows. Keeps the last part open, so
+    consecutive blocks of one part cost one ``open``.
+    """
+
+    def __init__(self, bank: FeatureBank):
+        self.bank = bank
+        self._part, self._file = -1, None
+        self._scratch = np.empty((0, bank.feature_dim), np.float16)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._file is not None:
+            self._file.close()
+        self._part, self._file = -1, None
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        part = int(np.searchsorted(self.bank.offsets, rows[0], side="right") - 1)
+        if part != self._part:
+            self.__exit__()
+            self._file, self._part = _open_part(self.bank.paths[part]), part
+        local = rows - self.bank.offsets[part]
+        first, last = int(local[0]), int(local[-1]) + 1
+        try:
+            if 4 * len(rows) < last - first:  # sparse: read just the rows (one HDF5 selection)
+                unique, inverse = np.unique(local, return_inverse=True)
+                return self._file["features"][unique][inverse]
+            if len(self._scratch) < last - first:
+                self._scratch = np.empty((last - first, self.bank.feature_dim), np.float16)
+            span = self._scratch[:last - first]
+            self._file["features"].read_direct(span, np.s_[first:last])
+        except OSError as e:
+            raise ValueError(f"RoI bank part {self.bank.paths[part]}: rows {first}-{last} unreadable ({e}); "
+                             "delete the part and rerun the 'features' stage") from e
+        return span if len(rows) == last - first else span[local - first]
+

@@ -11,6 +11,8 @@ from typing import Sequence, Tuple
 import numpy as np
 from detectron2.data import MetadataCatalog
 
+from .embeddings import check_unique_names
+
 
 @dataclass(frozen=True)
 class ZeroShotSplit:
@@ -28,8 +30,12 @@ class ZeroShotSplit:
         return len(self.class_names)
 
     @classmethod
-    def from_names(cls, class_names: Sequence[str], unseen_classes: Sequence[str]) -> "ZeroShotSplit":
-        """Build a split; every unseen name must be one of ``class_names`` (else ``KeyError``)."""
+    def from_names(cls, class_names: Sequence[str], unseen_classes: Sequence[str],
+                   source: str = "the split") -> "ZeroShotSplit":
+        """Build a split; every unseen name must be one of ``class_names`` (else ``KeyError``) and
+        no name may appear twice in either list (``ValueError`` naming ``source`` and the name)."""
+        check_unique_names(class_names, f"{source}: thing_classes")
+        check_unique_names(unseen_classes, f"{source}: unseen_classes")
         index = {name: i for i, name in enumerate(class_names)}
         missing = [name for name in unseen_classes if name not in index]
         if missing:
@@ -44,7 +50,8 @@ class ZeroShotSplit:
         meta = MetadataCatalog.get(dataset_name)
         if not hasattr(meta, "thing_classes"):
             raise KeyError(f"dataset {dataset_name!r} has no thing_classes in its metadata")
-        return cls.from_names(meta.thing_classes, getattr(meta, "unseen_classes", []))
+        return cls.from_names(meta.thing_classes, getattr(meta, "unseen_classes", []),
+                              f"metadata of dataset {dataset_name!r}")
 
 
 def class_embeddings_of(dataset_name: str, path: str = "", normalize: str = "l2") -> np.ndarray:
@@ -72,6 +79,15 @@ def class_embeddings_of(dataset_name: str, path: str = "", normalize: str = "l2"
         raise ValueError(f"class embeddings of {dataset_name!r} have shape {emb.shape}, "
                          f"expected ({len(names)}, a)")
     return normalize_embeddings(emb, normalize, row_names=names, source=f"metadata of {dataset_name}")
+
+
+def class_embeddings_source(cfg) -> str:
+    """Where :func:`class_embeddings_from_config` reads the embeddings: ``ZSD.EMBEDDINGS_FILE``, else
+    the training set's ``class_embeddings_file``, else ``"metadata of dataset <name>"``."""
+    meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+    path = cfg.ZSD.EMBEDDINGS_FILE or (getattr(meta, "class_embeddings_file", "")
+                                       if not hasattr(meta, "class_embeddings") else "")
+    return path or f"metadata of dataset {cfg.DATASETS.TRAIN[0]!r}"
 
 
 def class_embeddings_from_config(cfg) -> np.ndarray:

@@ -47,6 +47,8 @@ def fit_box_classifier(classifier: nn.Module, features: torch.Tensor, targets: t
         raise ValueError(f"features {tuple(features.shape)} vs targets {tuple(targets.shape)}")
     if not torch.isfinite(features).all():
         raise ValueError("non-finite values in the classifier's training features")
+    if epochs < 1 or batch_size < 1:  # the pipeline names the config keys before any work
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
 
     def batches(epoch: int):
         order = torch.randperm(len(features), generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))

@@ -1,9 +1,82 @@
-"""Loading detector weights with explicit checks on the box classifier."""
+"""Detector checkpoints: atomic writes, integrity checks, and loading with explicit checks on the
+box classifier."""
+import glob
+import logging
 import os
+import zipfile
+from typing import Optional
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from ..synthesis.trainer import atomic_open, atomic_save
+
+logger = logging.getLogger(__name__)
 
 CLASSIFIER_PREFIX = "roi_heads.box_predictor.cls_score."
+LAST_CHECKPOINT = "last_checkpoint"
+
+
+def checkpoint_problem(path: str) -> Optional[str]:
+    """None when ``path`` is a complete torch (zip) checkpoint, else what is wrong with it.
+
+    Reads the whole file and checks every member's CRC: a truncated or damaged file is caught
+    without unpickling it.
+    """
+    if not os.path.isfile(path):
+        return "missing"
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"truncated or not a torch checkpoint ({e})"
+    return f"damaged member {bad}" if bad else None
+
+
+class AtomicDetectionCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` whose files (``model_*.pth``, ``last_checkpoint``) are written
+    atomically, whose load errors name the file, and which resumes from the newest intact
+    checkpoint when the one ``last_checkpoint`` names is missing or damaged."""
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict(),
+                **{key: obj.state_dict() for key, obj in self.checkpointables.items()}, **kwargs}
+        path = os.path.join(self.save_dir, f"{name}.pth")
+        self.logger.info("Saving checkpoint to %s", path)
+        atomic_save(data, path)
+        self.tag_last_checkpoint(os.path.basename(path))
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        with atomic_open(os.path.join(self.save_dir, LAST_CHECKPOINT)) as f:
+            f.write(last_filename_basename.encode())
+
+    def _load_file(self, filename: str):
+        try:
+            return super()._load_file(filename)
+        except Exception as e:  # torch / zip / pickle errors say nothing about which file
+            raise ValueError(f"cannot read detectron2 checkpoint {filename} ({type(e).__name__}: {e}); "
+                               "it is truncated or not a checkpoint: delete or replace it") from e
+
+    def repair_last_checkpoint(self) -> None:
+        """Point ``last_checkpoint`` at the newest intact ``model_*.pth`` when the file it names is
+        missing or damaged (warning naming both); remove it when there is none."""
+        if not self.has_checkpoint():
+            return
+        tagged = self.get_checkpoint_file()
+        problem = checkpoint_problem(tagged)
+        if problem is None:
+            return
+        # newest first: model_final.pth, then model_<iteration>.pth by decreasing iteration
+        candidates = sorted(glob.glob(os.path.join(self.save_dir, "model_*.pth")), reverse=True)
+        intact = next((p for p in candidates if p != tagged and checkpoint_problem(p) is None), None)
+        logger.warning("last checkpoint %s is unusable (%s): resuming from %s", tagged, problem,
+                       intact or "the start (no intact model_*.pth)")
+        if intact:
+            self.tag_last_checkpoint(os.path.basename(intact))
+        else:
+            os.remove(os.path.join(self.save_dir, LAST_CHECKPOINT))
 
 
 def load_state_dict_file(path: str) -> dict:

@@ -35,6 +35,7 @@ from tabulate import tabulate
 from torch import nn
 
 from zsdet.data.embeddings import load_class_embeddings, load_nus_wide_glove, read_class_list
+from zsdet.data.shipped import is_shipped, resolve_data_path
 from zsdet.data.mlzsl import (ConcatSource, H5FeatureSource, SyntheticBenchmarkSpec,
                               synthetic_benchmark_paths, to_signed_labels,
                               write_synthetic_benchmark)
@@ -44,6 +45,8 @@ from zsdet.evaluation.report import write_json
 from zsdet.synthesis import (LabelSets, SynthesisTrainer, TensorFeatureSource, derive_seed,
                              sample_label_sets, train_multilabel_classifier, unseen_label_sets)
 from zsdet.synthesis.trainer import atomic_save, resolve_device
+
+from .settings_check import check_classification_settings
 
 __all__ = ["MLZSLBenchmark", "load_benchmark", "run_classification", "format_results_table",
            "plot_ap_change"]
@@ -67,6 +70,7 @@ class MLZSLBenchmark:
         seen_names, unseen_names: class names (``unseen_names`` empty in mode ``"standard"``).
         embeddings: (S + U, a) float32 class embeddings, or None when nothing is synthesized.
         files: config file key (``"TRAIN_FILE"``, ...) -> absolute HDF5 path.
+        embeddings_file: the file the embeddings were read from ("" when none).
     """
 
     name: str
@@ -75,6 +79,7 @@ class MLZSLBenchmark:
     unseen_names: List[str]
     embeddings: Optional[np.ndarray]
     files: Dict[str, str]
+    embeddings_file: str = ""
 
     @property
     def class_names(self) -> List[str]:
@@ -94,6 +99,8 @@ class MLZSLBenchmark:
 
 
 def _resolve(cfg, path: str) -> str:
+    if is_shipped(path):  # zsdet://...: a file shipped in the repository's datasets/
+        return resolve_data_path(path)
     root = cfg.MLZSL.DATA_ROOT or os.environ.get("DETECTRON2_DATASETS", "datasets")
     return os.path.abspath(path if os.path.isabs(path) else os.path.join(root, path))
 
@@ -173,13 +180,14 @@ def load_benchmark(cfg) -> MLZSLBenchmark:
         files = dict(zip(keys, (paths["train"], paths["zsl_test"], paths["gzsl_test"])))
         seen, unseen = read_class_list(paths["seen_classes"]), read_class_list(paths["unseen_classes"])
         emb = load_class_embeddings(paths["embeddings"], seen + unseen, "npy", m.EMBEDDINGS_NORMALIZE)
-        return MLZSLBenchmark(m.BENCHMARK, m.MODE, seen, unseen, emb, files)
+        return MLZSLBenchmark(m.BENCHMARK, m.MODE, seen, unseen, emb, files, paths["embeddings"])
     missing = [k for k in keys if not m[k]]
     if missing:
         raise ValueError(f"MLZSL.MODE={m.MODE!r} needs the files {['MLZSL.' + k for k in missing]}")
     seen, unseen, emb = _class_names_and_embeddings(cfg, m.MODE, m.SYNTH_LABEL_SETS != "none")
     files = {k: _resolve(cfg, m[k]) for k in keys}
-    return MLZSLBenchmark(m.BENCHMARK, m.MODE, seen, unseen, emb, files)
+    return MLZSLBenchmark(m.BENCHMARK, m.MODE, seen, unseen, emb, files,
+                          _resolve(cfg, m.EMBEDDINGS_FILE) if m.EMBEDDINGS_FILE else "")
 
 
 def open_source(cfg, bench: MLZSLBenchmark, file_key: str, num_classes: int,
@@ -382,6 +390,7 @@ def run_classification(cfg, eval_only: bool = False) -> Dict:
     seconds = {}
     out = cfg.OUTPUT_DIR
     os.makedirs(out, exist_ok=True)
+    check_classification_settings(cfg, eval_only)
     bench = load_benchmark(cfg)
     device = resolve_device(cfg.SYNTHESIS.DEVICE)
     train = open_source(cfg, bench, "TRAIN_FILE", len(bench.class_names))
@@ -389,6 +398,9 @@ def run_classification(cfg, eval_only: bool = False) -> Dict:
     tests = {t: open_source(cfg, bench, key, len(bench.class_names), cfg.MLZSL.STREAM_MEMORY_MB / 2)
              for t, key in bench.tasks().items()}
     task_classes = {"zsl": bench.unseen_names, "gzsl": bench.class_names, "standard": bench.seen_names}
+    for key, source in [("TRAIN_FILE", train)] + [(bench.tasks()[t], s) for t, s in tests.items()]:
+        if len(source) == 0:
+            raise ValueError(f"MLZSL.{key}: {source.path} has no rows")
     for task, source in tests.items():  # fail before training, not after
         need = 2 * min_memory_mb(len(source), len(task_classes[task]))
         if cfg.MLZSL.STREAM_MEMORY_MB < need:
@@ -402,7 +414,9 @@ def run_classification(cfg, eval_only: bool = False) -> Dict:
     generator, trainer, num_synth = {}, None, 0
     if not eval_only and cfg.MLZSL.SYNTH_LABEL_SETS != "none":
         trainer = SynthesisTrainer.from_config(cfg, bench.embeddings, train.feature_dim,
-                                               os.path.join(out, "generator"), device)
+                                               os.path.join(out, "generator"), device,
+                                               class_names=bench.class_names,
+                                               embeddings_source=bench.embeddings_file)
         generator = trainer.fit(train)
         seconds["generator"], tic = time.perf_counter() - tic, time.perf_counter()
     if not comm.is_main_process():

@@ -22,18 +22,20 @@ from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 
-from ..data.feature_bank import FeatureBank, FeatureBankWriter, done_image_ids
-from ..data.mixtures import RoIMixtureSource, fuse_mixtures, sample_mixture_sets
-from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config
+from ..data.feature_bank import COMPLETE, FeatureBank, FeatureBankWriter, bank_is_complete, done_image_ids
+from ..data.mixtures import fuse_mixtures, sample_mixture_sets
+from ..data.roi_stream import RoIBankSource
+from ..data.seeded_rng import PerImageSeededMapper
+from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config, class_embeddings_source
 from ..evaluation import ZSDEvaluator
-from ..evaluation.report import write_json
 from ..modeling import RoIFeatureExtractor, SemanticProjectionClassifier
 from ..synthesis import LabelSets, SynthesisTrainer
 from .box_classifier import balanced_rows, fit_box_classifier, soft_targets
 from ..synthesis.trainer import atomic_save
-from .checkpoints import CLASSIFIER_PREFIX, load_detector_weights, load_state_dict_file
+from .checkpoints import CLASSIFIER_PREFIX, checkpoint_problem, load_detector_weights, load_state_dict_file
 from .detection_trainer import ZSDTrainer
-from .zsd_report import format_results_table
+from .settings_check import check_pipeline_settings
+from .zsd_report import write_results_report
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class ZSDPipeline:
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stages {unknown}; choose from {STAGES}")
+        check_pipeline_settings(self.cfg, stages)  # every requested stage's settings, before any work
         results = {}
         for stage in STAGES:
             if stage in stages:
@@ -72,8 +75,15 @@ class ZSDPipeline:
     # ------------------------------------------------------------------ stage 1
     def run_detector(self):
         if os.path.isfile(self.detector_weights):
-            logger.info("seen detector exists: %s (delete it to retrain)", self.detector_weights)
-            return None
+            problem = checkpoint_problem(self.detector_weights)
+            if problem is None:
+                logger.info("seen detector exists: %s (delete it to retrain)", self.detector_weights)
+                return None
+            logger.warning("seen detector %s is unusable (%s): training resumes from the newest intact "
+                           "checkpoint", self.detector_weights, problem)
+            comm.synchronize()  # every rank has checked before rank 0 removes it
+            if comm.is_main_process():
+                os.remove(self.detector_weights)
         cfg = self._with(MODE="seen")
         trainer = ZSDTrainer(cfg)
         trainer.resume_or_load(resume=True)
@@ -81,8 +91,8 @@ class ZSDPipeline:
 
     # ------------------------------------------------------------------ stage 2
     def run_features(self):
-        marker = os.path.join(self.bank_dir, "COMPLETE")
-        if os.path.isfile(marker):
+        marker = os.path.join(self.bank_dir, COMPLETE)
+        if bank_is_complete(self.bank_dir):
             logger.info("RoI feature bank complete: %s", self.bank_dir)
             return None
         cfg = self._with(MODE="seen")
@@ -91,13 +101,16 @@ class ZSDPipeline:
         f = cfg.ZSD.FEATURES
         extractor = RoIFeatureExtractor(detector, fg_iou=f.FG_IOU, bg_iou=f.BG_IOU,
                                         rois_per_image=f.ROIS_PER_IMAGE,
-                                        positive_fraction=f.POSITIVE_FRACTION, bg_per_fg=f.BG_PER_FG)
+                                        positive_fraction=f.POSITIVE_FRACTION, bg_per_fg=f.BG_PER_FG,
+                                        seed=cfg.SEED)
         done = done_image_ids(self.bank_dir) if os.path.isdir(self.bank_dir) else set()
         todo = [d for d in DatasetCatalog.get(self.train_set) if d["image_id"] not in done]
         logger.info("RoI features: %d images to do, %d already in the bank", len(todo), len(done))
         if todo:
-            # the training mapper (resize + flip, GT instances kept), as SUZOD extracts features
-            loader = build_detection_test_loader(todo, mapper=DatasetMapper(cfg, is_train=True))
+            # the training mapper (resize + flip, GT instances kept), as SUZOD extracts features;
+            # seeded per image, so each image's rows depend on (SEED, image id) only
+            mapper = PerImageSeededMapper(DatasetMapper(cfg, is_train=True), cfg.SEED)
+            loader = build_detection_test_loader(todo, mapper=mapper)
             writer = FeatureBankWriter(self.bank_dir, detector.roi_heads.box_head.output_shape.channels,
                                        self.split.class_names, flush_every=f.FLUSH_EVERY)
             inference_on_dataset(extractor, loader, writer)
@@ -107,10 +120,20 @@ class ZSDPipeline:
         return None
 
     # ------------------------------------------------------------------ stages 3-4
+    def _bank(self) -> FeatureBank:
+        """The RoI bank index; its classes must be the training set's (else a bank of another split)."""
+        bank = FeatureBank(self.bank_dir)
+        if list(bank.class_names) != list(self.split.class_names):
+            raise ValueError(f"RoI bank {self.bank_dir} was extracted for classes {bank.class_names}, but "
+                             f"{self.train_set} has {list(self.split.class_names)}; delete the bank to rebuild it")
+        return bank
+
     def _foreground(self, bank: FeatureBank):
-        """Foreground rows of the bank split by image into generator-train / validation rows."""
+        """Foreground rows of the bank split by image into generator-train / validation rows (indices
+        only: ~8 bytes a row). Every seen class must have a foreground row."""
         with_image = bank.image_ids
-        fg = np.nonzero(bank.labels < bank.num_classes)[0]
+        fg = bank.foreground_rows()
+        bank.check_classes(self.split.seen_ids, fg, "foreground")
         images = np.unique(with_image[fg])
         rng = np.random.default_rng(self.cfg.SEED)
         val_images = rng.choice(images, int(round(self.cfg.ZSD.FEATURES.VAL_FRACTION * len(images))),
@@ -118,37 +141,49 @@ class ZSDPipeline:
         is_val = np.isin(with_image[fg], val_images)
         return fg[~is_val], fg[is_val]
 
-    def _source(self, bank: FeatureBank, rows: np.ndarray) -> RoIMixtureSource:
-        m = self.cfg.ZSD.MIXTURES
-        return RoIMixtureSource(bank.load(rows), bank.labels[rows], bank.num_classes,
-                                mixture_ratio=m.RATIO, min_set_size=m.MIN_SET_SIZE,
-                                max_set_size=m.MAX_SET_SIZE)
+    def _source(self, bank: FeatureBank, rows: np.ndarray, samples_per_epoch: int = 0) -> RoIBankSource:
+        """Streamed single RoIs + mixtures of ``rows`` (``ZSD.MIXTURES``, ``ZSD.FEATURES.STREAM_*``)."""
+        m, f = self.cfg.ZSD.MIXTURES, self.cfg.ZSD.FEATURES
+        if self.cfg.SYNTHESIS.MAX_SET_SIZE and m.MAX_SET_SIZE > self.cfg.SYNTHESIS.MAX_SET_SIZE:
+            raise ValueError(f"ZSD.MIXTURES.MAX_SET_SIZE={m.MAX_SET_SIZE} exceeds SYNTHESIS.MAX_SET_SIZE="
+                             f"{self.cfg.SYNTHESIS.MAX_SET_SIZE}: the generator would drop those mixtures")
+        return RoIBankSource(bank, rows, mixture_ratio=m.RATIO, min_set_size=m.MIN_SET_SIZE,
+                             max_set_size=m.MAX_SET_SIZE, memory_budget_mb=f.STREAM_MEMORY_MB,
+                             block_rows=f.STREAM_BLOCK_ROWS, samples_per_epoch=samples_per_epoch,
+                             class_balanced=f.CLASS_BALANCED)
 
     def _synthesis_trainer(self, feature_dim: int) -> SynthesisTrainer:
         emb = torch.from_numpy(class_embeddings_from_config(self.cfg))
-        return SynthesisTrainer.from_config(self.cfg, emb, feature_dim, self.generator_dir)
+        return SynthesisTrainer.from_config(self.cfg, emb, feature_dim, self.generator_dir,
+                                            class_names=self.split.class_names,
+                                            embeddings_source=class_embeddings_source(self.cfg))
 
     def run_generator(self):
-        bank = FeatureBank(self.bank_dir)
+        bank = self._bank()
         train_rows, val_rows = self._foreground(bank)
-        logger.info("generator: %d train / %d validation foreground RoIs", len(train_rows), len(val_rows))
+        train = self._source(bank, train_rows, self.cfg.ZSD.FEATURES.SAMPLES_PER_EPOCH)
+        logger.info("generator: %d train / %d validation foreground RoIs; %d single RoIs per pass",
+                    len(train_rows), len(val_rows), train.singles_per_pass)
         trainer = self._synthesis_trainer(bank.feature_dim)
-        return trainer.fit(self._source(bank, train_rows),
-                           self._source(bank, val_rows) if len(val_rows) else None)
+        return trainer.fit(train, self._source(bank, val_rows) if len(val_rows) else None)
 
     # ------------------------------------------------------------------ stages 5-6
     def _real_training_set(self, bank: FeatureBank, rng: np.random.Generator, with_mixtures: bool):
-        """Real seen features (capped per class), background and mixtures as (x, soft targets)."""
+        """Real seen features (capped per class), background and mixtures as (x, soft targets).
+
+        Reads only the selected rows (:meth:`FeatureBank.load`, block by block): memory is
+        ``REAL_PER_CLASS`` x classes x (1 + BG_PER_FG + MIXTURE_RATIO) rows, not the bank."""
         c = self.cfg.ZSD.CLASSIFIER
         k = bank.num_classes
-        fg = np.nonzero(bank.labels < k)[0]
+        fg = bank.foreground_rows()
+        bank.check_classes(self.split.seen_ids, fg, "foreground")
         cap = c.REAL_PER_CLASS or len(fg)
         fg = fg[balanced_rows(bank.labels[fg], cap, rng)]
         bg = np.nonzero(bank.labels == k)[0]
         bg = rng.choice(bg, min(len(bg), int(c.BG_PER_FG * len(fg))), replace=False)
         rows = np.sort(np.concatenate([fg, bg]))
         x = torch.from_numpy(bank.load(rows))
-        labels = torch.from_numpy(bank.labels[rows])
+        labels = torch.from_numpy(bank.labels[rows].astype(np.int64))
         y = torch.nn.functional.one_hot(labels, k + 1).float()
         if with_mixtures and c.MIXTURE_RATIO > 0:
             m = self.cfg.ZSD.MIXTURES
@@ -160,13 +195,14 @@ class ZSDPipeline:
             x, y = torch.cat([x, mx]), torch.cat([y, my])
         return x, y
 
-    def _save_with_classifier(self, classifier: torch.nn.Module, name: str) -> str:
-        """Detector weights with the box classifier replaced, written atomically to ``name``."""
+    def _save_with_classifier(self, classifier: torch.nn.Module, name: str, **extra) -> str:
+        """Detector weights with the box classifier replaced, written atomically to ``name``
+        (relative to ``OUTPUT_DIR``); ``extra`` entries are stored beside ``model``."""
         merged = {k: v for k, v in load_state_dict_file(self.detector_weights).items()
                   if not k.startswith(CLASSIFIER_PREFIX)}
         merged.update({CLASSIFIER_PREFIX + k: v.detach().cpu() for k, v in classifier.state_dict().items()})
         path = self.path(name)
-        atomic_save({"model": merged, "classifier_type": type(classifier).__name__}, path)
+        atomic_save({"model": merged, "classifier_type": type(classifier).__name__, **extra}, path)
         return path
 
     def _classifier_stage(self, weights: str, what: str, build) -> None:
@@ -240,11 +276,7 @@ class ZSDPipeline:
         metrics = {name: self.evaluate_method(weights, classifier, name)
                    for name, (weights, classifier) in methods.items()}
         if comm.is_main_process():
-            table = format_results_table(metrics)
-            print(table, flush=True)
-            with open(self.path("results_table.txt"), "w") as f:
-                f.write(table + "\n")
-            write_json(self.path("metrics.json"), metrics)
+            write_results_report(self.out, metrics)
         return metrics
 
     def _with(self, **zsd_model_keys):

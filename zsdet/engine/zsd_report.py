@@ -1,7 +1,11 @@
 """The pipeline's final table: ZSD and GZSD figures of each method side by side."""
+import os
 from typing import Mapping
 
 from tabulate import tabulate
+
+from ..evaluation.report import write_json
+from ..evaluation.top1_labels import TOP1_IOU, top1_key
 
 # (column header, result group, metric key)
 COLUMNS = (
@@ -18,13 +22,51 @@ COLUMNS = (
 )
 
 
+# (column header, top-1 group, top-1 outcome): zsdet.evaluation.top1_labels
+TOP1_COLUMNS = (
+    ("seen: right", "seen", "correct"),
+    ("seen: other seen", "seen", "same_group"),
+    ("seen: as unseen", "seen", "other_group"),
+    ("seen: none", "seen", "absent"),
+    ("unseen: right", "unseen", "correct"),
+    ("unseen: other unseen", "unseen", "same_group"),
+    ("unseen: as seen", "unseen", "other_group"),
+    ("unseen: none", "unseen", "absent"),
+)
+
+
+def _table(metrics, columns) -> str:
+    rows = [[method] + [results.get(group, {}).get(key, float("nan")) for _, group, key in columns]
+            for method, results in metrics.items()]
+    return tabulate(rows, headers=["method"] + [c[0] for c in columns], floatfmt=".1f",
+                    tablefmt="pipe")
+
+
 def format_results_table(metrics: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    """Rows: methods (e.g. "synthesis", "baseline"); columns: :data:`COLUMNS`, percentages.
+    """Rows: methods (e.g. "synthesis", "baseline"); columns: :data:`COLUMNS`, percentages; below
+    it, when GZSD was evaluated, the top-1 labelling table (:data:`TOP1_COLUMNS`, percent of the
+    seen / unseen GT objects whose highest-scoring covering detection has that label).
 
     Args:
         metrics: ``{method: {"zsd": {...}, "gzsd": {...}}}`` as returned by ``ZSDEvaluator``.
     """
-    rows = [[method] + [results.get(group, {}).get(key, float("nan")) for _, group, key in COLUMNS]
-            for method, results in metrics.items()]
-    return tabulate(rows, headers=["method"] + [c[0] for c in COLUMNS], floatfmt=".1f",
-                    tablefmt="pipe")
+    table = _table(metrics, COLUMNS)
+    top1 = [(header, "gzsd", top1_key(group, outcome)) for header, group, outcome in TOP1_COLUMNS]
+    if any(top1[0][2] in results.get("gzsd", {}) for results in metrics.values()):
+        table += ("\n\nGZSD top-1 label of each object (% of the seen / unseen objects; "
+                  f"highest-scoring detection with IoU >= {TOP1_IOU}):\n" + _table(metrics, top1))
+    return table
+
+
+def write_results_report(output_dir: str, metrics: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """Print the results table and write it to ``output_dir/results_table.txt``, and ``metrics``
+    to ``output_dir/metrics.json`` (the pipeline's and ``tools/evaluate_zsd.py``'s final report).
+
+    Returns the table."""
+    table = format_results_table(metrics)
+    print(table, flush=True)
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "results_table.txt"), "w") as f:
+        f.write(table + "\n")
+    write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    return table

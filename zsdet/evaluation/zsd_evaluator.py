@@ -21,6 +21,7 @@ from .report import (
     recall_key,
     write_json,
 )
+from .top1_labels import report_top1_labels
 from .zsd_metrics import (
     ClassMetrics,
     Detections,
@@ -30,7 +31,7 @@ from .zsd_metrics import (
     macro_mean,
 )
 
-__all__ = ["ZSDEvaluator"]
+__all__ = ["ZSDEvaluator", "evaluate_and_write", "scored_classes"]
 
 MODES = ("zsd", "gzsd", "seen")
 RESULTS_JSON = "zsd_results.json"
@@ -54,7 +55,9 @@ class ZSDEvaluator(DatasetEvaluator):
     Returned metrics are percentages (0-100), like detectron2's ``COCOEvaluator``, NaN where a
     group has no class with GT. Keys (with ``max_dets_per_image=100``, ``map_iou=0.5``):
     ``recall@100_iou{t}`` for each ``t`` in ``iou_thresholds`` and ``mAP_iou0.5``; in GZSD each
-    key is prefixed with ``seen_``, ``unseen_`` and ``hm_``.
+    key is prefixed with ``seen_``, ``unseen_`` and ``hm_``, and GZSD adds the top-1 labelling
+    figures ``top1_{seen,unseen}_{correct,same_group,other_group,absent}`` (:mod:`.top1_labels`;
+    also written to ``zsd_top1_labels.json`` and ``zsd_top1_confusion.png``).
 
     The evaluator keeps at most ``max_dets_per_image`` detections per image by score (over all
     scored classes) even if the model returns more. Only images passed to :meth:`process` are
@@ -142,24 +145,11 @@ class ZSDEvaluator(DatasetEvaluator):
                 f"[ZSDEvaluator] {image_rows.size} of {len(index_of)} images of "
                 f"{self._dataset_name!r} were processed; evaluating those only.")
         gt = gt.subset(np.isin(gt.image_ids, image_rows))
-        scored = self._scored_classes()
-        dets = dets.subset(scored[dets.classes])
-        gt = gt.subset(scored[gt.classes])
-        metrics = evaluate_detections(
-            dets, gt, len(self._class_names), self._recall_ious + (self._map_iou,), self._max_dets)
-        summary = self._summarize(metrics)
-        self._report(metrics, summary, scored)
-        flat = summary[self._mode] if self._mode != "gzsd" else {
-            f"{group}_{k}": v for group, row in summary.items() for k, v in row.items()}
-        return {self._mode: copy.deepcopy(flat)}
-
-    def _scored_classes(self) -> np.ndarray:
-        """(C,) bool: classes whose GT and detections enter the evaluation in this mode."""
-        if self._mode == "zsd":
-            return self._is_unseen.copy()
-        if self._mode == "seen":
-            return ~self._is_unseen
-        return np.ones_like(self._is_unseen)
+        return evaluate_and_write(
+            gt, dets, class_names=self._class_names, is_unseen=self._is_unseen, mode=self._mode,
+            iou_thresholds=self._recall_ious, map_iou=self._map_iou,
+            max_dets_per_image=self._max_dets, output_dir=self._output_dir,
+            name=self._dataset_name)
 
     def _load_ground_truth(self):
         """Read the dataset's records: ({image_id: row}, GroundTruth with image_ids = rows)."""
@@ -217,59 +207,119 @@ class ZSDEvaluator(DatasetEvaluator):
                              f"(0..{len(self._class_names) - 1})")
         return dets
 
-    def _metric_columns(self):
-        recall_cols = [recall_key(self._max_dets, t) for t in self._recall_ious]
-        return ap_key(self._map_iou), recall_cols
 
-    def _summarize(self, metrics: ClassMetrics) -> Dict[str, Dict[str, float]]:
-        """{group: {metric: percent}} with groups (mode,) or ("seen", "unseen", "hm") for GZSD."""
-        def means(class_mask):
-            num_gt = np.where(class_mask, metrics.num_gt, 0)
-            row = {map_key(self._map_iou):
-                   100 * macro_mean(metrics.ap[metrics.row(self._map_iou)], num_gt)}
-            for t in self._recall_ious:
-                recall = metrics.recall[metrics.row(t)]
-                row[recall_key(self._max_dets, t)] = 100 * macro_mean(recall, num_gt)
-            return row
+def scored_classes(is_unseen: np.ndarray, mode: str) -> np.ndarray:
+    """(C,) bool: classes whose GT and detections enter the evaluation in ``mode``."""
+    if mode == "zsd":
+        return is_unseen.copy()
+    if mode == "seen":
+        return ~is_unseen
+    return np.ones_like(is_unseen)
 
-        if self._mode != "gzsd":
-            return {self._mode: means(self._scored_classes())}
-        seen, unseen = means(~self._is_unseen), means(self._is_unseen)
-        hm = {k: harmonic_mean(seen[k], unseen[k]) for k in seen}
-        return {"seen": seen, "unseen": unseen, "hm": hm}
 
-    def _report(self, metrics: ClassMetrics, summary, scored: np.ndarray) -> None:
-        ap_col, recall_cols = self._metric_columns()
-        records = []
-        for c in np.flatnonzero(scored):
-            rec = {"class": self._class_names[c],
-                   "split": "unseen" if self._is_unseen[c] else "seen",
-                   "num_gt": int(metrics.num_gt[c]),
-                   "num_detections": int(metrics.num_detections[c]),
-                   ap_col: 100 * float(metrics.ap[metrics.row(self._map_iou), c])}
-            for t, col in zip(self._recall_ious, recall_cols):
-                rec[col] = 100 * float(metrics.recall[metrics.row(t), c])
-            records.append(rec)
-        columns = [ap_col] + recall_cols
-        self._logger.info(
-            f"ZSD evaluation ({self._mode}) of {self._dataset_name}, per class (%):\n"
-            + format_per_class_table(records, columns))
-        self._logger.info(f"ZSD evaluation ({self._mode}) of {self._dataset_name} (%):\n"
-                          + format_summary_table(summary))
-        if self._output_dir is None:
-            return
-        write_json(os.path.join(self._output_dir, RESULTS_JSON), {
-            "dataset": self._dataset_name,
-            "mode": self._mode,
-            "max_dets_per_image": self._max_dets,
-            "recall_iou_thresholds": list(self._recall_ious),
-            "map_iou": self._map_iou,
+def evaluate_and_write(
+    gt: GroundTruth,
+    dets: Detections,
+    *,
+    class_names: Sequence[str],
+    is_unseen: np.ndarray,
+    mode: str,
+    iou_thresholds: Sequence[float] = (0.4, 0.5, 0.6),
+    map_iou: float = 0.5,
+    max_dets_per_image: int = 100,
+    output_dir: Optional[str] = None,
+    name: str = "",
+) -> Dict[str, Dict[str, float]]:
+    """The one code path from test-set GT and detections to ZSD / GZSD figures, shared by
+    :class:`ZSDEvaluator` and ``tools/evaluate_zsd.py``.
+
+    Keeps the GT and detections of the classes ``mode`` scores (:func:`scored_classes`; seen
+    detections leave before the per-image top-k cut in ZSD mode), computes the per-class metrics
+    (:func:`.zsd_metrics.evaluate_detections`), logs the per-class and summary tables and, with
+    an ``output_dir``, writes ``zsd_results.json`` and ``zsd_per_class.png`` there.
+
+    Args:
+        gt, dets: the test set's GT and detections; ``image_ids`` index images, ``classes`` index
+            ``class_names``.
+        class_names: (C,) all classes; is_unseen: (C,) bool.
+        mode: "zsd", "gzsd" or "seen" (see :class:`ZSDEvaluator`).
+        iou_thresholds: of Recall@max_dets_per_image; map_iou: of mAP.
+        output_dir: where the JSON and PNG go; None writes nothing.
+        name: the test set's name in the log, the JSON and the chart title.
+
+    Returns:
+        ``{mode: {metric: percent}}`` with the keys described in :class:`ZSDEvaluator`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"ZSD evaluation mode must be one of {MODES}, got {mode!r}")
+    is_unseen = np.asarray(is_unseen, dtype=bool)
+    recall_ious = tuple(float(t) for t in iou_thresholds)
+    map_iou = float(map_iou)
+    scored = scored_classes(is_unseen, mode)
+    dets = dets.subset(scored[dets.classes])
+    gt = gt.subset(scored[gt.classes])
+    metrics = evaluate_detections(dets, gt, len(class_names), recall_ious + (map_iou,),
+                                  max_dets_per_image)
+    summary = _summarize(metrics, is_unseen, mode, recall_ious, map_iou, max_dets_per_image)
+    records = _per_class_records(metrics, class_names, is_unseen, scored, recall_ious, map_iou,
+                                 max_dets_per_image)
+    columns = [ap_key(map_iou)] + [recall_key(max_dets_per_image, t) for t in recall_ious]
+    logger = logging.getLogger(__name__)
+    logger.info(f"ZSD evaluation ({mode}) of {name}, per class (%):\n"
+                + format_per_class_table(records, columns))
+    logger.info(f"ZSD evaluation ({mode}) of {name} (%):\n" + format_summary_table(summary))
+    if output_dir is not None:
+        write_json(os.path.join(output_dir, RESULTS_JSON), {
+            "dataset": name,
+            "mode": mode,
+            "max_dets_per_image": max_dets_per_image,
+            "recall_iou_thresholds": list(recall_ious),
+            "map_iou": map_iou,
             "units": "percent",
             "summary": summary,
             "per_class": records,
         })
-        plot_per_class(os.path.join(self._output_dir, PER_CLASS_PNG), records, columns,
-                       title=f"{self._dataset_name} ({self._mode}); unseen classes in red")
+        plot_per_class(os.path.join(output_dir, PER_CLASS_PNG), records, columns,
+                       title=f"{name} ({mode}); unseen classes in red")
+    flat = summary[mode] if mode != "gzsd" else {
+        f"{group}_{k}": v for group, row in summary.items() for k, v in row.items()}
+    if mode == "gzsd":  # the label a person sees on each object (top1_labels module docstring)
+        flat.update(report_top1_labels(dets, gt, class_names, is_unseen, max_dets_per_image,
+                                       output_dir, name))
+    return {mode: copy.deepcopy(flat)}
+
+
+def _summarize(metrics: ClassMetrics, is_unseen: np.ndarray, mode: str, recall_ious, map_iou: float,
+               max_dets: int) -> Dict[str, Dict[str, float]]:
+    """{group: {metric: percent}} with groups (mode,) or ("seen", "unseen", "hm") for GZSD."""
+    def means(class_mask):
+        num_gt = np.where(class_mask, metrics.num_gt, 0)
+        row = {map_key(map_iou): 100 * macro_mean(metrics.ap[metrics.row(map_iou)], num_gt)}
+        for t in recall_ious:
+            row[recall_key(max_dets, t)] = 100 * macro_mean(metrics.recall[metrics.row(t)], num_gt)
+        return row
+
+    if mode != "gzsd":
+        return {mode: means(scored_classes(is_unseen, mode))}
+    seen, unseen = means(~is_unseen), means(is_unseen)
+    hm = {k: harmonic_mean(seen[k], unseen[k]) for k in seen}
+    return {"seen": seen, "unseen": unseen, "hm": hm}
+
+
+def _per_class_records(metrics: ClassMetrics, class_names: Sequence[str], is_unseen: np.ndarray,
+                       scored: np.ndarray, recall_ious, map_iou: float, max_dets: int) -> List[Dict]:
+    """One record per scored class (``report`` module format), metrics in percent."""
+    records = []
+    for c in np.flatnonzero(scored):
+        rec = {"class": class_names[c],
+               "split": "unseen" if is_unseen[c] else "seen",
+               "num_gt": int(metrics.num_gt[c]),
+               "num_detections": int(metrics.num_detections[c]),
+               ap_key(map_iou): 100 * float(metrics.ap[metrics.row(map_iou), c])}
+        for t in recall_ious:
+            rec[recall_key(max_dets, t)] = 100 * float(metrics.recall[metrics.row(t), c])
+        records.append(rec)
+    return records
 
 
 def _meta_attr(meta, dataset_name: str, key: str):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 
+from ..compat import check_box_loss_options
 from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config
 from .semantic_classifier import SemanticProjectionClassifier
 
@@ -62,6 +63,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         gzsd_seen_thresh: float = 0.3,
         **kwargs,
     ):
+        check_box_loss_options(**kwargs)  # detectron2 main's use_sigmoid_ce / use_fed_loss
         super().__init__(input_shape, **kwargs)
         if mode not in MODES:
             raise ValueError(f"MODEL.ZSD.MODE must be one of {MODES}, got {mode!r}")

@@ -35,18 +35,23 @@ models, optimizers, feature scaler, training label sets, selection state), ``mod
 (generator + scaler), ``metrics.jsonl`` (one JSON object per epoch) and TensorBoard events in
 ``tensorboard/``. Randomness is re-derived from ``(SEED, epoch, rank)`` at every epoch start and the
 data order is a pure function of ``(SEED, epoch)``, so a run killed and resumed from its last
-checkpoint continues exactly as an uninterrupted run.
+checkpoint continues exactly as an uninterrupted run. Both checkpoints hold the fingerprint of the
+class embeddings (:func:`embeddings_fingerprint`) and the file they came from: loading one with other
+embeddings (values, class list or dimension) is an error naming both files; a checkpoint without a
+fingerprint (written by an older zsdet) is used with a warning.
 
 Several GPUs / machines: under detectron2's ``launch`` (torch.distributed initialised) G, D and E
 are wrapped in ``DistributedDataParallel``; each rank takes its share of every group of batches.
 """
 import dataclasses
+import errno
+import hashlib
 import json
 import logging
 import os
 import time
-from contextlib import nullcontext
-from typing import Dict, Iterator, List, Optional, Tuple
+from contextlib import contextmanager, nullcontext, suppress
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.utils import comm
@@ -58,14 +63,14 @@ from ..evaluation import mean_average_precision
 from .amp_adam import AmpAdam
 from .amp_linear import set_grad_mode
 from .classifiers import fit_linear_multilabel
-from .fusion import MultiLabelGenerator, index_label_sets
+from .fusion import FUSIONS, MultiLabelGenerator, index_label_sets
 from .label_sets import LabelSets
 from .losses import RECON_LOSSES, critic_loss, generator_adversarial_loss, multilabel_bce, vae_loss
-from .networks import Critic, Encoder
-from .scaling import FeatureScaler
+from .networks import OUTPUT_ACTIVATIONS, Critic, Encoder
+from .scaling import SCALINGS, FeatureScaler
 from .sources import FeatureSource, check_finite, derive_seed
 
-__all__ = ["SynthesisSettings", "SynthesisTrainer", "GANS", "AMP_DTYPES"]
+__all__ = ["SynthesisSettings", "SynthesisTrainer", "GANS", "AMP_DTYPES", "embeddings_fingerprint"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,21 +134,48 @@ class SynthesisSettings:
         return cls(**values)
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the config key of an invalid value."""
-        if self.gan not in GANS:
-            raise ValueError(f"SYNTHESIS.GAN must be one of {GANS}, got {self.gan!r}")
-        if self.amp_dtype not in AMP_DTYPES:
-            raise ValueError(f"SYNTHESIS.AMP_DTYPE must be one of {tuple(AMP_DTYPES)}, got {self.amp_dtype!r}")
-        if self.vae_recon not in RECON_LOSSES:
-            raise ValueError(f"SYNTHESIS.VAE_RECON must be one of {RECON_LOSSES}, got {self.vae_recon!r}")
+        """Raise ``ValueError`` naming the config key (``SYNTHESIS.X``) and the value of an invalid field."""
+        def bad(field: str, expected: str):
+            return ValueError(f"SYNTHESIS.{field.upper()} must be {expected}, got {getattr(self, field)!r}")
+
+        for field, choices in (("fusion", FUSIONS), ("gan", GANS), ("amp_dtype", tuple(AMP_DTYPES)),
+                               ("vae_recon", RECON_LOSSES), ("output_activation", OUTPUT_ACTIVATIONS),
+                               ("feature_scaling", SCALINGS)):
+            if getattr(self, field) not in choices:
+                raise bad(field, f"one of {choices}")
         if self.gan == "fvaegan" and self.vae_recon == "bce" and self.output_activation != "sigmoid":
             raise ValueError("SYNTHESIS.VAE_RECON='bce' needs SYNTHESIS.OUTPUT_ACTIVATION='sigmoid' "
                              f"(got {self.output_activation!r}); use VAE_RECON='mse' otherwise")
-        for key in ("critic_iters", "batch_size", "epochs", "synth_batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"SYNTHESIS.{key.upper()} must be >= 1, got {getattr(self, key)}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"SYNTHESIS.VAL_FRACTION must lie in [0, 1), got {self.val_fraction}")
+        at_least_one = ["gen_hidden", "disc_hidden", "enc_hidden", "clf_heads", "clf_ff_hidden", "critic_iters",
+                        "batch_size", "epochs", "synth_batch_size", "val_max_samples", "val_synth_sets"]
+        if self.gan == "fclswgan":
+            at_least_one += ["cls_pretrain_epochs", "cls_pretrain_batch_size"]
+        for field in at_least_one:
+            if getattr(self, field) < 1:
+                raise bad(field, ">= 1")
+        for field in ("noise_dim", "max_set_size", "patience", "lambda_gp", "cls_weight", "gamma_d", "gamma_g",
+                      "val_ridge", "lr", "cls_pretrain_lr"):
+            if not getattr(self, field) >= 0:
+                raise bad(field, ">= 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise bad("betas", "two numbers in [0, 1)")
+        for field in ("clf_dropout", "val_fraction"):
+            if not 0 <= getattr(self, field) < 1:
+                raise bad(field, "in [0, 1)")
+
+    def check_data(self, feature_dim: int, embed_dim: int) -> None:
+        """Raise ``ValueError`` naming the key when the settings cannot work with features of
+        ``feature_dim`` and class embeddings of ``embed_dim``."""
+        if self.fusion == "clf" and feature_dim % self.clf_heads:
+            raise ValueError(f"SYNTHESIS.CLF_HEADS must divide the feature dimension {feature_dim}, "
+                             f"got {self.clf_heads}")
+
+
+def shards_by_rank(source: FeatureSource) -> bool:
+    """Whether training reads ``source.iter_rank_batches`` (several ranks and the source has it: each
+    rank reads a disjoint share of every pass, equally many samples, all usable) instead of every
+    rank reading the whole ``iter_batches`` stream and keeping its share of the batches."""
+    return comm.get_world_size() > 1 and hasattr(source, "iter_rank_batches")
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
@@ -155,11 +187,51 @@ def resolve_device(name: Optional[str]) -> torch.device:
     return torch.device("cpu")
 
 
-def atomic_save(obj, path: str) -> None:
-    """``torch.save`` to ``path + '.tmp'`` then ``os.replace``: a kill never leaves a partial file."""
+def _disk_full(error: BaseException) -> bool:
+    """True when ``error`` or an exception it was raised from is ENOSPC (torch wraps write errors)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextmanager
+def atomic_open(path: str):
+    """A binary file to write ``path`` atomically: ``path + '.tmp'``, flushed and fsynced, then
+    renamed onto ``path``; a kill or a full disk never leaves a partial ``path``. A full disk
+    raises ``OSError`` (ENOSPC) saying so and naming ``path``."""
     tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with suppress(OSError):
+            os.remove(tmp)
+        if _disk_full(e):
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path} (the previous "
+                                        "file, if any, is intact; free space and rerun)") from e
+        raise
+
+
+def atomic_save(obj, path: str) -> None:
+    """``torch.save`` through :func:`atomic_open`: never a partial file; a full disk is named."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
+
+
+def embeddings_fingerprint(class_embeddings, class_names: Optional[Sequence[str]] = None) -> str:
+    """sha256 (hex) of a (C, a) class-embedding matrix as float32 and of its class names, if given:
+    equal fingerprints mean the same vectors for the same classes in the same order."""
+    emb = torch.as_tensor(class_embeddings, dtype=torch.float32).detach().cpu().contiguous()
+    digest = hashlib.sha256(str(tuple(emb.shape)).encode())
+    digest.update(emb.numpy().astype("<f4").tobytes())
+    if class_names is not None:
+        digest.update("\n".join(class_names).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str, device) -> Dict:
@@ -187,15 +259,23 @@ class SynthesisTrainer:
         feature_dim: d of the visual features.
         output_dir: checkpoints and metrics go here.
         device: torch device or name (default: ``resolve_device("")``).
+        class_names: the C class names (rows of ``class_embeddings``), fingerprinted with the
+            embeddings (:func:`embeddings_fingerprint`).
+        embeddings_source: the file the embeddings were read from, stored in checkpoints and named
+            when a checkpoint's embeddings differ from the current ones.
     """
 
     def __init__(self, settings: SynthesisSettings, class_embeddings, feature_dim: int, output_dir: str,
-                 device=None):
+                 device=None, *, class_names: Optional[Sequence[str]] = None, embeddings_source: str = ""):
         settings.validate()
         emb = torch.as_tensor(class_embeddings, dtype=torch.float32)
         if emb.ndim != 2 or len(emb) == 0:
             raise ValueError(f"class embeddings must be a (C, a) matrix, got shape {tuple(emb.shape)}")
         check_finite(emb, "class embeddings")
+        if class_names is not None and len(class_names) != len(emb):
+            raise ValueError(f"{len(class_names)} class names for {len(emb)} class-embedding rows")
+        self.embeddings = {"sha256": embeddings_fingerprint(emb, class_names), "source": embeddings_source,
+                           "shape": list(emb.shape)}
         self.s = settings
         self.feature_dim = int(feature_dim)
         self.num_classes, self.emb_dim = emb.shape
@@ -224,20 +304,33 @@ class SynthesisTrainer:
         self.skipped = 0  # samples of the current pass / epoch without usable label set
         self._val = None
 
-    @classmethod
-    def from_config(cls, cfg, class_embeddings, feature_dim: int, output_dir: str, device=None) -> "SynthesisTrainer":
-        """Build from ``cfg.SYNTHESIS``; ``device`` overrides ``SYNTHESIS.DEVICE``.
+    @staticmethod
+    def check_config(cfg, feature_dim: int, embed_dim: int) -> SynthesisSettings:
+        """The settings of ``cfg.SYNTHESIS``, checked for features of ``feature_dim`` and class
+        embeddings of ``embed_dim``: what :meth:`from_config` checks, callable before any work.
 
         Raises:
-            ValueError: ``SYNTHESIS.FEATURE_DIM`` / ``EMBED_DIM`` set and different from the data's.
+            ValueError: naming the key and its value (an invalid value, or ``SYNTHESIS.FEATURE_DIM``
+                / ``EMBED_DIM`` set and different from the data's).
         """
-        emb = torch.as_tensor(class_embeddings)
         for key, expected, actual in (("FEATURE_DIM", cfg.SYNTHESIS.FEATURE_DIM, feature_dim),
-                                      ("EMBED_DIM", cfg.SYNTHESIS.EMBED_DIM, emb.shape[-1])):
+                                      ("EMBED_DIM", cfg.SYNTHESIS.EMBED_DIM, embed_dim)):
             if expected and expected != actual:
                 raise ValueError(f"SYNTHESIS.{key}={expected} but the data has {actual}")
-        return cls(SynthesisSettings.from_config(cfg), emb, feature_dim, output_dir,
-                   device if device is not None else (cfg.SYNTHESIS.DEVICE or None))
+        settings = SynthesisSettings.from_config(cfg)
+        settings.validate()
+        settings.check_data(feature_dim, embed_dim)
+        return settings
+
+    @classmethod
+    def from_config(cls, cfg, class_embeddings, feature_dim: int, output_dir: str, device=None, *,
+                    class_names: Optional[Sequence[str]] = None, embeddings_source: str = "") -> "SynthesisTrainer":
+        """Build from ``cfg.SYNTHESIS`` (checked by :meth:`check_config`); ``device`` overrides
+        ``SYNTHESIS.DEVICE``; ``class_names`` and ``embeddings_source`` as in the constructor."""
+        emb = torch.as_tensor(class_embeddings)
+        return cls(cls.check_config(cfg, feature_dim, emb.shape[-1]), emb, feature_dim, output_dir,
+                   device if device is not None else (cfg.SYNTHESIS.DEVICE or None),
+                   class_names=class_names, embeddings_source=embeddings_source)
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self):
@@ -340,10 +433,28 @@ class SynthesisTrainer:
             "models": {k: m.state_dict() for k, m in self._models().items()},
             "optimizers": {k: o.state_dict() for k, o in self._optimizers().items()},
             "scaler": self.scaler.state_dict(), "train_sets": {"idx": self.train_sets.idx, "mask": self.train_sets.mask},
-            "seen_classes": self.seen_classes, "best": dict(self.best),
+            "seen_classes": self.seen_classes, "best": dict(self.best), "embeddings": self.embeddings,
         }, self._path(CHECKPOINT))
 
+    def _check_embeddings(self, state: Dict, path: str) -> None:
+        """Refuse a checkpoint trained with other class embeddings (values, class list or dimension)."""
+        saved = state.get("embeddings")
+        current = self.embeddings
+        if saved is None:
+            logger.warning("%s has no class-embedding fingerprint (written before zsdet stored one): it is used "
+                           "without checking that it was trained with the current embeddings %s", path,
+                           current["source"] or "")
+        elif saved["sha256"] != current["sha256"]:
+            def describe(e):
+                shape = "x".join(map(str, e["shape"]))
+                return f"{e['source'] or '(file not recorded)'} ({shape}, sha256 {e['sha256'][:12]})"
+            raise ValueError(f"{path} was trained with the class embeddings {describe(saved)}, but the current ones "
+                             f"are {describe(current)}: other values, classes or dimension. Point the embeddings "
+                             f"file back at the first, or retrain the generator (delete {self.output_dir} or use "
+                             "a new OUTPUT_DIR)")
+
     def _restore(self, state: Dict, path: str) -> int:
+        self._check_embeddings(state, path)
         saved = state["settings"]
         saved["betas"] = tuple(saved["betas"])
         changed = sorted(k for k, v in dataclasses.asdict(self.s).items()
@@ -368,7 +479,7 @@ class SynthesisTrainer:
     def _save_best(self, epoch: int, score: float) -> None:
         atomic_save({"format": FORMAT, "epoch": epoch, "score": score, "settings": dataclasses.asdict(self.s),
                      "generator": self.generator.state_dict(), "scaler": self.scaler.state_dict(),
-                     "seen_classes": self.seen_classes,
+                     "seen_classes": self.seen_classes, "embeddings": self.embeddings,
                      "train_sets": {"idx": self.train_sets.idx, "mask": self.train_sets.mask}}, self._path(BEST))
 
     def load_best(self, path: Optional[str] = None) -> Dict:
@@ -381,6 +492,7 @@ class SynthesisTrainer:
         """
         path = path or self._path(BEST)
         state = load_checkpoint(path, self.device)
+        self._check_embeddings(state, path)
         try:
             self.generator.load_state_dict(state["generator"])
         except RuntimeError as e:
@@ -455,12 +567,15 @@ class SynthesisTrainer:
 
         Samples dropped by ``_usable`` are refilled from the following ones, so the matrix products
         keep their shapes from batch to batch (on the CPU oneDNN compiles a kernel for every new
-        shape); an incomplete last batch is dropped. Every rank reads the same stream.
+        shape); an incomplete last batch is dropped. Every rank reads the same stream, unless the
+        source shards itself (:func:`shards_by_rank`): then each rank reads only its own share.
         """
         k, bs = self.s.critic_iters, self.s.batch_size
         xs, ys, n = [], [], 0
         for j in range(k):
-            for batch in train.iter_batches(bs, epoch * k + j, self.s.seed):
+            passes = (train.iter_rank_batches(bs, epoch * k + j, self.s.seed, comm.get_rank(), comm.get_world_size())
+                      if shards_by_rank(train) else train.iter_batches(bs, epoch * k + j, self.s.seed))
+            for batch in passes:
                 batch = self._usable(*batch)
                 if batch is None:
                     continue
@@ -477,6 +592,8 @@ class SynthesisTrainer:
         """This rank's groups of CRITIC_ITERS full batches of usable samples, one group per generator
         step; every rank gets the same number of groups (DDP needs equal step counts)."""
         k, world, rank = self.s.critic_iters, comm.get_world_size(), comm.get_rank()
+        if shards_by_rank(train):  # this rank's own stream: all of its batches are its share
+            world, rank = 1, 0
         chunk = []
         for batch in self._usable_batches(train, epoch):
             chunk.append(batch)

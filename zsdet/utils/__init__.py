@@ -1,4 +1,13 @@
 """Small helpers outside the training path: drawing detections (:mod:`.visualize`)."""
-from .visualize import SEEN_COLOR, UNSEEN_COLOR, draw_zsd_detections, select_detections
+from .visualize import (
+    SEEN_COLOR,
+    UNSEEN_COLOR,
+    add_legend,
+    draw_zsd_detections,
+    one_label_per_object,
+    place_labels,
+    select_detections,
+)
 
-__all__ = ["SEEN_COLOR", "UNSEEN_COLOR", "draw_zsd_detections", "select_detections"]
+__all__ = ["SEEN_COLOR", "UNSEEN_COLOR", "add_legend", "draw_zsd_detections",
+           "one_label_per_object", "place_labels", "select_detections"]

@@ -1,6 +1,6 @@
 """COCO 2014 zero-shot detection splits (65 seen / 15 unseen by default), built and registered.
 
-The split rules follow the SUZOD protocol (``../shared/docs/zsd_protocol.md`` §2):
+The split rules follow the SUZOD protocol (Hayat et al., ACCV 2020, and the filters of its code):
 
 * ``train`` (train2014, seen group, *exclusive*): an image is dropped when any of its annotations,
   crowd ones included, belongs to a class outside the seen group; then images without any seen
@@ -25,8 +25,12 @@ are dropped from that list and from GT, and their images are excluded from the e
 (an image with such an object can still be a test image).
 
 Class splits are data: :func:`load_class_split` reads a TSV with ``name`` and ``split`` columns
-(``../shared/data/coco_65_15/class_split.tsv``) or a JSON ``{"seen": [...], "unseen": [...]}``;
-the default is the 65/15 split (``COCO_65_15_UNSEEN``, seen = the other 65).
+(``seen`` / ``unseen`` / ``none``), a JSON ``{"seen": [...], "unseen": [...]}``, or a named split
+shipped with the repository (``NAMED_SPLITS``: ``coco65_15``, ``coco48_17``, the tables in
+``datasets/coco_zsd/``; :func:`class_split_file` gives their paths). The default is the 65/15
+split (``COCO_65_15_UNSEEN``, seen = the other 65; equal to the ``coco65_15`` table, read without
+opening a file so that registration at import reads nothing). ``DEFAULT_EMBEDDINGS`` is SUZOD's
+fastText table, shipped as well; ``TEST_IMAGE_IDS_65_15`` the 10,098 val2014 test-image ids.
 
 Files (``root`` = ``$DETECTRON2_DATASETS``, default ``datasets``)::
 
@@ -48,6 +52,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
+from ..embeddings import check_unique_names
+from ..shipped import resolve_data_path
+
 COCO_THING_CATEGORIES = [c for c in COCO_CATEGORIES if c["isthing"]]
 COCO_THING_CLASSES = [c["name"] for c in COCO_THING_CATEGORIES]
 COCO_65_15_UNSEEN = (
@@ -60,6 +67,11 @@ ZSD_MODES = {"train": "seen", "val": "seen", "test_zsd": "zsd", "test_gzsd": "gz
 IMAGE_DIRS = {"train": "train2014", "val": "train2014", "test_zsd": "val2014",
               "test_gzsd": "val2014", "unseen_real": "val2014"}
 PREPARE_COMMAND = "python datasets/prepare_coco_zsd.py"
+NAMED_SPLITS = {"coco65_15": "zsdet://coco_zsd/split_65_15.tsv",
+                "coco48_17": "zsdet://coco_zsd/split_48_17.tsv"}
+DEFAULT_EMBEDDINGS = "zsdet://coco_zsd/class_embeddings/fasttext_suzod.tsv"
+TEST_IMAGE_IDS_65_15 = "zsdet://coco_zsd/test_image_ids_val2014_65_15.txt"
+SPLIT_VALUES = ("seen", "unseen", "none")
 
 
 @dataclass(frozen=True)
@@ -75,16 +87,19 @@ def load_class_split(spec: Union[None, str, os.PathLike, Mapping[str, Sequence[s
     """Read a seen/unseen split and check it against ``class_names``.
 
     Args:
-        spec: ``None`` (COCO 65/15), a ``.tsv`` with ``name`` and ``split`` (seen/unseen) columns,
-            a ``.json`` ``{"seen": [...], "unseen": [...]}``, or such a mapping. Without a seen
-            list, seen = every class that is not unseen.
+        spec: ``None`` (COCO 65/15), a name of ``NAMED_SPLITS`` (``"coco48_17"``), a ``.tsv`` with
+            ``name`` and ``split`` (seen / unseen / none) columns, a ``.json``
+            ``{"seen": [...], "unseen": [...]}``, or such a mapping. Without a seen list, seen =
+            every class that is not unseen.
         class_names: all classes of the dataset; the result follows their order.
     """
     source = "the default 65/15 split" if spec is None else str(spec)
     if spec is None:
         spec = {"unseen": COCO_65_15_UNSEEN}
     elif isinstance(spec, (str, os.PathLike)):
-        spec = _read_split_file(os.fspath(spec))
+        spec = _read_split_file(class_split_file(spec))
+    for group in ("seen", "unseen"):
+        check_unique_names(spec.get(group) or (), f"{source} ({group} classes)")
     unseen = set(spec.get("unseen", ()))
     seen = set(spec["seen"]) if spec.get("seen") is not None else set(class_names) - unseen
     unknown = sorted((seen | unseen) - set(class_names))
@@ -98,12 +113,23 @@ def load_class_split(spec: Union[None, str, os.PathLike, Mapping[str, Sequence[s
                       tuple(n for n in class_names if n in unseen))
 
 
+def class_split_file(spec: Union[str, os.PathLike]) -> str:
+    """Path of a class-split file: a name of ``NAMED_SPLITS`` (``"coco65_15"``, ``"coco48_17"``)
+    gives the table shipped in ``datasets/coco_zsd/``; anything else is taken as a file path and
+    returned unchanged (as a string)."""
+    spec = os.fspath(spec)
+    return resolve_data_path(NAMED_SPLITS.get(spec, spec))
+
+
 def _read_split_file(path: str) -> Dict[str, List[str]]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"class-split file {path} does not exist")
     if path.endswith(".json"):
         with open(path) as f:
-            spec = json.load(f)
+            try:
+                spec = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"class-split file {path} is not valid JSON ({e})") from None
         if not isinstance(spec, dict) or "unseen" not in spec:
             raise ValueError(f'{path}: expected {{"seen": [...], "unseen": [...]}}')
         return spec
@@ -111,9 +137,10 @@ def _read_split_file(path: str) -> Dict[str, List[str]]:
         rows = list(csv.DictReader(f, delimiter="\t"))
     if not rows or not {"name", "split"} <= set(rows[0]):
         raise ValueError(f"{path}: expected a TSV with a header holding 'name' and 'split' columns")
-    bad = sorted({r["split"] for r in rows} - {"seen", "unseen"})
+    check_unique_names([r["name"] for r in rows], path)
+    bad = sorted({r["split"] for r in rows} - set(SPLIT_VALUES))
     if bad:
-        raise ValueError(f"{path}: unknown split values {bad} (use 'seen' / 'unseen')")
+        raise ValueError(f"{path}: unknown split values {bad} (use {' / '.join(SPLIT_VALUES)})")
     return {group: [r["name"] for r in rows if r["split"] == group] for group in ("seen", "unseen")}
 
 
@@ -276,9 +303,8 @@ def register_coco_zsd(tag: str = "65_15", root: Optional[str] = None,
         tag: split tag, also the folder ``coco/zsd/<tag>`` of the prepared jsons.
         root: ``$DETECTRON2_DATASETS`` by default (made absolute at registration).
         class_split: see :func:`load_class_split` (``None`` = 65/15).
-        embeddings_file: class-embedding file for the metadata (default
-            ``<root>/coco/zsd/<tag>/class_embeddings.tsv``, written by the prepare script's
-            ``--embeddings``).
+        embeddings_file: class-embedding file for the metadata (``zsdet://`` paths allowed;
+            default ``<root>/coco/zsd/<tag>/class_embeddings.tsv``, written by the prepare script).
         thing_classes: the class names of the source jsons in category-id order (COCO's 80 by
             default); the registered ``thing_classes`` are those that are seen or unseen.
         prefix: dataset-name prefix, default ``coco_2014_zsd_<tag>``; another prefix registers
@@ -290,8 +316,8 @@ def register_coco_zsd(tag: str = "65_15", root: Optional[str] = None,
     """
     root = os.path.abspath(root or default_root())
     groups = load_class_split(class_split, thing_classes)
-    embeddings_file = os.path.abspath(embeddings_file or os.path.join(split_dir(root, tag),
-                                                                      "class_embeddings.tsv"))
+    embeddings_file = os.path.abspath(resolve_data_path(
+        embeddings_file or os.path.join(split_dir(root, tag), "class_embeddings.tsv")))
     names = [f"{prefix or 'coco_2014_zsd_' + tag}_{split}" for split in SPLITS]
     in_split = set(groups.seen + groups.unseen)
     thing_classes = [name for name in thing_classes if name in in_split]

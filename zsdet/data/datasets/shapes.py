@@ -201,7 +201,7 @@ def shape_class_embeddings(config: ShapesConfig) -> np.ndarray:
 # drawing
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
     """(size, size, 3) float32: smooth low-saturation colour blotches and a faint stripe texture."""
     cells = rng.integers(3, 7)
     grey = rng.uniform(70, 180, (cells, cells, 1))
@@ -214,8 +214,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return bg + rng.uniform(4, 12) * stripes[..., None]
 
 
-def _object_mask(rng: np.random.Generator, shape: str, size: int, image_size: int,
-                 centre: np.ndarray) -> np.ndarray:
+def object_mask(rng: np.random.Generator, shape: str, size: int, image_size: int,
+                centre: np.ndarray) -> np.ndarray:
     """(H, W) bool mask of one shape of outline side ``size`` centred at ``centre`` (x, y)."""
     theta = np.deg2rad(rng.uniform(-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG))
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
@@ -226,7 +226,7 @@ def _object_mask(rng: np.random.Generator, shape: str, size: int, image_size: in
     return mask.astype(bool)
 
 
-def _mask_box(mask: np.ndarray) -> np.ndarray:
+def mask_box(mask: np.ndarray) -> np.ndarray:
     """[x0, y0, x1, y1] (continuous coordinates, x1/y1 exclusive) of a non-empty mask."""
     cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=float)
@@ -254,7 +254,7 @@ def render_image(rng: np.random.Generator, config: ShapesConfig,
             ``area`` (object pixels).
     """
     size = config.image_size
-    image = _background(rng, size)
+    image = background(rng, size)
     boxes, objects = [], []
     for class_id in class_ids:
         colour, shape = config.class_pairs[class_id]
@@ -262,8 +262,8 @@ def render_image(rng: np.random.Generator, config: ShapesConfig,
         reach = side / np.sqrt(2) + _MARGIN  # half-extent of the outline under any rotation
         for _ in range(_PLACEMENT_TRIES):
             centre = rng.uniform(reach, size - reach, 2)
-            mask = _object_mask(rng, shape, side, size, centre)
-            box = _mask_box(mask)
+            mask = object_mask(rng, shape, side, size, centre)
+            box = mask_box(mask)
             if not _boxes_clash(box, boxes):
                 break
         else:
@@ -278,13 +278,20 @@ def render_image(rng: np.random.Generator, config: ShapesConfig,
     return np.clip(np.round(image), 0, 255).astype(np.uint8), objects
 
 
-def _image_classes(rng: np.random.Generator, config: ShapesConfig, image_set: str) -> np.ndarray:
-    """Class ids of one image: seen-only for train/val; test: one unseen first, then any class."""
+def image_classes(rng: np.random.Generator, config, image_set: str) -> np.ndarray:
+    """Class ids of one image: seen-only for train/val; test: one unseen first, then any class.
+
+    ``config`` needs ``objects_per_image``, ``seen_ids``, ``unseen_ids`` and ``class_names``.
+    """
     count = rng.integers(config.objects_per_image[0], config.objects_per_image[1] + 1)
     if image_set != "test":
         return rng.choice(config.seen_ids, count)
-    others = rng.integers(0, len(config.class_pairs), count - 1)
+    others = rng.integers(0, len(config.class_names), count - 1)
     return np.concatenate([rng.choice(config.unseen_ids, 1), others])
+
+
+def _draw_shapes_image(rng: np.random.Generator, config: ShapesConfig, image_set: str):
+    return render_image(rng, config, image_classes(rng, config, image_set))
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,19 +300,38 @@ def _image_classes(rng: np.random.Generator, config: ShapesConfig, image_set: st
 
 def generate_shapes_dataset(out_dir: str, config: ShapesConfig) -> None:
     """Write the dataset (images, split jsons, embeddings, ``dataset.json``) into ``out_dir``."""
-    categories = [{"id": i + 1, "name": name, "supercategory": "shape"}
-                  for i, name in enumerate(config.class_names)]
+    write_synthetic_dataset(out_dir, config, _draw_shapes_image, shape_class_embeddings(config),
+                            name="zsd_shapes", description="zsdet synthetic shapes",
+                            version=GENERATOR_VERSION)
+
+
+def write_synthetic_dataset(out_dir: str, config, draw, embeddings: np.ndarray, name: str,
+                            description: str, version: int) -> None:
+    """Write a generated ZSD set (images, split jsons, embeddings, ``dataset.json``) into ``out_dir``.
+
+    Args:
+        config: a frozen generator-options dataclass with ``class_names``, ``seen_ids``,
+            ``unseen_ids``, ``image_size``, ``num_train`` / ``num_val`` / ``num_test``, ``seed``
+            and ``digest()``.
+        draw: ``draw(rng, config, image_set) -> (pixels (S, S, 3) uint8 RGB, objects)`` with
+            objects as returned by :func:`render_image`; ``rng`` is seeded per image.
+        embeddings: (C, a) class embeddings in ``class_names`` order.
+        name, description: progress-bar label; json ``info`` description prefix.
+        version: generator version written into ``dataset.json``.
+    """
+    categories = [{"id": i + 1, "name": class_name, "supercategory": "shape"}
+                  for i, class_name in enumerate(config.class_names)]
     unseen = set(config.unseen_ids)
     annotations: Dict[str, List[Dict]] = {split: [] for split in SPLITS}
     images: Dict[str, List[Dict]] = {split: [] for split in SPLITS}
     counts = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
-    bar = tqdm(total=sum(counts.values()), desc="zsd_shapes", unit="img", disable=None)
+    bar = tqdm(total=sum(counts.values()), desc=name, unit="img", disable=None)
     for image_set, count in counts.items():
         os.makedirs(os.path.join(out_dir, "images", image_set))
         splits = ("test_zsd", "test_gzsd") if image_set == "test" else (image_set,)
         for index in range(count):
             rng = np.random.default_rng([config.seed, _IMAGE_SETS[image_set], index])
-            pixels, objects = render_image(rng, config, _image_classes(rng, config, image_set))
+            pixels, objects = draw(rng, config, image_set)
             file_name = f"{image_set}/{index:06d}.png"
             cv2.imwrite(os.path.join(out_dir, "images", file_name), pixels[..., ::-1])  # RGB->BGR
             image_id = _IMAGE_SETS[image_set] * 1_000_000 + index + 1
@@ -323,31 +349,33 @@ def generate_shapes_dataset(out_dir: str, config: ShapesConfig) -> None:
     bar.close()
     os.makedirs(os.path.join(out_dir, "annotations"))
     for split in SPLITS:
-        info = {"description": f"zsdet synthetic shapes, split {split}", "version": config.digest()}
+        info = {"description": f"{description}, split {split}", "version": config.digest()}
         with open(os.path.join(out_dir, "annotations", f"{split}.json"), "w") as f:
             json.dump({"info": info, "images": images[split], "annotations": annotations[split],
                        "categories": categories}, f)
     write_embedding_table(os.path.join(out_dir, "class_embeddings.tsv"), config.class_names,
-                          shape_class_embeddings(config))
+                          embeddings)
     with open(os.path.join(out_dir, "dataset.json"), "w") as f:  # last: marks a complete set
-        json.dump({"generator_version": GENERATOR_VERSION, **dataclasses.asdict(config)}, f)
+        json.dump({"generator_version": version, **dataclasses.asdict(config)}, f)
 
 
-def ensure_generated(dataset_dir: str, config: ShapesConfig) -> None:
-    """Generate the dataset into ``dataset_dir`` unless it is complete there already.
+def ensure_generated(dataset_dir: str, config, generate=None) -> None:
+    """Generate the dataset into ``dataset_dir`` with ``generate(folder, config)`` (default
+    :func:`generate_shapes_dataset`) unless it is complete there already.
 
     Generation writes to a temporary sibling folder that is renamed into place, so a killed run
     leaves no half-written set; when several processes race, the first rename wins.
     """
     if os.path.isfile(os.path.join(dataset_dir, "dataset.json")):
         return
+    generate = generate or generate_shapes_dataset
     parent = os.path.dirname(dataset_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dataset_dir)}.tmp-", dir=parent)
     start = time.perf_counter()
-    logger.info(f"Generating the synthetic shapes dataset into {dataset_dir} ...")
+    logger.info(f"Generating the synthetic dataset into {dataset_dir} ...")
     try:
-        generate_shapes_dataset(tmp, config)
+        generate(tmp, config)
         try:
             os.rename(tmp, dataset_dir)
         except OSError:
@@ -359,8 +387,8 @@ def ensure_generated(dataset_dir: str, config: ShapesConfig) -> None:
     logger.info(f"Generated {dataset_dir} in {time.perf_counter() - start:.1f} s")
 
 
-def _load_split(dataset_dir: str, config: ShapesConfig, split: str, name: str) -> List[Dict]:
-    ensure_generated(dataset_dir, config)
+def _load_split(dataset_dir: str, config, generate, split: str, name: str) -> List[Dict]:
+    ensure_generated(dataset_dir, config, generate)
     return load_coco_json(os.path.join(dataset_dir, "annotations", f"{split}.json"),
                           os.path.join(dataset_dir, "images"), name)
 
@@ -387,6 +415,19 @@ def register_zsd_shapes(prefix: str = "zsd_shapes", root: Optional[str] = None,
     config = ShapesConfig(**generator_options)
     dataset_dir = os.path.abspath(os.path.join(root or default_root(),
                                                f"{prefix}_{config.digest()}"))
+    return register_synthetic_splits(prefix, dataset_dir, config, generate_shapes_dataset,
+                                     shape_class_embeddings(config),
+                                     [PALETTE[c] for c, _ in config.class_pairs])
+
+
+def register_synthetic_splits(prefix: str, dataset_dir: str, config, generate,
+                              embeddings: np.ndarray, thing_colors: Sequence) -> List[str]:
+    """Register ``<prefix>_{train,val,test_zsd,test_gzsd}`` of a set that ``generate(folder,
+    config)`` writes into ``dataset_dir`` on first use (see :func:`write_synthetic_dataset`).
+
+    Registering the same prefix again for the same folder is a no-op; for another folder it is a
+    ``ValueError``. Returns the four dataset names.
+    """
     names = [f"{prefix}_{split}" for split in SPLITS]
     if names[0] in DatasetCatalog:
         existing = MetadataCatalog.get(names[0]).get("dataset_dir")
@@ -394,21 +435,20 @@ def register_zsd_shapes(prefix: str = "zsd_shapes", root: Optional[str] = None,
             raise ValueError(f"dataset {names[0]!r} is already registered for {existing}, "
                              f"not {dataset_dir}: use another prefix for other options")
         return names
-    embeddings = shape_class_embeddings(config)
     common = dict(
         thing_classes=config.class_names,
         seen_classes=[config.class_names[i] for i in config.seen_ids],
         unseen_classes=[config.class_names[i] for i in config.unseen_ids],
         class_embeddings=embeddings.tolist(),
         class_embeddings_file=os.path.join(dataset_dir, "class_embeddings.tsv"),
-        thing_colors=[PALETTE[c] for c, _ in config.class_pairs],
+        thing_colors=list(thing_colors),
         thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(config.class_names))},
         evaluator_type="zsd",
         image_root=os.path.join(dataset_dir, "images"),
         dataset_dir=dataset_dir,
     )
     for split, name in zip(SPLITS, names):
-        loader = functools.partial(_load_split, dataset_dir, config, split, name)
+        loader = functools.partial(_load_split, dataset_dir, config, generate, split, name)
         DatasetCatalog.register(name, loader)
         MetadataCatalog.get(name).set(
             json_file=os.path.join(dataset_dir, "annotations", f"{split}.json"),

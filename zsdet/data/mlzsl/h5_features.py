@@ -37,11 +37,15 @@ def open_feature_file(path: str, features_key: str = FEATURES_KEY,
 
     Raises:
         FileNotFoundError: no file at ``path``. KeyError: a dataset is missing (names the file,
-        the key and the keys present). ValueError: wrong ranks or row counts.
+        the key and the keys present). ValueError: not a readable HDF5 file (e.g. truncated),
+        wrong ranks or row counts.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"feature file not found: {path}")
-    f = h5py.File(path, "r")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:  # truncated, half-copied or not HDF5 at all
+        raise ValueError(f"{path} is not a readable HDF5 file (truncated or not HDF5?): {e}") from e
     try:
         for key in (features_key, labels_key):
             if key not in f:

@@ -18,15 +18,20 @@ Files written to ``out_dir`` (the layout :mod:`zsdet.data.mlzsl.h5_features` rea
 """
 import dataclasses
 import json
+import logging
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import h5py
 import numpy as np
 
+from .h5_features import open_feature_file
+
 __all__ = ["SyntheticBenchmarkSpec", "write_synthetic_benchmark", "synthetic_benchmark_paths"]
 
 MANIFEST = "benchmark.json"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +75,27 @@ def _sample_label_sets(rng: np.random.Generator, topic_probs: np.ndarray, n: int
     return y
 
 
+def _damaged_file(paths: Dict[str, str], rows: Dict[str, int]) -> Optional[str]:
+    """What is wrong with a generated benchmark whose manifest lists ``rows`` per HDF5 file, or
+    None when every file is readable with the rows the manifest lists."""
+    for key, n in rows.items():
+        try:
+            f, feats, _ = open_feature_file(paths[key])
+        except (OSError, KeyError, ValueError) as e:
+            return str(e)
+        with f:
+            if feats.shape[0] != n:
+                return f"{paths[key]} has {feats.shape[0]} rows, the manifest lists {n}"
+    for key in ("class_list", "seen_classes", "unseen_classes"):
+        if not os.path.isfile(paths[key]):
+            return f"{paths[key]} is missing"
+    try:
+        np.load(paths["embeddings"], mmap_mode="r")
+    except (OSError, ValueError) as e:
+        return f"{paths['embeddings']} is not readable ({e})"
+    return None
+
+
 def _write_h5(path: str, feats: np.ndarray, y: np.ndarray, signed: bool) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with h5py.File(tmp, "w") as f:
@@ -86,7 +112,8 @@ def _write_lines(path: str, lines) -> None:
 def write_synthetic_benchmark(out_dir: str, spec: SyntheticBenchmarkSpec) -> Dict[str, str]:
     """Generate the benchmark of ``spec`` into ``out_dir``, deterministically from ``spec.seed``.
 
-    A complete benchmark of the same spec already in ``out_dir`` is reused as is.
+    A complete benchmark of the same spec already in ``out_dir`` is reused as is; one whose files
+    are damaged (e.g. a truncated HDF5 file) is generated again.
 
     Returns:
         the file paths (:func:`synthetic_benchmark_paths`).
@@ -95,8 +122,13 @@ def write_synthetic_benchmark(out_dir: str, spec: SyntheticBenchmarkSpec) -> Dic
     spec_dict = dataclasses.asdict(spec)
     if os.path.isfile(paths["manifest"]):
         with open(paths["manifest"]) as f:
-            if json.load(f).get("spec") == spec_dict:
+            manifest = json.load(f)
+        if manifest.get("spec") == spec_dict:
+            damaged = _damaged_file(paths, manifest["rows"])
+            if damaged is None:
                 return paths
+            logger.warning("synthetic benchmark in %s: %s; generating it again", out_dir, damaged)
+            os.remove(paths["manifest"])
     if min(spec.num_seen, spec.num_unseen, spec.max_labels, spec.num_topics) < 1:
         raise ValueError(f"num_seen, num_unseen, max_labels and num_topics must be >= 1: {spec}")
     os.makedirs(out_dir, exist_ok=True)

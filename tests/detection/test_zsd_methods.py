@@ -1,0 +1,104 @@
+"""Method presets of configs/dense and the plumbing of benchmarks/zsd_methods.py (stages faked)."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+from zsdet.config import get_zsdet_cfg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "benchmarks", "zsd_methods.py")
+METHODS = ["baseline", "single_label", "alf", "flf", "clf"]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("zsd_methods", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cfg(method):
+    return get_zsdet_cfg(os.path.join(ROOT, "configs", "dense", f"{method}.yaml"))
+
+
+def test_presets_define_the_method_rows(bench):
+    assert list(bench.METHODS) == METHODS
+    cfgs = {m: _cfg(m) for m in METHODS}
+    assert len({c.OUTPUT_DIR for c in cfgs.values()}) == 5
+    for method, cfg in cfgs.items():
+        assert cfg.DATASETS.TRAIN == ("zsd_dense_train",) and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 40
+        assert cfg.ZSD.STAGES[:2] == ["detector", "features"] and cfg.ZSD.STAGES[-1] == "evaluate"
+    assert "baseline" in cfgs["baseline"].ZSD.STAGES and "generator" not in cfgs["baseline"].ZSD.STAGES
+    for method in ("alf", "flf", "clf"):
+        c = cfgs[method]
+        assert c.SYNTHESIS.FUSION == method and "generator" in c.ZSD.STAGES
+        assert c.ZSD.MIXTURES.RATIO > 0 and c.ZSD.CLASSIFIER.MIXTURE_RATIO > 0
+    single = cfgs["single_label"]
+    assert single.ZSD.MIXTURES.RATIO == 0 and single.ZSD.CLASSIFIER.MIXTURE_RATIO == 0
+    # everything before stage 3 is shared, so one detector and RoI bank serve every row
+    keys = ("MODEL", "INPUT", "SOLVER", "DATASETS", "DATALOADER", "SEED")
+    for cfg in cfgs.values():
+        assert all(cfg[k] == cfgs["clf"][k] for k in keys) and cfg.ZSD.FEATURES == cfgs["clf"].ZSD.FEATURES
+
+
+def _fake_metrics(method, seed):
+    value = 10.0 * (METHODS.index(method) + 1) + seed
+    zsd = {"recall@100_iou0.4": value + 1, "recall@100_iou0.5": value, "recall@100_iou0.6": value - 1,
+           "mAP_iou0.5": value / 2}
+    gzsd = {f"{g}_{k}": value for g in ("seen", "unseen", "hm") for k in ("recall@100_iou0.5", "mAP_iou0.5")}
+    return {"baseline" if method == "baseline" else "synthesis": {"zsd": zsd, "gzsd": gzsd}}
+
+
+def test_benchmark_runs_shared_stages_once_then_each_method_and_seed(bench, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake_train_net(config, output_dir, stages, opts):
+        calls.append((config, os.path.relpath(output_dir, tmp_path), list(stages), list(opts)))
+        if "detector" in stages:
+            os.makedirs(os.path.join(output_dir, "roi_bank"))
+            open(os.path.join(output_dir, "roi_bank", "COMPLETE"), "w").close()
+            open(os.path.join(output_dir, "model_final.pth"), "w").close()
+        else:
+            assert os.path.isfile(os.path.join(output_dir, "roi_bank", "COMPLETE"))  # linked
+            method, seed = config[:-5], int(opts[opts.index("SYNTHESIS.SEED") + 1])
+            metrics = _fake_metrics(method, seed)
+            with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+                json.dump(metrics, f)
+            name, = metrics
+            inference = os.path.join(output_dir, "inference", f"{name}_zsd")
+            os.makedirs(inference)
+            per_class = [{"class": "red striped circle", "AP_iou0.5": metrics[name]["zsd"]["mAP_iou0.5"],
+                          "recall@100_iou0.5": 1.0}]
+            with open(os.path.join(inference, "zsd_results.json"), "w") as f:
+                json.dump({"per_class": per_class}, f)
+        return {"wall_s": 1.0, "cpu_s": 1.0}
+
+    monkeypatch.setattr(bench, "train_net", fake_train_net)
+    bench.main(["--seeds", "2", "--output-dir", str(tmp_path)])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(d["method"], d["seed"]) for d in lines] == [(m, s) for s in (0, 1) for m in METHODS]
+    assert lines[-1]["zsd_recall50"] == 51.0 and lines[-1]["zsd_map50"] == 25.5
+    assert lines[0]["gzsd_hm_recall50"] == 10.0 and lines[0]["gzsd_hm_map50"] == 10.0
+    assert calls[0][:3] == ("clf.yaml", "shared", ["detector", "features"])
+    assert all("detector" not in c[2] for c in calls[1:]) and len(calls) == 11
+    assert calls[1][2] == ["baseline", "evaluate"] and calls[-1][2] == ["generator", "classifier", "evaluate"]
+    assert [c[1] for c in calls[1:3]] == [os.path.join("baseline", "seed0"), os.path.join("single_label", "seed0")]
+    table = open(tmp_path / "results_table.md").read()
+    assert "| clf | 51.5 ± 0.7 | 50.5 ± 0.7 |" in table
+    assert "| red striped circle | 5.2 / 1.0 | 10.2 / 1.0 |" in table  # per-class means over seeds
+    assert os.path.getsize(tmp_path / "zsd_methods.png") > 0
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert len(summary["runs"]) == 10
+
+    calls.clear()  # resume: finished runs are not run again
+    bench.main(["--seeds", "3", "--methods", "clf", "--output-dir", str(tmp_path), "--quick"])
+    assert [c[1] for c in calls] == [os.path.join("clf", "seed2")]
+    assert calls[0][3][:2] == ["DATASETS.TRAIN", "('zsd_dense_tiny_train',)"]
+
+
+def test_bad_method_is_refused(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--methods", "clf,zsd"])

@@ -1,0 +1,109 @@
+"""Every setting of every requested stage is checked before the first stage starts, and every error
+names the key and the value given (issue 10, items 10 and 11)."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zsdet.config import get_zsdet_cfg
+from zsdet.engine import STAGES, ZSDPipeline
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = str(REPO / "configs/quick_schedules/zsd_shapes_tiny_instant_test.yaml")
+SYNTHETIC = str(REPO / "configs/classification/synthetic.yaml")
+
+
+def tiny_cfg(tmp_path, *opts):
+    return get_zsdet_cfg(TINY, ["OUTPUT_DIR", str(tmp_path), *opts])
+
+
+def key_and_value(key, value):
+    """The message must name the key and the value as given."""
+    return rf"{re.escape(key)}.*{re.escape(repr(value) if isinstance(value, str) else str(value))}"
+
+
+@pytest.mark.parametrize("key,value", [
+    ("SYNTHESIS.CLF_HEADS", 7),  # 256-d box features: found only after detector + bank before
+    ("SYNTHESIS.GAN", "wgan"),
+    ("SYNTHESIS.LR", -0.1),
+    ("SYNTHESIS.VAL_FRACTION", 1.0),
+    ("ZSD.CLASSIFIER.BATCH_SIZE", 0),  # was "range() arg 3 must not be zero"
+    ("ZSD.CLASSIFIER.EPOCHS", 0),
+    ("ZSD.BASELINE.EPOCHS", -1),  # was "expected non-negative integer"
+    ("SOLVER.IMS_PER_BATCH", 0),  # detectron2 / fvcore messages named no key
+    ("SOLVER.MAX_ITER", 0),
+    ("ZSD.MIXTURES.MAX_SET_SIZE", 1),
+    ("ZSD.FEATURES.FG_IOU", 1.5),
+    ("ZSD.TEST_GZSD", "no_such_dataset"),
+])
+def test_pipeline_checks_every_stage_before_the_first(tmp_path, monkeypatch, key, value):
+    ran = []
+    for stage in STAGES:
+        monkeypatch.setattr(ZSDPipeline, f"run_{stage}", lambda self, s=stage: ran.append(s))
+    cfg = tiny_cfg(tmp_path, key, str(value))
+    with pytest.raises(ValueError, match=key_and_value(key, value)):
+        ZSDPipeline(cfg).run()
+    assert ran == []  # no stage started
+
+
+def test_valid_pipeline_settings_pass(tmp_path):
+    from zsdet.engine.settings_check import check_pipeline_settings
+
+    check_pipeline_settings(tiny_cfg(tmp_path), STAGES)
+
+
+def test_only_requested_stages_are_checked(tmp_path):
+    from zsdet.engine.settings_check import check_pipeline_settings
+
+    cfg = tiny_cfg(tmp_path, "ZSD.BASELINE.EPOCHS", "0")
+    check_pipeline_settings(cfg, ["detector", "features", "generator", "classifier", "evaluate"])
+    with pytest.raises(ValueError, match=key_and_value("ZSD.BASELINE.EPOCHS", 0)):
+        check_pipeline_settings(cfg, ["baseline"])
+
+
+def mlzsl_cfg(tmp_path, *opts):
+    return get_zsdet_cfg(SYNTHETIC, ["OUTPUT_DIR", str(tmp_path), *opts])
+
+
+@pytest.mark.parametrize("key,value", [
+    ("SYNTHESIS.CLASSIFIER.BATCH_SIZE", 0),  # was "range() arg 3 must not be zero"
+    ("SYNTHESIS.CLASSIFIER.BATCH_SIZE", -3),  # was "batch_size must be >= 1, got 0"
+    ("SYNTHESIS.CLASSIFIER.EPOCHS", 0),
+    ("SYNTHESIS.CLASSIFIER.LR", 0.0),
+    ("SYNTHESIS.CRITIC_ITERS", 0),
+    ("SYNTHESIS.FUSION", "xlf"),
+    ("SYNTHESIS.LABEL_SAMPLING.ROUNDS", 0),
+    ("MLZSL.STREAM_BLOCK_ROWS", 0),
+    ("MLZSL.SYNTHETIC.NUM_SEEN", 0),
+])
+def test_classification_settings_name_key_and_value(tmp_path, key, value):
+    from zsdet.engine.settings_check import check_classification_settings
+
+    with pytest.raises(ValueError, match=key_and_value(key, value)):
+        check_classification_settings(mlzsl_cfg(tmp_path, key, str(value)))
+
+
+def test_classification_settings_checked_before_any_work(tmp_path, load_script):
+    """The tool fails before the synthetic data is generated, the generator trained or a result written."""
+    tool = load_script("tools/train_mlzsl.py")
+    args = tool.default_argument_parser().parse_args(
+        ["--config-file", SYNTHETIC, "OUTPUT_DIR", str(tmp_path), "SYNTHESIS.CLASSIFIER.BATCH_SIZE", "0"])
+    with pytest.raises(ValueError, match=key_and_value("SYNTHESIS.CLASSIFIER.BATCH_SIZE", 0)):
+        tool.main(args)
+    assert not (tmp_path / "synthetic_data").exists() and not (tmp_path / "results.json").exists()
+
+
+def test_train_net_reports_a_bad_setting_in_one_line_before_training(tmp_path):
+    """The tool itself: exit status 1, one line naming key and value, no stack trace, nothing trained."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", DETECTRON2_DATASETS=str(tmp_path / "datasets"))
+    proc = subprocess.run([sys.executable, str(REPO / "tools/train_net.py"), "--config-file", TINY,
+                           "OUTPUT_DIR", str(tmp_path / "out"), "SYNTHESIS.CLF_HEADS", "7"],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert re.fullmatch(r"error: SYNTHESIS\.CLF_HEADS .*got 7", proc.stderr.strip().splitlines()[-1])
+    assert not (tmp_path / "out" / "model_final.pth").exists()
+    assert not (tmp_path / "datasets").exists()  # not even the training images were generated

@@ -1,0 +1,318 @@
+"""The built-in dense-scenes ZSD dataset: a synthetic set on which methods can be ranked.
+
+Classes are (colour, texture, shape) triples named ``"<colour> <texture> <shape>"`` (default
+5 x 2 x 4 = 40, 8 unseen). Images are crowded: 5-12 objects that may occlude each other (every
+object keeps ``min_visible`` of its pixels; its box is the box of its visible pixels) over
+unannotated distractors of non-class shapes. Class embeddings are only partly predictive of
+appearance (:func:`dense_class_embeddings`, knob ``embedding_fidelity``). Design and reasons:
+``datasets/README.md``, section "Built-in dense scenes".
+
+Splits, generation (deterministic, on first use, atomically into
+``<root>/<prefix>_<config hash>/``, default root ``$DETECTRON2_DATASETS/zsd_dense``), folder
+layout and metadata are those of :mod:`.shapes`, whose writer and drawing helpers this module
+reuses.
+"""
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from ..embeddings import normalize_embeddings
+from .shapes import (PALETTE, SHAPES, background, image_classes, mask_box, object_mask,
+                     register_synthetic_splits, write_synthetic_dataset)
+
+# Bump when the generator's output changes for the same options (old folders are then not reused).
+GENERATOR_VERSION = 1
+
+TEXTURES = ("solid", "striped")
+DISTRACTOR_SHAPES = ("diamond", "hexagon", "star")  # never class shapes (checked)
+_STRIPE_DARKNESS = 0.45  # brightness factor of the dark stripes
+_PLACEMENT_TRIES = 30
+_R2_RIDGE = 0.1  # ridge of :func:`attribute_r2`
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseScenesConfig:
+    """Options of the dense-scenes generator (every field is part of the folder hash).
+
+    Attributes:
+        colours, textures, shapes: attribute values (keys of ``PALETTE``, ``TEXTURES``, ``SHAPES``).
+        unseen: (colour, texture, shape) triples held out as unseen classes.
+        image_size: side of the square images, px.
+        objects_per_image: inclusive (min, max) objects drawn per image.
+        object_size: inclusive (min, max) side of an object's unrotated outline, px.
+        min_visible: share of its pixels every object keeps visible when later objects cover it.
+        distractors_per_image, distractor_size: inclusive ranges of the unannotated clutter.
+        num_train / num_val / num_test: images per split (test_zsd and test_gzsd share images).
+        embedding_fidelity: f in [0, 1], how predictive the embeddings are of the attributes.
+        embedding_attribute_dims: dims carrying ``sqrt(f) g(attributes) + sqrt(1 - f) noise``.
+        embedding_unrelated_dims: dims of class-specific noise unrelated to appearance.
+        seed: seed of every random choice.
+    """
+
+    colours: Tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta")
+    textures: Tuple[str, ...] = TEXTURES
+    shapes: Tuple[str, ...] = ("circle", "square", "triangle", "cross")
+    unseen: Tuple[Tuple[str, str, str], ...] = (
+        ("red", "striped", "circle"), ("green", "solid", "square"),
+        ("blue", "striped", "triangle"), ("yellow", "solid", "cross"),
+        ("magenta", "striped", "square"), ("red", "solid", "triangle"),
+        ("green", "striped", "cross"), ("blue", "solid", "circle"),
+    )
+    image_size: int = 192
+    objects_per_image: Tuple[int, int] = (5, 12)
+    object_size: Tuple[int, int] = (20, 52)
+    min_visible: float = 0.6
+    distractors_per_image: Tuple[int, int] = (2, 5)
+    distractor_size: Tuple[int, int] = (12, 40)
+    num_train: int = 500
+    num_val: int = 60
+    num_test: int = 150
+    embedding_fidelity: float = 0.6
+    embedding_attribute_dims: int = 32
+    embedding_unrelated_dims: int = 16
+    seed: int = 0
+
+    def __post_init__(self):
+        # accept lists (e.g. from YAML / json) while keeping the dataclass hashable
+        for name in ("colours", "textures", "shapes", "objects_per_image", "object_size",
+                     "distractors_per_image", "distractor_size"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "unseen", tuple(tuple(t) for t in self.unseen))
+        self._validate()
+
+    def _validate(self):
+        families = {"colours": (self.colours, PALETTE), "textures": (self.textures, TEXTURES),
+                    "shapes": (self.shapes, set(SHAPES) - set(DISTRACTOR_SHAPES))}
+        for family, (values, known) in families.items():
+            unknown = [v for v in values if v not in known]
+            if unknown or not values or len(set(values)) != len(values):
+                raise ValueError(f"{family} {values}: need distinct values from {sorted(known)}"
+                                 + (f"; unknown {unknown}" if unknown else ""))
+        bad = [t for t in self.unseen if t not in self.class_triples]
+        if bad or len(set(self.unseen)) != len(self.unseen):
+            raise ValueError(f"unseen triples {bad or self.unseen} must be distinct (colour, "
+                             "texture, shape) triples of the configured attribute values")
+        if not self.unseen or len(self.unseen) == len(self.class_triples):
+            raise ValueError("need at least one seen and one unseen class")
+        seen = [self.class_triples[i] for i in self.seen_ids]
+        orphans = sorted({v for t in self.unseen for v in t} - {v for t in seen for v in t})
+        if orphans:
+            raise ValueError(f"unseen attributes {orphans} occur in no seen class, so they "
+                             "cannot be learnt from seen data")
+        for name in ("object_size", "distractor_size"):
+            lo, hi = getattr(self, name)
+            if not (4 <= lo <= hi and hi * np.sqrt(2) + 2 < self.image_size):
+                raise ValueError(f"{name} {(lo, hi)} must satisfy 4 <= min <= max and "
+                                 f"max * sqrt(2) + 2 < image_size {self.image_size}")
+        for name, least in (("objects_per_image", 1), ("distractors_per_image", 0)):
+            lo, hi = getattr(self, name)
+            if not least <= lo <= hi:
+                raise ValueError(f"{name} {(lo, hi)} must satisfy {least} <= min <= max")
+        if not 0 < self.min_visible <= 1:
+            raise ValueError(f"min_visible must lie in (0, 1], got {self.min_visible}")
+        if not 0 <= self.embedding_fidelity <= 1:
+            raise ValueError(f"embedding_fidelity must lie in [0, 1], got {self.embedding_fidelity}")
+        if self.embedding_attribute_dims < 1 or self.embedding_unrelated_dims < 0:
+            raise ValueError("embedding_attribute_dims must be >= 1, embedding_unrelated_dims >= 0")
+        if min(self.num_train, self.num_val, self.num_test) < 1:
+            raise ValueError("num_train, num_val and num_test must be >= 1")
+
+    @property
+    def class_triples(self) -> List[Tuple[str, str, str]]:
+        return list(itertools.product(self.colours, self.textures, self.shapes))
+
+    @property
+    def class_names(self) -> List[str]:
+        return [" ".join(t) for t in self.class_triples]
+
+    @property
+    def unseen_ids(self) -> List[int]:
+        return sorted(self.class_triples.index(t) for t in self.unseen)
+
+    @property
+    def seen_ids(self) -> List[int]:
+        unseen = set(self.unseen_ids)
+        return [i for i in range(len(self.class_triples)) if i not in unseen]
+
+    def digest(self) -> str:
+        """8 hex digits identifying the generated content (options + generator version)."""
+        blob = json.dumps([GENERATOR_VERSION, dataclasses.asdict(self)], sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+
+# --------------------------------------------------------------------------------------------
+# class embeddings
+
+
+def attribute_codes(config: DenseScenesConfig) -> np.ndarray:
+    """(C, n_colours + n_textures + n_shapes) float64 one-hot attribute codes in class order."""
+    families = (config.colours, config.textures, config.shapes)
+    blocks = [np.eye(len(values))[[values.index(t[k]) for t in config.class_triples]]
+              for k, values in enumerate(families)]
+    return np.concatenate(blocks, axis=1)
+
+
+def dense_class_embeddings(config: DenseScenesConfig) -> np.ndarray:
+    """(C, attribute_dims + unrelated_dims) float32 L2-normalised class embeddings.
+
+    ``[sqrt(f) g(a_k) + sqrt(1 - f) n_k, u_k]`` with ``a_k`` the attribute code, ``g`` a fixed
+    random one-layer tanh map whose outputs are standardised over the classes, ``n_k`` and
+    ``u_k`` class-specific N(0, 1) noise and ``f = embedding_fidelity``.
+    """
+    codes = attribute_codes(config)
+    dims = config.embedding_attribute_dims
+    rng = np.random.default_rng([config.seed, 2_000_003])  # own stream: independent of images
+    weights = rng.normal(0.0, 1.0, (codes.shape[1], dims))
+    bias = rng.normal(0.0, 0.5, dims)
+    noise = rng.normal(0.0, 1.0, (len(codes), dims))
+    unrelated = rng.normal(0.0, 1.0, (len(codes), config.embedding_unrelated_dims))
+    mapped = np.tanh(codes @ weights + bias)
+    mapped = (mapped - mapped.mean(0)) / np.maximum(mapped.std(0), 1e-8)
+    f = config.embedding_fidelity
+    emb = np.concatenate([np.sqrt(f) * mapped + np.sqrt(1 - f) * noise, unrelated], axis=1)
+    return normalize_embeddings(emb, "l2", row_names=config.class_names)
+
+
+def attribute_r2(config: DenseScenesConfig) -> float:
+    """Held-out linear R² of the attribute codes from the embeddings: ridge regression (with
+    intercept, ridge ``_R2_RIDGE``) fitted on the seen classes, R² of the unseen classes' codes
+    against the seen classes' mean code."""
+    codes = attribute_codes(config)
+    x = np.concatenate([dense_class_embeddings(config).astype(np.float64),
+                        np.ones((len(codes), 1))], axis=1)
+    seen, unseen = config.seen_ids, config.unseen_ids
+    gram = x[seen].T @ x[seen] + _R2_RIDGE * np.eye(x.shape[1])
+    coef = np.linalg.solve(gram, x[seen].T @ codes[seen])
+    residual = ((x[unseen] @ coef - codes[unseen]) ** 2).sum()
+    total = ((codes[unseen] - codes[seen].mean(0)) ** 2).sum()
+    return float(1 - residual / total)
+
+
+# --------------------------------------------------------------------------------------------
+# drawing
+
+
+def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, colour: str,
+           texture: str) -> None:
+    """Fill ``mask`` of the float (S, S, 3) ``image`` with a shaded colour, striped or solid."""
+    rows, cols = np.nonzero(mask)
+    size = image.shape[0]
+    jitter = rng.uniform(-20, 20, 3)
+    shading = 1 + 0.15 * np.linspace(-1, 1, size)[rows] * rng.uniform(-1, 1)
+    if texture == "striped":
+        period, angle, phase = rng.uniform(5, 8), rng.uniform(0, np.pi), rng.uniform(0, 1)
+        position = (np.cos(angle) * cols + np.sin(angle) * rows) / period + phase
+        shading = shading * np.where(position % 1 < 0.5, _STRIPE_DARKNESS, 1.0)
+    image[rows, cols] = (np.asarray(PALETTE[colour]) + jitter) * shading[:, None]
+
+
+def _draw_distractors(rng: np.random.Generator, config: DenseScenesConfig, image: np.ndarray) -> None:
+    """Unannotated clutter: non-class shapes in any palette colour and texture."""
+    size = config.image_size
+    count = rng.integers(config.distractors_per_image[0], config.distractors_per_image[1] + 1)
+    colours = sorted(PALETTE)
+    for _ in range(count):
+        side = int(rng.integers(config.distractor_size[0], config.distractor_size[1] + 1))
+        reach = side / np.sqrt(2) + 1
+        shape = DISTRACTOR_SHAPES[rng.integers(len(DISTRACTOR_SHAPES))]
+        mask = object_mask(rng, shape, side, size, rng.uniform(reach, size - reach, 2))
+        _paint(rng, image, mask, colours[rng.integers(len(colours))],
+               TEXTURES[rng.integers(len(TEXTURES))])
+
+
+def render_dense_image(rng: np.random.Generator, config: DenseScenesConfig,
+                       class_ids: Sequence[int]) -> Tuple[np.ndarray, List[Dict]]:
+    """Draw one image: distractors, then an object of each class in ``class_ids``, in order.
+
+    A later object may cover earlier ones as long as each of them keeps ``min_visible`` of its
+    pixels; an object that finds no such place in ``_PLACEMENT_TRIES`` tries is left out (the
+    first object is always drawn).
+
+    Returns:
+        image: (S, S, 3) uint8 RGB.
+        objects: dicts with ``category`` (class index), ``bbox`` [x, y, w, h] (px, XYWH_ABS) of
+            the visible pixels and ``area`` (visible pixels).
+    """
+    size = config.image_size
+    image = background(rng, size)
+    _draw_distractors(rng, config, image)
+    owner = np.full((size, size), -1, np.int64)  # index of the object visible at each pixel
+    full_area: List[int] = []
+    drawn: List[int] = []
+    for class_id in class_ids:
+        colour, texture, shape = config.class_triples[class_id]
+        side = int(rng.integers(config.object_size[0], config.object_size[1] + 1))
+        reach = side / np.sqrt(2) + 1
+        visible = np.bincount(owner[owner >= 0], minlength=len(full_area))
+        for _ in range(_PLACEMENT_TRIES):
+            mask = object_mask(rng, shape, side, size, rng.uniform(reach, size - reach, 2))
+            covered = owner[mask]
+            lost = np.bincount(covered[covered >= 0], minlength=len(full_area))
+            if np.all(visible - lost >= config.min_visible * np.asarray(full_area)):
+                break
+        else:
+            continue
+        owner[mask] = len(full_area)
+        full_area.append(int(mask.sum()))
+        drawn.append(int(class_id))
+        _paint(rng, image, mask, colour, texture)
+    objects = []
+    for index, class_id in enumerate(drawn):
+        visible_mask = owner == index
+        box = mask_box(visible_mask)
+        objects.append({"category": class_id, "bbox": [*box[:2], *(box[2:] - box[:2])],
+                        "area": float(visible_mask.sum())})
+    image = cv2.GaussianBlur(image, (3, 3), 0.7) + rng.normal(0, 6, image.shape)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), objects
+
+
+def _draw_dense_image(rng: np.random.Generator, config: DenseScenesConfig, image_set: str):
+    return render_dense_image(rng, config, image_classes(rng, config, image_set))
+
+
+# --------------------------------------------------------------------------------------------
+# writing and registration
+
+
+def generate_dense_dataset(out_dir: str, config: DenseScenesConfig) -> None:
+    """Write the dataset (images, split jsons, embeddings, ``dataset.json``) into ``out_dir``."""
+    write_synthetic_dataset(out_dir, config, _draw_dense_image, dense_class_embeddings(config),
+                            name="zsd_dense", description="zsdet dense scenes",
+                            version=GENERATOR_VERSION)
+
+
+def default_root() -> str:
+    """``$DETECTRON2_DATASETS/zsd_dense`` (``DETECTRON2_DATASETS`` defaults to ``datasets``)."""
+    return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "zsd_dense")
+
+
+def register_zsd_dense(prefix: str = "zsd_dense", root: Optional[str] = None,
+                       **generator_options) -> List[str]:
+    """Register ``<prefix>_{train,val,test_zsd,test_gzsd}`` (nothing is generated until used).
+
+    Args:
+        prefix: dataset-name prefix.
+        root: parent folder of the generated set (default :func:`default_root`); the set lives in
+            ``<root>/<prefix>_<config digest>``.
+        generator_options: fields of :class:`DenseScenesConfig`.
+
+    Returns:
+        The four dataset names (same prefix again: a no-op for the same options, else ``ValueError``).
+    """
+    config = DenseScenesConfig(**generator_options)
+    dataset_dir = os.path.abspath(os.path.join(root or default_root(),
+                                               f"{prefix}_{config.digest()}"))
+    return register_synthetic_splits(prefix, dataset_dir, config, generate_dense_dataset,
+                                     dense_class_embeddings(config),
+                                     [PALETTE[c] for c, _, _ in config.class_triples])
+
+
+register_zsd_dense("zsd_dense")
+register_zsd_dense("zsd_dense_tiny", image_size=96, objects_per_image=(3, 6), object_size=(14, 30),
+                   distractor_size=(8, 20), num_train=40, num_val=10, num_test=20)

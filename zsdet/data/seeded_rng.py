@@ -1,0 +1,64 @@
+"""Randomness as a pure function of (seed, key): per training step, per stream item, per image.
+
+detectron2's augmentations draw from numpy's global generator and its RPN / RoI samplers from
+torch's, so results depend on everything the process drew before. Seeding those global generators
+from ``derive_seed(seed, <purpose>, key)`` right before the random work makes it independent of
+process history: a resumed, sharded or standalone run draws the same numbers for the same key.
+"""
+import contextlib
+import hashlib
+import random
+
+import numpy as np
+import torch
+
+from ..synthesis.sources import derive_seed
+
+# distinct first keys keep the streams of different purposes unrelated
+TRAIN_ORDER, TRAIN_AUGMENT, TRAIN_STEP, TRAIN_LOADER, EXTRACT_AUGMENT, EXTRACT_SAMPLE = range(6)
+
+
+def image_key(image_id) -> int:
+    """A non-negative int for ``derive_seed`` from an image id (int, or any string)."""
+    if isinstance(image_id, (int, np.integer)) and image_id >= 0:
+        return int(image_id)
+    return int.from_bytes(hashlib.sha256(str(image_id).encode()).digest()[:7], "little")
+
+
+def seed_global_rngs(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch's (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int):
+    """Run the block with the global CPU generators seeded by ``seed``; restore them afterwards."""
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)  # CPU only: CUDA streams are left alone
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
+
+
+class PerImageSeededMapper:
+    """Wrap a dataset mapper so that its augmentation of an image depends on (seed, image id) only.
+
+    Args:
+        mapper: e.g. ``DatasetMapper(cfg, is_train=True)``.
+        seed: the run's seed (``cfg.SEED``).
+    """
+
+    def __init__(self, mapper, seed: int):
+        self.mapper = mapper
+        self.seed = seed
+
+    def __call__(self, dataset_dict: dict):
+        with seeded_global_rngs(derive_seed(self.seed, EXTRACT_AUGMENT, image_key(dataset_dict["image_id"]))):
+            return self.mapper(dataset_dict)

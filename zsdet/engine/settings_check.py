@@ -1,0 +1,205 @@
+"""Every setting of every requested stage, checked before the first stage starts.
+
+A bad value must fail in seconds with a message naming the key and the value, not after the
+detector trained for hours. :func:`check_pipeline_settings` (called by ``ZSDPipeline.run``) runs
+the checks of the requested detection stages; :func:`check_classification_settings` (called by
+``run_classification``) those of the classification tool. Where a component checks its own
+settings (``SynthesisTrainer.check_config``, the detector's ``from_config`` through a model built
+on the ``meta`` device, the class-embedding readers) the same function is called here, early.
+
+The checks written here raise :class:`SettingsError`, a ``ValueError`` reading
+``"<KEY> must be <what>, got <value>"``; the components' own checks raise ``ValueError`` /
+``KeyError`` / ``FileNotFoundError`` naming the key, file or class. ``tools/train_net.py`` and
+``tools/train_mlzsl.py`` print any of them as one line, ``error: <message>``, and exit with status 1.
+"""
+import os
+from typing import Any, Callable, Iterable
+
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.utils import comm
+
+from ..data.zsd_split import class_embeddings_from_config
+from ..evaluation.multilabel import CONVENTIONS
+from ..synthesis import SynthesisSettings, SynthesisTrainer
+
+__all__ = ["SettingsError", "check_pipeline_settings", "check_classification_settings", "box_feature_dim"]
+
+
+class SettingsError(ValueError):
+    """A config value that cannot work; the message names the key and the value given."""
+
+
+def setting(cfg, key: str) -> Any:
+    """The value of a dotted config key such as ``"ZSD.CLASSIFIER.EPOCHS"``."""
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def require(cfg, key: str, ok: Callable[[Any], bool], expected: str) -> Any:
+    """``cfg``'s value of ``key`` if ``ok(value)``, else a :class:`SettingsError` saying ``expected``."""
+    value = setting(cfg, key)
+    if not ok(value):
+        raise SettingsError(f"{key} must be {expected}, got {value!r}")
+    return value
+
+
+def at_least(cfg, key: str, minimum) -> Any:
+    return require(cfg, key, lambda v: v >= minimum, f">= {minimum}")
+
+
+def positive(cfg, key: str) -> Any:
+    return require(cfg, key, lambda v: v > 0, "> 0")
+
+
+def within(cfg, key: str, low: float, high: float, high_open: bool = False) -> Any:
+    """``low <= value <= high`` (``< high`` with ``high_open``)."""
+    return require(cfg, key, lambda v: low <= v and (v < high if high_open else v <= high),
+                   f"in [{low}, {high}{')' if high_open else ']'}")
+
+
+def registered(key: str, name: str) -> None:
+    if name not in DatasetCatalog.list():
+        raise SettingsError(f"{key} names the dataset {name!r}, which is not registered "
+                            "(see datasets/README.md)")
+
+
+# ---------------------------------------------------------------------------------- detection
+def box_feature_dim(cfg) -> int:
+    """Dimension of the box head's features (the RoI bank's d) from a detector built on the
+    ``meta`` device: no memory, no weights, and the model's own config checks run."""
+    with torch.device("meta"):
+        model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    return int(model.roi_heads.box_head.output_shape.channels)
+
+
+def check_detector_settings(cfg) -> None:
+    """Stage ``detector``: the detectron2 solver keys that otherwise fail inside detectron2 / fvcore."""
+    ims = at_least(cfg, "SOLVER.IMS_PER_BATCH", 1)
+    if ims % comm.get_world_size():
+        raise SettingsError(f"SOLVER.IMS_PER_BATCH must be divisible by the number of processes "
+                            f"({comm.get_world_size()}), got {ims}")
+    at_least(cfg, "SOLVER.MAX_ITER", 1)
+    positive(cfg, "SOLVER.BASE_LR")
+    at_least(cfg, "SOLVER.CHECKPOINT_PERIOD", 1)
+
+
+def check_feature_settings(cfg) -> None:
+    """Stage ``features``: ``ZSD.FEATURES``."""
+    fg = within(cfg, "ZSD.FEATURES.FG_IOU", 0.0, 1.0)
+    within(cfg, "ZSD.FEATURES.BG_IOU", 0.0, fg)
+    at_least(cfg, "ZSD.FEATURES.ROIS_PER_IMAGE", 1)
+    require(cfg, "ZSD.FEATURES.POSITIVE_FRACTION", lambda v: 0 < v <= 1, "in (0, 1]")
+    at_least(cfg, "ZSD.FEATURES.BG_PER_FG", 0)
+    at_least(cfg, "ZSD.FEATURES.FLUSH_EVERY", 1)
+
+
+def check_mixture_settings(cfg) -> None:
+    """``ZSD.MIXTURES`` (generator and classifier stages)."""
+    at_least(cfg, "ZSD.MIXTURES.RATIO", 0)
+    low = at_least(cfg, "ZSD.MIXTURES.MIN_SET_SIZE", 1)
+    at_least(cfg, "ZSD.MIXTURES.MAX_SET_SIZE", low)
+
+
+def check_box_classifier_settings(cfg, epochs_key: str, lr_key: str) -> None:
+    """``ZSD.CLASSIFIER`` (batches, real-feature sampling) and the stage's epochs / learning rate."""
+    at_least(cfg, epochs_key, 1)
+    positive(cfg, lr_key)
+    at_least(cfg, "ZSD.CLASSIFIER.BATCH_SIZE", 1)
+    at_least(cfg, "ZSD.CLASSIFIER.WEIGHT_DECAY", 0)
+    at_least(cfg, "ZSD.CLASSIFIER.REAL_PER_CLASS", 0)
+    at_least(cfg, "ZSD.CLASSIFIER.BG_PER_FG", 0)
+    at_least(cfg, "ZSD.CLASSIFIER.MIXTURE_RATIO", 0)
+
+
+def check_evaluation_settings(cfg) -> None:
+    """Stage ``evaluate``: the test datasets are registered."""
+    for key in ("ZSD.TEST_ZSD", "ZSD.TEST_GZSD"):
+        if setting(cfg, key):
+            registered(key, setting(cfg, key))
+    at_least(cfg, "TEST.DETECTIONS_PER_IMAGE", 1)
+
+
+def check_pipeline_settings(cfg, stages: Iterable[str]) -> None:
+    """Check the settings of every stage in ``stages`` (see the module docstring) before any work.
+
+    Raises:
+        SettingsError: a value that cannot work (key and value named).
+        ValueError / KeyError / FileNotFoundError: from the checks the stages' own components run
+            (detector config, class-embedding file, generator settings), naming key, file or class.
+    """
+    stages = set(stages)
+    if not cfg.DATASETS.TRAIN:
+        raise SettingsError("DATASETS.TRAIN must name the training dataset, got ()")
+    registered("DATASETS.TRAIN", cfg.DATASETS.TRAIN[0])
+    seen_detector = cfg.clone()
+    seen_detector.defrost()
+    seen_detector.MODEL.ZSD.MODE = "seen"  # what stages 1 and 2 build
+    feature_dim = box_feature_dim(seen_detector)
+    if "detector" in stages:
+        check_detector_settings(cfg)
+    if "features" in stages:
+        check_feature_settings(cfg)
+    if "generator" in stages:
+        within(cfg, "ZSD.FEATURES.VAL_FRACTION", 0.0, 1.0, high_open=True)
+    if stages & {"generator", "classifier"}:
+        check_mixture_settings(cfg)
+    if stages & {"generator", "classifier", "baseline"}:
+        embeddings = class_embeddings_from_config(cfg)  # readable, every class covered
+        if stages & {"generator", "classifier"}:
+            SynthesisTrainer.check_config(cfg, feature_dim, embeddings.shape[1])
+    if "classifier" in stages:
+        check_box_classifier_settings(cfg, "ZSD.CLASSIFIER.EPOCHS", "ZSD.CLASSIFIER.LR")
+        at_least(cfg, "SYNTHESIS.NUM_PER_CLASS", 1)
+    if "baseline" in stages:
+        check_box_classifier_settings(cfg, "ZSD.BASELINE.EPOCHS", "ZSD.BASELINE.LR")
+        positive(cfg, "MODEL.ZSD.SEMANTIC_TEMPERATURE")
+    if "evaluate" in stages:
+        check_evaluation_settings(cfg)
+
+
+# ---------------------------------------------------------------------------------- classification
+def check_classification_settings(cfg, eval_only: bool = False) -> None:
+    """Check ``cfg.MLZSL`` and, unless ``eval_only``, the generator and final-classifier settings of
+    ``cfg.SYNTHESIS`` before any work (the files are checked by ``load_benchmark``).
+
+    Raises:
+        SettingsError / ValueError: naming the key and the value.
+    """
+    m = "MLZSL."
+    positive(cfg, m + "STREAM_MEMORY_MB")
+    at_least(cfg, m + "STREAM_BLOCK_ROWS", 1)
+    require(cfg, m + "TOP_K", lambda ks: len(ks) > 0 and min(ks) >= 1, "a non-empty list of K >= 1")
+    require(cfg, m + "AP_CONVENTION", lambda v: v in CONVENTIONS, f"one of {CONVENTIONS}")
+    at_least(cfg, m + "PLOT_TOP_N", 1)
+    require(cfg, m + "PLOT_BASELINE_JSON", lambda v: not v or os.path.isfile(v), "an existing results.json")
+    if cfg.MLZSL.BENCHMARK == "synthetic":
+        for key in ("NUM_SEEN", "NUM_UNSEEN", "FEATURE_DIM", "EMBED_DIM", "NUM_TRAIN", "NUM_ZSL_TEST",
+                    "NUM_GZSL_TEST", "MAX_LABELS", "NUM_TOPICS"):
+            at_least(cfg, m + "SYNTHETIC." + key, 1)
+        for key in ("PROTOTYPE_NOISE", "FEATURE_NOISE"):
+            at_least(cfg, m + "SYNTHETIC." + key, 0)
+    if eval_only:
+        return
+    c = "SYNTHESIS.CLASSIFIER."
+    at_least(cfg, c + "EPOCHS", 1)
+    at_least(cfg, c + "BATCH_SIZE", 1)
+    positive(cfg, c + "LR")
+    require(cfg, c + "BETAS", lambda b: len(b) == 2 and all(0 <= x < 1 for x in b), "two numbers in [0, 1)")
+    if cfg.MLZSL.SYNTH_LABEL_SETS == "none":
+        return
+    # SynthesisTrainer.from_config checks the dimensions against the data files, before training
+    settings = SynthesisSettings.from_config(cfg)
+    settings.validate()
+    if cfg.MLZSL.BENCHMARK == "synthetic":  # the dimensions are settings too
+        settings.check_data(cfg.MLZSL.SYNTHETIC.FEATURE_DIM, cfg.MLZSL.SYNTHETIC.EMBED_DIM)
+    if cfg.MLZSL.SYNTH_LABEL_SETS in ("singleton", "both"):
+        at_least(cfg, "SYNTHESIS.NUM_PER_CLASS", 1)
+    if cfg.MLZSL.SYNTH_LABEL_SETS in ("cooccurrence", "both"):
+        ls = "SYNTHESIS.LABEL_SAMPLING."
+        for key in ("SEEN_FRACTION", "UNSEEN_FRACTION", "MIXED_FRACTION", "MIXED_KEEP_SEEN"):
+            within(cfg, ls + key, 0.0, 1.0)
+        at_least(cfg, ls + "ROUNDS", 1)
