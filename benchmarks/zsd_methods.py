@@ -40,11 +40,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 from zsdet.engine.zsd_report import COLUMNS  # noqa: E402
+from zsdet.evaluation.report import write_json  # noqa: E402
 
 METHODS = ("baseline", "single_label", "alf", "flf", "clf")
 CONFIG_DIR = os.path.join(ROOT, "configs", "dense")
 SHARED_CONFIG = "clf.yaml"  # stages 1-2 are the same in every leaf
 SHARED_STAGES = ("detector", "features")
+RUN_TIME_FILE = "run_time.json"  # wall and CPU seconds of a finished run, in its folder
 # --quick: every stage on the 40/10/20-image zsd_dense_tiny set (same classes and embeddings,
 # 96-px images upscaled to 192), a 100-iteration detector, a 3-epoch generator: it checks the
 # plumbing in minutes; its numbers rank nothing
@@ -87,9 +89,9 @@ def parse_args(argv=None):
 def train_net(config: str, output_dir: str, stages, opts) -> dict:
     """Run ``tools/train_net.py`` (log: ``output_dir/log.txt``).
 
-    Returns ``{"wall_s", "cpu_s"}``: its wall time and the CPU time (user + system) of the process
-    and its children, which on busy shared cores approximates its wall time on one idle core.
-    Raises ``RuntimeError`` naming the log when it fails."""
+    Returns ``{"wall_s", "cpu_s"}`` (also written to ``output_dir/run_time.json``): its wall time
+    and the CPU time (user + system) of the process and its children, which on busy shared cores
+    approximates its wall time on one idle core. Raises ``RuntimeError`` naming the log when it fails."""
     os.makedirs(output_dir, exist_ok=True)
     log = os.path.join(output_dir, "log.txt")
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"),
@@ -100,12 +102,19 @@ def train_net(config: str, output_dir: str, stages, opts) -> dict:
         code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
     if code:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {code}); see {log}")
-    return {"wall_s": time.perf_counter() - tic, "cpu_s": _children_cpu_seconds() - cpu}
+    timing = {"wall_s": time.perf_counter() - tic, "cpu_s": _children_cpu_seconds() - cpu}
+    write_json(os.path.join(output_dir, RUN_TIME_FILE), timing)
+    return timing
 
 
 def _children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def _read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
 
 
 def link_shared(shared_dir: str, run_dir: str) -> None:
@@ -125,11 +134,15 @@ def method_stages(method: str):
     return [s for s in cfg.ZSD.STAGES if s not in SHARED_STAGES]
 
 
+def result_name(method: str) -> str:
+    """The method's name in the pipeline's metrics.json and inference folders (``zsd_pipeline.METHODS``)."""
+    return "baseline" if method == "baseline" else "synthesis"
+
+
 def run_result(method: str, metrics_file: str):
     """``{group: {metric: value}}`` of the method's entry in a run's metrics.json."""
-    with open(metrics_file) as f:
-        metrics = json.load(f)
-    name = "baseline" if method == "baseline" else "synthesis"  # pipeline's names (ZSD METHODS)
+    metrics = _read_json(metrics_file)
+    name = result_name(method)
     if name not in metrics:
         raise KeyError(f"{metrics_file} has no {name!r} entry (has {sorted(metrics)})")
     return metrics[name]
@@ -140,13 +153,12 @@ def per_class_table(out: str, results) -> str:
     (from ``inference/<name>_zsd/zsd_results.json`` of every run)."""
     rows = {}
     for method, runs in results.items():
-        name = "baseline" if method == "baseline" else "synthesis"
         for seed in runs:
-            path = os.path.join(out, method, f"seed{seed}", "inference", f"{name}_zsd", "zsd_results.json")
-            with open(path) as f:
-                for entry in json.load(f)["per_class"]:
-                    cell = rows.setdefault(entry["class"], {}).setdefault(method, [])
-                    cell.append((entry["AP_iou0.5"], entry["recall@100_iou0.5"]))
+            path = os.path.join(out, method, f"seed{seed}", "inference", f"{result_name(method)}_zsd",
+                                "zsd_results.json")
+            for entry in _read_json(path)["per_class"]:
+                cell = rows.setdefault(entry["class"], {}).setdefault(method, [])
+                cell.append((entry["AP_iou0.5"], entry["recall@100_iou0.5"]))
     methods = list(results)
     lines = ["| unseen class | " + " | ".join(methods) + " |", "|" + "---|" * (len(methods) + 1)]
     for cls, cells in rows.items():
@@ -225,10 +237,9 @@ def main(argv=None):
     out = args.output_dir
     shared = os.path.join(out, "shared")
     tic = time.perf_counter()
-    timings = {}
     if not os.path.isfile(os.path.join(shared, "roi_bank", "COMPLETE")):
         print(f"[zsd_methods] stages 1-2 (detector, RoI bank) -> {shared}", flush=True)
-        timings["shared"] = train_net(SHARED_CONFIG, shared, SHARED_STAGES, opts)
+        train_net(SHARED_CONFIG, shared, SHARED_STAGES, opts)
     results = {method: {} for method in args.methods}
     stages = {method: method_stages(method) for method in args.methods}
     for seed in range(args.seeds):  # seed-major: a cut-short run still has every method
@@ -239,22 +250,24 @@ def main(argv=None):
                 print(f"[zsd_methods] {method} seed {seed}: {','.join(stages[method])} -> {run_dir}",
                       flush=True)
                 link_shared(shared, run_dir)
-                timings[f"{method}/seed{seed}"] = train_net(
+                train_net(
                     f"{method}.yaml", run_dir, stages[method],
                     [*opts, "SEED", str(seed), "SYNTHESIS.SEED", str(seed)])
             results[method][seed] = run_result(method, metrics_file)
             print(json.dumps(json_line(method, seed, results[method][seed])), flush=True)
+    timings = {os.path.relpath(os.path.dirname(path), out): _read_json(path)
+               for path in [os.path.join(shared, RUN_TIME_FILE)] + [
+                   os.path.join(out, m, f"seed{s}", RUN_TIME_FILE) for m in args.methods
+                   for s in range(args.seeds)] if os.path.isfile(path)}
     summary = summarise(results)
     table = format_table(summary, args.seeds)
     print(table, flush=True)
     wall = time.perf_counter() - tic
-    cpu = sum(t["cpu_s"] for t in timings.values())
-    print(f"[zsd_methods] this invocation: {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU "
-          f"(runs done before a resume are not counted)", flush=True)
+    print(f"[zsd_methods] this invocation: {wall / 60:.1f} min wall; the runs' sum: "
+          f"{sum(t['wall_s'] for t in timings.values()) / 60:.1f} min wall, "
+          f"{sum(t['cpu_s'] for t in timings.values()) / 60:.1f} min CPU", flush=True)
     with open(os.path.join(out, "results_table.md"), "w") as f:
         f.write(table + "\n\n" + per_class_table(out, results) + "\n")
-    from zsdet.evaluation.report import write_json
-
     write_json(os.path.join(out, "summary.json"),
                {"seeds": args.seeds, "quick": args.quick, "opts": opts, "wall_seconds": wall,
                 "run_times": timings,

@@ -133,7 +133,8 @@ def overlapping_instances():
 
 def test_one_label_per_object_keeps_the_best_of_overlapping_boxes():
     kept = one_label_per_object(overlapping_instances(), iou_threshold=0.5)
-    assert kept.pred_classes.tolist() == [0, 1] and kept.scores.tolist() == pytest.approx([0.9, 0.8])
+    assert kept.pred_classes.tolist() == [0, 1]
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.8])
     everything = one_label_per_object(overlapping_instances(), iou_threshold=1.0)
     assert len(everything) == 6
     with pytest.raises(ValueError, match="IoU threshold"):

@@ -87,6 +87,7 @@ def test_truncated_model_final_is_rebuilt_with_a_warning(tmp_path, detector_chec
     shutil.copy(detector_checkpoint, out / "model_0000001.pth")
     truncate(detector_checkpoint, out / "model_final.pth")  # e.g. a disk full under the old writer
     (out / "last_checkpoint").write_text("model_final.pth")
+    torch.save({"model": {}}, out / "model_zsd.pth")  # a later stage's file, no training state
     with caplog.at_level(logging.WARNING):
         ZSDPipeline(tiny_cfg(out)).run_detector()  # resumes after iteration 1 of 2: nothing left to train
     assert f"seen detector {out / 'model_final.pth'} is unusable" in caplog.text

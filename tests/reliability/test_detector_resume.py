@@ -103,3 +103,30 @@ def test_stream_resumed_at_any_iteration_yields_the_same_batches(grouping, worke
         assert whole == batches(0, 25, num_workers=0)  # workers keep the stream order
     for start in (1, 4, 9, 17) if workers == 0 else (9,):
         assert batches(start, 25 - start) == whole[start:], start
+
+
+def test_ranks_read_disjoint_shares_of_one_stream_and_resume_alone(monkeypatch):
+    """Two data-parallel ranks (simulated): each resumes its own share exactly, and their shares
+    interleave into the one-rank stream."""
+    from detectron2.data import build as d2_build
+    from detectron2.utils import comm
+
+    dicts = [{"image_id": i, "width": 20 if i % 3 else 10, "height": 10 if i % 3 else 20} for i in range(11)]
+
+    def items(world, rank, start_iter, count, grouping):
+        monkeypatch.setattr(comm, "get_world_size", lambda: world)
+        monkeypatch.setattr(d2_build, "get_world_size", lambda: world)
+        monkeypatch.setattr(comm, "get_rank", lambda: rank)
+        stream = TrainStream(dicts, _identity, seed=3, total_batch_size=2 * world, aspect_ratio_grouping=grouping)
+        stream.start_iter = start_iter
+        out = []
+        for batch in stream:
+            out.append([d["image_id"] for d in batch])
+            if len(out) == count:
+                return out
+
+    for rank in (0, 1):
+        assert items(2, rank, 5, 7, True) == items(2, rank, 0, 12, True)[5:]
+    one_rank = sum(items(1, 0, 0, 12, False), [])
+    shares = [sum(items(2, rank, 0, 6, False), []) for rank in (0, 1)]
+    assert [x for pair in zip(*shares) for x in pair] == one_rank

@@ -299,16 +299,14 @@ class FeatureBank:
     def reader(self) -> "BankReader":
         return BankReader(self)
 
-    def load(self, rows: np.ndarray, block_rows: int = CHUNK_ROWS) -> np.ndarray:
-        """Features (len(rows), d) float32 of the given global rows, in the order given.
-
-        Reads block by block (:meth:`blocks`): temporary memory is one block, not the parts.
-        """
+    def load(self, rows: np.ndarray, block_rows: int = CHUNK_ROWS, out: np.ndarray = None) -> np.ndarray:
+        """Features (len(rows), d) float32 of the given global rows, in the order given (into ``out``
+        when given). Reads block by block (:meth:`blocks`): temporary memory is one block."""
         rows = np.asarray(rows, dtype=np.int64)
         in_order = bool((np.diff(rows) >= 0).all())
         order = np.arange(len(rows)) if in_order else np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
-        out = np.empty((len(rows), self.feature_dim), dtype=np.float32)
+        out = np.empty((len(rows), self.feature_dim), dtype=np.float32) if out is None else out
         bounds = self.blocks(sorted_rows, block_rows)
         with self.reader() as read:
             for a, b in zip(bounds[:-1], bounds[1:]):

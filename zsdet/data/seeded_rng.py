@@ -15,7 +15,7 @@ import torch
 from ..synthesis.sources import derive_seed
 
 # distinct first keys keep the streams of different purposes unrelated
-TRAIN_ORDER, TRAIN_AUGMENT, TRAIN_STEP, TRAIN_LOADER, EXTRACT_AUGMENT, EXTRACT_SAMPLE = range(6)
+TRAIN_ORDER, TRAIN_AUGMENT, TRAIN_STEP, TRAIN_LOADER, MODEL_INIT, EXTRACT_AUGMENT, EXTRACT_SAMPLE = range(7)
 
 
 def image_key(image_id) -> int:

@@ -3,6 +3,7 @@ box classifier."""
 import glob
 import logging
 import os
+import re
 import zipfile
 from typing import Optional
 
@@ -15,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 CLASSIFIER_PREFIX = "roi_heads.box_predictor.cls_score."
 LAST_CHECKPOINT = "last_checkpoint"
+TRAINING_CHECKPOINT = re.compile(r"model_(final|\d+)\.pth")  # what detectron2's trainer writes
 
 
 def checkpoint_problem(path: str) -> Optional[str]:
@@ -68,8 +70,10 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         problem = checkpoint_problem(tagged)
         if problem is None:
             return
-        # newest first: model_final.pth, then model_<iteration>.pth by decreasing iteration
-        candidates = sorted(glob.glob(os.path.join(self.save_dir, "model_*.pth")), reverse=True)
+        # newest first: model_final.pth, then model_<iteration>.pth by decreasing iteration (not
+        # the pipeline's model_zsd.pth / model_baseline.pth, which hold no training state)
+        candidates = sorted((p for p in glob.glob(os.path.join(self.save_dir, "model_*.pth"))
+                             if TRAINING_CHECKPOINT.fullmatch(os.path.basename(p))), reverse=True)
         intact = next((p for p in candidates if p != tagged and checkpoint_problem(p) is None), None)
         logger.warning("last checkpoint %s is unusable (%s): resuming from %s", tagged, problem,
                        intact or "the start (no intact model_*.pth)")

@@ -4,7 +4,7 @@ A run killed at any point and restarted continues as if it had never stopped (bi
 the CPU): checkpoints hold the optimizer state (momentum) and the LR scheduler, the training
 batches are a pure function of (``SEED``, iteration) (:mod:`zsdet.data.train_stream`), and the
 global random generators (RPN / RoI sampling) are reseeded from (``SEED``, iteration, rank) before
-every step. Checkpoints are written atomically (:class:`AtomicDetectionCheckpointer`).
+every step; the initial weights depend on ``SEED`` only. Checkpoints are written atomically (:class:`AtomicDetectionCheckpointer`).
 """
 import logging
 import os
@@ -16,7 +16,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-from ..data.seeded_rng import TRAIN_STEP, seed_global_rngs
+from ..data.seeded_rng import MODEL_INIT, TRAIN_STEP, seed_global_rngs, seeded_global_rngs
 from ..data.train_stream import TrainStream
 from ..evaluation import ZSDEvaluator
 from ..synthesis.sources import derive_seed
@@ -26,6 +26,15 @@ logger = logging.getLogger(__name__)
 
 TRAINING_METRICS = "detector_metrics.json"
 FINAL_WEIGHTS = "model_final.pth"
+
+
+def run_seed(cfg) -> int:
+    """``cfg.SEED``, which must be >= 0: initial weights, data order, augmentation and sampling
+    derive from it, which is what makes a resumed run equal an uninterrupted one."""
+    if cfg.SEED < 0:
+        raise ValueError(f"SEED={cfg.SEED}: zsdet trains the detector with a fixed SEED >= 0 (initial "
+                         "weights, data order, augmentation and sampling derive from it)")
+    return cfg.SEED
 
 
 class _OptimizerStateMissing(KeyError):
@@ -50,11 +59,14 @@ class ZSDTrainer(DefaultTrainer):
     """
 
     @classmethod
+    def build_model(cls, cfg):
+        """detectron2's model, initialised from ``SEED`` alone (not from what the process drew before)."""
+        with seeded_global_rngs(derive_seed(run_seed(cfg), MODEL_INIT)):
+            return super().build_model(cfg)
+
+    @classmethod
     def build_train_loader(cls, cfg):
         """A :class:`TrainStream` (same dataset dicts and mapper as detectron2's default loader)."""
-        if cfg.SEED < 0:
-            raise ValueError(f"SEED={cfg.SEED}: zsdet trains the detector with a fixed SEED >= 0 (its "
-                             "data order, augmentation and sampling derive from it, so resume is exact)")
         if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             raise ValueError(f"DATALOADER.SAMPLER_TRAIN={cfg.DATALOADER.SAMPLER_TRAIN!r} is not supported: "
                              "zsdet's resumable training stream samples like 'TrainingSampler'")
@@ -62,7 +74,7 @@ class ZSDTrainer(DefaultTrainer):
             cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
             min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
             proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None)
-        return TrainStream(dicts, DatasetMapper(cfg, is_train=True), cfg.SEED, cfg.SOLVER.IMS_PER_BATCH,
+        return TrainStream(dicts, DatasetMapper(cfg, is_train=True), run_seed(cfg), cfg.SOLVER.IMS_PER_BATCH,
                            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
                            num_workers=cfg.DATALOADER.NUM_WORKERS)
 

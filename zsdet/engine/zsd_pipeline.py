@@ -182,17 +182,21 @@ class ZSDPipeline:
         bg = np.nonzero(bank.labels == k)[0]
         bg = rng.choice(bg, min(len(bg), int(c.BG_PER_FG * len(fg))), replace=False)
         rows = np.sort(np.concatenate([fg, bg]))
-        x = torch.from_numpy(bank.load(rows))
         labels = torch.from_numpy(bank.labels[rows].astype(np.int64))
-        y = torch.nn.functional.one_hot(labels, k + 1).float()
-        if with_mixtures and c.MIXTURE_RATIO > 0:
+        fg_rows = (labels < k).nonzero()[:, 0]
+        num_mix = int(c.MIXTURE_RATIO * len(fg_rows)) if with_mixtures else 0
+        x = torch.empty(len(rows) + num_mix, bank.feature_dim)  # rows, then mixtures: no copies
+        bank.load(rows, out=x[:len(rows)].numpy())
+        y = torch.zeros(len(x), k + 1)
+        y[torch.arange(len(rows)), labels] = 1
+        if num_mix:
             m = self.cfg.ZSD.MIXTURES
-            is_fg = labels < k
-            idx, mask = sample_mixture_sets(int(is_fg.sum()), int(c.MIXTURE_RATIO * is_fg.sum()),
-                                            m.MIN_SET_SIZE, m.MAX_SET_SIZE, rng)
-            mx, my = fuse_mixtures(x[is_fg], labels[is_fg], torch.from_numpy(idx),
-                                   torch.from_numpy(mask), k + 1)
-            x, y = torch.cat([x, mx]), torch.cat([y, my])
+            idx, mask = sample_mixture_sets(len(fg_rows), num_mix, m.MIN_SET_SIZE, m.MAX_SET_SIZE, rng)
+            idx, mask = fg_rows[torch.from_numpy(idx)], torch.from_numpy(mask)
+            for start in range(0, num_mix, 4096):  # chunks bound the (chunk, set size, d) gather
+                part = slice(start, start + 4096)
+                dest = slice(len(rows) + start, len(rows) + min(start + 4096, num_mix))
+                x[dest], y[dest] = fuse_mixtures(x, labels, idx[part], mask[part], k + 1)
         return x, y
 
     def _save_with_classifier(self, classifier: torch.nn.Module, name: str, **extra) -> str:

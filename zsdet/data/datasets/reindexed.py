@@ -18,7 +18,6 @@ datasets (lazily: nothing is read until a dataset is used), so ``tools/train_net
 ``tools/demo.py`` accept such configs unchanged.
 """
 import json
-import os
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
