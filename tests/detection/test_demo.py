@@ -164,6 +164,8 @@ def test_legend_names_both_colours_below_the_image():
     strip = out[128:].reshape(-1, 3).astype(int)
     for rgb in (SEEN_COLOR, UNSEEN_COLOR):
         assert (np.abs(strip - 255 * np.array(rgb[::-1])).max(axis=1) == 0).sum() > 20
+    assert add_legend(image).shape == out.shape  # a short note shares the line
+    assert add_legend(image, note="a long note " * 4).shape[0] > out.shape[0]  # second line
 
 
 def test_demo_draws_one_label_per_object_by_default(demo, weights, images, tmp_path, monkeypatch):

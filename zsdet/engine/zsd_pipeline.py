@@ -212,10 +212,14 @@ class ZSDPipeline:
     def _classifier_stage(self, weights: str, what: str, build) -> None:
         """Frame shared by the classifier and baseline stages: skip when ``weights`` exists, else
         rank 0 builds ``(classifier, features, soft targets, epochs, lr)`` with ``build(bank, rng)``,
-        trains the classifier and saves the detector with it."""
+        trains the classifier and saves the detector with it. A damaged ``weights`` file (e.g. a
+        full disk) is retrained, with a warning naming it."""
         if os.path.isfile(self.path(weights)):
-            logger.info("%s exists: %s", what, self.path(weights))
-            return
+            problem = checkpoint_problem(self.path(weights))
+            if problem is None:
+                logger.info("%s exists: %s", what, self.path(weights))
+                return
+            logger.warning("%s %s is unusable (%s): retraining it", what, self.path(weights), problem)
         if comm.is_main_process():
             bank = FeatureBank(self.bank_dir)
             classifier, x, targets, epochs, lr = build(bank, np.random.default_rng(self.cfg.SEED))

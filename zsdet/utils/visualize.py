@@ -159,22 +159,29 @@ def draw_zsd_detections(
 
 def add_legend(image_bgr: np.ndarray, note: Optional[str] = None) -> np.ndarray:
     """The image with a strip below it naming the two label colours (seen / unseen class) and an
-    optional ``note`` (e.g. the scoring used). Returns (H + strip, W, 3) uint8 BGR."""
+    optional ``note`` (e.g. the scoring used; on a second line when the first is full).
+    Returns (H + strip, W, 3) uint8 BGR."""
     font_scale, thickness = _font(image_bgr.shape)
     (_, text_h), base = cv2.getTextSize("Ag", FONT, font_scale, thickness)
-    strip_h = 2 * (text_h + base)
-    strip = np.empty((strip_h, image_bgr.shape[1], 3), np.uint8)
+    line_h = 2 * (text_h + base)
+
+    def width(text):
+        return cv2.getTextSize(text, FONT, font_scale, thickness)[0][0]
+
+    swatches = [("seen class", SEEN_COLOR), ("unseen class", UNSEEN_COLOR)]
+    x_note = sum(2 * text_h + width(t) + text_h // 2 for t, _ in swatches) + text_h // 2
+    second_line = note is not None and x_note + width(note) > image_bgr.shape[1]
+    strip = np.empty((line_h * (2 if second_line else 1), image_bgr.shape[1], 3), np.uint8)
     strip[:] = LEGEND_BACKGROUND
-    x, y_text = text_h // 2, (strip_h + text_h) // 2
-    entries = [("seen class", SEEN_COLOR), ("unseen class", UNSEEN_COLOR), (note, None)]
-    for text, color in entries:
-        if text is None:
-            continue
-        if color is not None:
-            cv2.rectangle(strip, (x, y_text - text_h), (x + text_h, y_text),
-                          tuple(int(255 * c) for c in color[::-1]), thickness=-1)
-            x += text_h + text_h // 2
+    x, y_text = text_h // 2, (line_h + text_h) // 2
+    for text, color in swatches:
+        cv2.rectangle(strip, (x, y_text - text_h), (x + text_h, y_text),
+                      tuple(int(255 * c) for c in color[::-1]), thickness=-1)
+        x += text_h + text_h // 2
         cv2.putText(strip, text, (x, y_text), FONT, font_scale, (255, 255, 255), thickness,
                     cv2.LINE_AA)
-        x += cv2.getTextSize(text, FONT, font_scale, thickness)[0][0] + 2 * text_h
+        x += width(text) + text_h
+    if note is not None:
+        x, y = (text_h // 2, y_text + line_h) if second_line else (x_note, y_text)
+        cv2.putText(strip, note, (x, y), FONT, font_scale, (255, 255, 255), thickness, cv2.LINE_AA)
     return np.vstack([image_bgr, strip])
