@@ -23,22 +23,26 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from zsdet.engine.classification import run_classification
+from zsdet.engine.output_lock import OutputDirBusy, exclusive_output_dir
 
 
 def setup(args):
-    """get_cfg -> add_zsdet_config -> YAML -> command-line opts -> freeze -> default_setup."""
+    """get_cfg -> add_zsdet_config -> YAML -> command-line opts -> freeze."""
     cfg = get_cfg()
     zsdet.add_zsdet_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
-    default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="zsdet")
     return cfg
 
 
 def main(args):
-    return run_classification(setup(args), eval_only=args.eval_only)
+    cfg = setup(args)
+    with exclusive_output_dir(cfg.OUTPUT_DIR):  # a second run on the same folder is refused
+        comm.synchronize()  # no rank writes to OUTPUT_DIR before the lock is held
+        default_setup(cfg, args)
+        setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="zsdet")
+        return run_classification(cfg, eval_only=args.eval_only)
 
 
 def invoke_main() -> None:
@@ -46,7 +50,7 @@ def invoke_main() -> None:
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
-    except (FileNotFoundError, KeyError, ValueError) as e:  # bad settings or input files: one line
+    except (FileNotFoundError, KeyError, ValueError, OutputDirBusy) as e:  # bad settings or input files: one line
         sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) else e}")  # KeyError str() quotes
 
 

@@ -157,7 +157,7 @@ def test_labels_of_boxes_at_the_same_place_do_not_overlap():
 
 
 def test_legend_names_both_colours_below_the_image():
-    image = np.full((128, 200, 3), 128, np.uint8)
+    image = np.full((128, 400, 3), 128, np.uint8)
     out = add_legend(image, note="gzsd joint")
     assert out.shape[0] > image.shape[0] and out.shape[1:] == image.shape[1:]
     np.testing.assert_array_equal(out[:128], image)

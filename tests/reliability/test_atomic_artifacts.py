@@ -103,3 +103,27 @@ def test_truncated_detector_checkpoint_is_named(tmp_path, detector_checkpoint):
     trainer = ZSDTrainer(tiny_cfg(tmp_path / "out", "MODEL.WEIGHTS", str(weights)))
     with pytest.raises(ValueError, match=f"cannot read detectron2 checkpoint {weights} .* truncated"):
         trainer.resume_or_load(resume=True)
+
+
+def test_damaged_classifier_artifact_is_retrained_not_skipped(tmp_path, detector_checkpoint, caplog, monkeypatch):
+    """A truncated ``model_zsd.pth`` (e.g. from a full disk) no longer marks the stage as done."""
+    monkeypatch.setattr(logging.getLogger("zsdet"), "propagate", True)
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(detector_checkpoint, out / "model_final.pth")
+    truncate(detector_checkpoint, out / "model_zsd.pth")
+    monkeypatch.setattr("zsdet.engine.zsd_pipeline.FeatureBank", lambda bank_dir: None)  # no bank needed
+    g = torch.Generator().manual_seed(0)
+    x, targets = torch.randn(32, 8, generator=g), torch.eye(3)[torch.randint(0, 3, (32,), generator=g)]
+    built = []
+
+    def build(bank, rng):
+        built.append(True)
+        return torch.nn.Linear(8, 3), x, targets, 1, 1e-3
+
+    with caplog.at_level(logging.WARNING):
+        ZSDPipeline(tiny_cfg(out))._classifier_stage("model_zsd.pth", "retrained detector", build)
+    assert built and f"retrained detector {out / 'model_zsd.pth'} is unusable" in caplog.text
+    assert checkpoint_problem(str(out / "model_zsd.pth")) is None
+    saved = torch.load(out / "model_zsd.pth", weights_only=False)["model"]
+    assert saved["roi_heads.box_predictor.cls_score.weight"].shape == (3, 8)

@@ -52,3 +52,14 @@ def test_second_run_is_refused_and_a_killed_holder_does_not_block(holder):
     assert (out / LOCK_NAME).exists()
     with exclusive_output_dir(str(out)):
         assert f"pid {os.getpid()}" in (out / LOCK_NAME).read_text()
+
+
+def test_classification_tool_refuses_a_busy_output_dir(holder):
+    out, proc = holder
+    run = subprocess.run([sys.executable, str(REPO / "tools" / "train_mlzsl.py"), "--config-file",
+                          str(REPO / "configs" / "classification" / "synthetic.yaml"), "OUTPUT_DIR", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode != 0
+    assert f"OUTPUT_DIR {out} is in use by another run (pid {proc.pid}" in run.stderr
+    assert not (out / "config.yaml").exists() and not (out / "synthetic_data").exists()
