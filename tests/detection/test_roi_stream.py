@@ -109,16 +109,54 @@ def test_bad_rows_and_budgets_are_refused(tmp_path):
         RoIBankSource(bank, bank.foreground_rows(), memory_budget_mb=0.001, block_rows=256)
 
 
+def tiny_trainer(out_dir, epochs=1):
+    """A generator trainer with tiny networks for the bank's 8-d features and C classes."""
+    cfg = get_cfg()
+    add_zsdet_config(cfg)
+    s = cfg.SYNTHESIS
+    s.GEN_HIDDEN = s.DISC_HIDDEN = s.ENC_HIDDEN = s.CLF_FF_HIDDEN = 16
+    s.CLF_HEADS, s.EPOCHS, s.BATCH_SIZE, s.CRITIC_ITERS = 4, epochs, 16, 2
+    s.VAL_SYNTH_SETS, s.CLS_PRETRAIN_EPOCHS, s.PATIENCE, s.DEVICE = 32, 1, 0, "cpu"
+    emb = torch.randn(C, 6, generator=torch.Generator().manual_seed(0))
+    return SynthesisTrainer.from_config(cfg, emb, 8, str(out_dir))
+
+
+class Killed(Exception):
+    pass
+
+
+def test_kill_and_resume_with_the_streamed_source_is_bit_identical(tmp_path, monkeypatch):
+    bank = make_bank(tmp_path / "bank")
+    fg = bank.foreground_rows()
+
+    def fit(out):
+        train = RoIBankSource(bank, fg[fg < 800], memory_budget_mb=0.01, block_rows=32)
+        tiny_trainer(out, epochs=3).fit(train, RoIBankSource(bank, fg[fg >= 800]))
+
+    fit(tmp_path / "straight")
+    save = SynthesisTrainer._save_checkpoint
+
+    def save_then_die(self, epoch):
+        save(self, epoch)
+        if epoch == 1:
+            raise Killed
+
+    monkeypatch.setattr(SynthesisTrainer, "_save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        fit(tmp_path / "resumed")
+    monkeypatch.undo()
+    torch.manual_seed(12345)  # a new process would have another global RNG state
+    fit(tmp_path / "resumed")
+    a, b = (torch.load(tmp_path / run / "last_checkpoint.pth", weights_only=True) for run in ("straight", "resumed"))
+    assert a["epoch"] == b["epoch"] == 2
+    for part in ("generator", "critic"):
+        assert all(torch.equal(a["models"][part][k], b["models"][part][k]) for k in a["models"][part])
+
+
 def _ddp_worker(rank, world, init_file, bank_dir, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        cfg = get_cfg()
-        add_zsdet_config(cfg)
-        s = cfg.SYNTHESIS
-        s.GEN_HIDDEN = s.DISC_HIDDEN = s.ENC_HIDDEN = s.CLF_FF_HIDDEN = 16
-        s.CLF_HEADS, s.EPOCHS, s.BATCH_SIZE, s.CRITIC_ITERS = 4, 1, 16, 2
-        s.VAL_SYNTH_SETS, s.CLS_PRETRAIN_EPOCHS, s.PATIENCE, s.DEVICE = 32, 1, 0, "cpu"
         bank = FeatureBank(bank_dir)
         fg = bank.foreground_rows()
         calls = []
@@ -130,8 +168,7 @@ def _ddp_worker(rank, world, init_file, bank_dir, out_dir):
 
         train = Logged(bank, fg[fg < 800], mixture_ratio=0.5, block_rows=32)
         val = RoIBankSource(bank, fg[fg >= 800], mixture_ratio=0.5, block_rows=32)
-        trainer = SynthesisTrainer.from_config(cfg, torch.randn(C, 6, generator=torch.Generator().manual_seed(0)),
-                                               bank.feature_dim, out_dir)
+        trainer = tiny_trainer(out_dir)
         trainer.fit(train, val)
         torch.save({"generator": trainer.generator.state_dict(), "calls": calls}, f"{out_dir}/rank{rank}.pt")
     finally:
