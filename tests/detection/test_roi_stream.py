@@ -15,6 +15,15 @@ from zsdet.synthesis import SynthesisTrainer
 C = 4  # classes; label 4 = background
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one thread avoids OpenMP barrier stalls on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_bank(tmp_path, parts=3, rows=400, d=8):
     """Parts of ``rows`` rows; feature columns 0, 1, 2 = the row's id, id^2 % 1009, id^3 % 997
     (exact in float16: identify single rows), labels skewed."""

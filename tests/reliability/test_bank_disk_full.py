@@ -29,7 +29,8 @@ def test_full_disk_keeps_committed_parts_and_the_rerun_continues(tmp_path, monke
     writer = FeatureBankWriter(bank_dir, 4, ["a", "b", "c"], flush_every=2)
     writer.reset()
     writer.process(None, [image(1), image(2)])
-    with pytest.raises(OSError, match=r"no space left on device while writing RoI bank part .*part_rank0_000001\.h5") as err:
+    disk_full = r"no space left on device while writing RoI bank part .*part_rank0_000001\.h5"
+    with pytest.raises(OSError, match=disk_full) as err:
         writer.process(None, [image(3), image(4)])
     assert err.value.errno == errno.ENOSPC
     assert sorted(os.listdir(bank_dir)) == ["part_rank0_000000.h5"]  # no half-written part, no .tmp

@@ -41,7 +41,8 @@ embeddings (values, class list or dimension) is an error naming both files; a ch
 fingerprint (written by an older zsdet) is used with a warning.
 
 Several GPUs / machines: under detectron2's ``launch`` (torch.distributed initialised) G, D and E
-are wrapped in ``DistributedDataParallel``; each rank takes its share of every group of batches.
+are wrapped in ``DistributedDataParallel``; each rank takes its share of every group of batches
+(a source with ``iter_rank_batches``, e.g. the RoI bank's, reads only that share: :func:`shards_by_rank`).
 """
 import dataclasses
 import errno
