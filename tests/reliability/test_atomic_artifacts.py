@@ -112,7 +112,7 @@ def test_damaged_classifier_artifact_is_retrained_not_skipped(tmp_path, detector
     out.mkdir()
     shutil.copy(detector_checkpoint, out / "model_final.pth")
     truncate(detector_checkpoint, out / "model_zsd.pth")
-    monkeypatch.setattr("zsdet.engine.zsd_pipeline.FeatureBank", lambda bank_dir: None)  # no bank needed
+    monkeypatch.setattr(ZSDPipeline, "_bank", lambda self: None)  # no bank needed
     g = torch.Generator().manual_seed(0)
     x, targets = torch.randn(32, 8, generator=g), torch.eye(3)[torch.randint(0, 3, (32,), generator=g)]
     built = []

@@ -37,6 +37,9 @@ def key_and_value(key, value):
     ("SOLVER.MAX_ITER", 0),
     ("ZSD.MIXTURES.MAX_SET_SIZE", 1),
     ("ZSD.FEATURES.FG_IOU", 1.5),
+    ("ZSD.FEATURES.STREAM_MEMORY_MB", 0.0),
+    ("ZSD.FEATURES.SAMPLES_PER_EPOCH", -1),
+    ("ZSD.MIXTURES.MAX_SET_SIZE", 11),  # > SYNTHESIS.MAX_SET_SIZE (10): mixtures the generator drops
     ("ZSD.TEST_GZSD", "no_such_dataset"),
 ])
 def test_pipeline_checks_every_stage_before_the_first(tmp_path, monkeypatch, key, value):

@@ -45,7 +45,7 @@ def fit_box_classifier(classifier: nn.Module, features: torch.Tensor, targets: t
     """
     if features.ndim != 2 or len(features) != len(targets):
         raise ValueError(f"features {tuple(features.shape)} vs targets {tuple(targets.shape)}")
-    if not torch.isfinite(features).all():
+    if not all(bool(torch.isfinite(chunk).all()) for chunk in features.split(1 << 16)):  # no (n, d) mask
         raise ValueError("non-finite values in the classifier's training features")
     if epochs < 1 or batch_size < 1:  # the pipeline names the config keys before any work
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")

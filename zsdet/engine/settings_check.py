@@ -104,6 +104,19 @@ def check_mixture_settings(cfg) -> None:
     at_least(cfg, "ZSD.MIXTURES.MAX_SET_SIZE", low)
 
 
+def check_generator_data_settings(cfg) -> None:
+    """Stage ``generator``: the streamed RoI source (``ZSD.FEATURES`` streaming / epoch keys) and
+    mixtures no larger than the generator's label sets."""
+    within(cfg, "ZSD.FEATURES.VAL_FRACTION", 0.0, 1.0, high_open=True)
+    positive(cfg, "ZSD.FEATURES.STREAM_MEMORY_MB")
+    at_least(cfg, "ZSD.FEATURES.STREAM_BLOCK_ROWS", 1)
+    at_least(cfg, "ZSD.FEATURES.SAMPLES_PER_EPOCH", 0)
+    limit = cfg.SYNTHESIS.MAX_SET_SIZE
+    if limit and cfg.ZSD.MIXTURES.MAX_SET_SIZE > limit:
+        raise SettingsError(f"ZSD.MIXTURES.MAX_SET_SIZE must be <= SYNTHESIS.MAX_SET_SIZE ({limit}), "
+                            f"got {cfg.ZSD.MIXTURES.MAX_SET_SIZE}")
+
+
 def check_box_classifier_settings(cfg, epochs_key: str, lr_key: str) -> None:
     """``ZSD.CLASSIFIER`` (batches, real-feature sampling) and the stage's epochs / learning rate."""
     at_least(cfg, epochs_key, 1)
@@ -144,7 +157,7 @@ def check_pipeline_settings(cfg, stages: Iterable[str]) -> None:
     if "features" in stages:
         check_feature_settings(cfg)
     if "generator" in stages:
-        within(cfg, "ZSD.FEATURES.VAL_FRACTION", 0.0, 1.0, high_open=True)
+        check_generator_data_settings(cfg)
     if stages & {"generator", "classifier"}:
         check_mixture_settings(cfg)
     if stages & {"generator", "classifier", "baseline"}:

@@ -143,10 +143,7 @@ class ZSDPipeline:
 
     def _source(self, bank: FeatureBank, rows: np.ndarray, samples_per_epoch: int = 0) -> RoIBankSource:
         """Streamed single RoIs + mixtures of ``rows`` (``ZSD.MIXTURES``, ``ZSD.FEATURES.STREAM_*``)."""
-        m, f = self.cfg.ZSD.MIXTURES, self.cfg.ZSD.FEATURES
-        if self.cfg.SYNTHESIS.MAX_SET_SIZE and m.MAX_SET_SIZE > self.cfg.SYNTHESIS.MAX_SET_SIZE:
-            raise ValueError(f"ZSD.MIXTURES.MAX_SET_SIZE={m.MAX_SET_SIZE} exceeds SYNTHESIS.MAX_SET_SIZE="
-                             f"{self.cfg.SYNTHESIS.MAX_SET_SIZE}: the generator would drop those mixtures")
+        m, f = self.cfg.ZSD.MIXTURES, self.cfg.ZSD.FEATURES  # checked by check_pipeline_settings
         return RoIBankSource(bank, rows, mixture_ratio=m.RATIO, min_set_size=m.MIN_SET_SIZE,
                              max_set_size=m.MAX_SET_SIZE, memory_budget_mb=f.STREAM_MEMORY_MB,
                              block_rows=f.STREAM_BLOCK_ROWS, samples_per_epoch=samples_per_epoch,
@@ -221,7 +218,7 @@ class ZSDPipeline:
                 return
             logger.warning("%s %s is unusable (%s): retraining it", what, self.path(weights), problem)
         if comm.is_main_process():
-            bank = FeatureBank(self.bank_dir)
+            bank = self._bank()
             classifier, x, targets, epochs, lr = build(bank, np.random.default_rng(self.cfg.SEED))
             c = self.cfg.ZSD.CLASSIFIER
             stats = fit_box_classifier(classifier, x, targets, epochs=epochs, batch_size=c.BATCH_SIZE,
