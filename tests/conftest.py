@@ -23,6 +23,16 @@ def _load_script(relative_path: str):
     return module
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: tiny networks and small images run fastest that way on a busy
+    2-core machine (no OpenMP barrier stalls)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def load_script():
     """``load_script("tools/demo.py")`` imports a repository script as a module."""

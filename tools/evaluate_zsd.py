@@ -26,7 +26,8 @@ import zsdet  # noqa: F401  (first: the Pillow alias detectron2 v0.6 needs at im
 from detectron2.utils.logger import setup_logger
 from zsdet.data.datasets.coco_zsd import load_class_split
 from zsdet.engine.zsd_report import write_results_report
-from zsdet.evaluation.coco_results import load_coco_results, load_coco_test_set, read_json
+from zsdet.evaluation.coco_results import load_coco_results, load_coco_test_set
+from zsdet.utils.json_file import read_json
 from zsdet.evaluation.report import write_json
 from zsdet.evaluation.zsd_evaluator import evaluate_and_write
 

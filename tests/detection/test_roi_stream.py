@@ -15,13 +15,7 @@ from zsdet.synthesis import SynthesisTrainer
 C = 4  # classes; label 4 = background
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread avoids OpenMP barrier stalls on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_bank(tmp_path, parts=3, rows=400, d=8):

@@ -142,9 +142,9 @@ def run_tool(tool, tmp, gt, results, *extra):
 def test_malformed_json_names_the_file(tool, shapes_files):
     tmp, _, _ = shapes_files
     bad = write(tmp, "broken.json", '[{"image_id": 1,')
-    with pytest.raises(ValueError, match="broken.json is not valid json"):
+    with pytest.raises(ValueError, match="broken.json is not valid JSON"):
         run_tool(tool, tmp, str(tmp / "gt.json"), bad)
-    with pytest.raises(ValueError, match="broken.json is not valid json"):
+    with pytest.raises(ValueError, match="broken.json is not valid JSON"):
         run_tool(tool, tmp, bad, str(tmp / "results.json"))
     with pytest.raises(FileNotFoundError, match="missing.json"):
         run_tool(tool, tmp, str(tmp / "gt.json"), str(tmp / "missing.json"))

@@ -21,13 +21,7 @@ class Killed(Exception):
     pass
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Three extractions of 40 small images: one thread is fastest on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

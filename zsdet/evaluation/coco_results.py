@@ -20,7 +20,6 @@ GZSD protocol of :func:`.zsd_evaluator.evaluate_and_write`.
   detections on images outside the GT json or outside the test images, and of classes outside
   the split, are counted (:class:`ResultCounts`) and left out.
 """
-import json
 import operator
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence, Tuple
@@ -30,18 +29,7 @@ import numpy as np
 from ..data.datasets.coco_zsd import ClassSplit
 from .zsd_metrics import Detections, GroundTruth
 
-__all__ = ["read_json", "CocoTestSet", "ResultCounts", "load_coco_test_set", "load_coco_results"]
-
-
-def read_json(path: str, what: str) -> Any:
-    """Parsed json of ``path``; a missing or malformed file is an error naming it and ``what``."""
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} file {path} is not valid json: {e}") from None
+__all__ = ["CocoTestSet", "ResultCounts", "load_coco_test_set", "load_coco_results"]
 
 
 @dataclass

@@ -42,7 +42,6 @@ Files (``root`` = ``$DETECTRON2_DATASETS``, default ``datasets``)::
 """
 import csv
 import functools
-import json
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -52,6 +51,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
+from ...utils.json_file import read_json
 from ..embeddings import check_unique_names
 from ..shipped import resolve_data_path
 
@@ -125,11 +125,7 @@ def _read_split_file(path: str) -> Dict[str, List[str]]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"class-split file {path} does not exist")
     if path.endswith(".json"):
-        with open(path) as f:
-            try:
-                spec = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"class-split file {path} is not valid JSON ({e})") from None
+        spec = read_json(path, "class-split")
         if not isinstance(spec, dict) or "unseen" not in spec:
             raise ValueError(f'{path}: expected {{"seen": [...], "unseen": [...]}}')
         return spec

@@ -17,12 +17,12 @@ A **class-list file** (json) declares such datasets, so that a config can name t
 datasets (lazily: nothing is read until a dataset is used), so ``tools/train_net.py`` and
 ``tools/demo.py`` accept such configs unchanged.
 """
-import json
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ...utils.json_file import read_json
 from ..embeddings import check_unique_names
 
 __all__ = ["register_reindexed", "register_class_list", "read_class_list", "write_class_list",
@@ -98,13 +98,7 @@ def root_source(name: str) -> str:
 
 def read_class_list(path: str) -> Dict:
     """Parse and check a class-list file (module docstring); errors name the file."""
-    try:
-        with open(path) as f:
-            spec = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"class-list file {path} does not exist (ZSD.CLASS_LIST)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"class-list file {path} is not valid json: {e}") from None
+    spec = read_json(path, "class-list (ZSD.CLASS_LIST)")
     keys = ("thing_classes", "seen_classes", "unseen_classes", "datasets")
     if not isinstance(spec, dict) or any(k not in spec for k in keys):
         raise ValueError(f"class-list file {path} must hold the keys {keys}")
