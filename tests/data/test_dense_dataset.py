@@ -1,5 +1,4 @@
 """The built-in dense-scenes dataset: determinism, split rules, occlusion rule, embeddings."""
-import json
 import os
 
 import numpy as np
@@ -11,17 +10,10 @@ from zsdet.data.datasets.dense_scenes import DenseScenesConfig, register_zsd_den
 from zsdet.data.datasets.shapes import ensure_generated
 from zsdet.data.embeddings import load_class_embeddings
 
+from generated_datasets import assert_generation_is_deterministic, read_split
+
 SMALL = dict(image_size=96, objects_per_image=(4, 8), object_size=(14, 30), distractor_size=(8, 20),
              num_train=12, num_val=4, num_test=10)
-
-
-def _json(dataset_dir, split):
-    with open(os.path.join(dataset_dir, "annotations", f"{split}.json")) as f:
-        return json.load(f)
-
-
-def _files(folder):
-    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
 
 
 @pytest.fixture(scope="module")
@@ -34,28 +26,17 @@ def small_set(tmp_path_factory):
 
 def test_same_options_give_identical_files(small_set, tmp_path):
     out, config = small_set
-    again = tmp_path / "again"
-    again.mkdir()
-    dense_scenes.generate_dense_dataset(str(again), config)
-    files = _files(out)
-    assert files == _files(again)
-    assert len([f for f in files if f.endswith(".png")]) == 12 + 4 + 10
-    for rel in files:
-        with open(os.path.join(out, rel), "rb") as a, open(os.path.join(again, rel), "rb") as b:
-            assert a.read() == b.read(), rel
-    other = tmp_path / "other"
-    other.mkdir()
-    dense_scenes.generate_dense_dataset(str(other), DenseScenesConfig(**SMALL, seed=1))
-    assert _json(other, "train") != _json(out, "train")
+    assert_generation_is_deterministic(dense_scenes.generate_dense_dataset, out, config,
+                                       DenseScenesConfig(**SMALL, seed=1), tmp_path, num_images=12 + 4 + 10)
 
 
 def test_unseen_objects_never_in_training_images(small_set):
     out, config = small_set
     unseen = {i + 1 for i in config.unseen_ids}  # json category ids
     for split in ("train", "val"):
-        categories = {a["category_id"] for a in _json(out, split)["annotations"]}
+        categories = {a["category_id"] for a in read_split(out, split)["annotations"]}
         assert categories and not categories & unseen
-    zsd, gzsd = _json(out, "test_zsd"), _json(out, "test_gzsd")
+    zsd, gzsd = read_split(out, "test_zsd"), read_split(out, "test_gzsd")
     assert {a["category_id"] for a in zsd["annotations"]} <= unseen
     assert {im["id"] for im in zsd["images"]} == {a["image_id"] for a in zsd["annotations"]}
     assert any(a["category_id"] not in unseen for a in gzsd["annotations"])
@@ -63,7 +44,7 @@ def test_unseen_objects_never_in_training_images(small_set):
 
 def test_scenes_are_dense_and_objects_stay_mostly_visible(small_set):
     out, config = small_set
-    train = _json(out, "train")
+    train = read_split(out, "train")
     per_image = np.bincount([a["image_id"] - 1 for a in train["annotations"]], minlength=12)
     assert per_image.min() >= 1 and per_image.mean() >= 4  # most placements succeed
     boxes = np.array([a["bbox"] for a in train["annotations"]])

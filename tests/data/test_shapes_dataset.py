@@ -1,5 +1,4 @@
 """The built-in synthetic shapes dataset: determinism, split rules, embeddings, registration."""
-import json
 import os
 
 import numpy as np
@@ -10,12 +9,9 @@ from zsdet.data.datasets import shapes
 from zsdet.data.datasets.shapes import ShapesConfig, ensure_generated, register_zsd_shapes
 from zsdet.data.embeddings import load_class_embeddings
 
+from generated_datasets import assert_generation_is_deterministic, read_split
+
 SMALL = dict(image_size=64, object_size=(10, 24), num_train=12, num_val=4, num_test=10)
-
-
-def _json(dataset_dir, split):
-    with open(os.path.join(dataset_dir, "annotations", f"{split}.json")) as f:
-        return json.load(f)
 
 
 @pytest.fixture(scope="module")
@@ -28,26 +24,15 @@ def small_set(tmp_path_factory):
 
 def test_same_seed_gives_identical_files(small_set, tmp_path):
     out, config = small_set
-    again = tmp_path / "again"
-    again.mkdir()
-    shapes.generate_shapes_dataset(str(again), config)
-    files = sorted(os.path.relpath(os.path.join(d, f), out)
-                   for d, _, fs in os.walk(out) for f in fs)
-    assert len([f for f in files if f.endswith(".png")]) == 12 + 4 + 10
-    for rel in files:
-        with open(os.path.join(out, rel), "rb") as a, open(os.path.join(again, rel), "rb") as b:
-            assert a.read() == b.read(), rel
-    other = tmp_path / "other"
-    other.mkdir()
-    shapes.generate_shapes_dataset(str(other), ShapesConfig(**SMALL, seed=1))
-    assert _json(other, "train") != _json(out, "train")
+    assert_generation_is_deterministic(shapes.generate_shapes_dataset, out, config,
+                                       ShapesConfig(**SMALL, seed=1), tmp_path, num_images=12 + 4 + 10)
 
 
 def test_split_rules(small_set):
     out, config = small_set
     unseen = {i + 1 for i in config.unseen_ids}  # json category ids
-    train, val = _json(out, "train"), _json(out, "val")
-    zsd, gzsd = _json(out, "test_zsd"), _json(out, "test_gzsd")
+    train, val = read_split(out, "train"), read_split(out, "val")
+    zsd, gzsd = read_split(out, "test_zsd"), read_split(out, "test_gzsd")
     for split in (train, val):
         categories = {a["category_id"] for a in split["annotations"]}
         assert categories and not categories & unseen
@@ -66,7 +51,7 @@ def test_split_rules(small_set):
 
 def test_boxes_lie_inside_the_image_and_do_not_overlap(small_set):
     out, config = small_set
-    gzsd = _json(out, "test_gzsd")
+    gzsd = read_split(out, "test_gzsd")
     boxes = np.array([a["bbox"] for a in gzsd["annotations"]])
     assert (boxes[:, :2] >= 0).all() and (boxes[:, :2] + boxes[:, 2:] <= config.image_size).all()
     assert (boxes[:, 2:] >= config.object_size[0] * 0.8).all()
