@@ -1,5 +1,6 @@
 """Issue 10 item 1: a detector run killed after a checkpoint and rerun ends with the same weights as
 an uninterrupted run (optimizer momentum, LR schedule, data stream and random state restored)."""
+import itertools
 import os
 import subprocess
 import sys
@@ -78,6 +79,11 @@ def _identity(d):
     return dict(d)
 
 
+def image_ids_of_first_batches(stream, count):
+    """Image ids of the first ``count`` batches of ``stream``."""
+    return [[d["image_id"] for d in batch] for batch in itertools.islice(stream, count)]
+
+
 @pytest.mark.parametrize("grouping, workers", [(True, 0), (False, 0), (True, 2)])
 def test_stream_resumed_at_any_iteration_yields_the_same_batches(grouping, workers):
     """Mixed orientations: detectron2's aspect-ratio buckets hold items across iterations; the
@@ -91,11 +97,7 @@ def test_stream_resumed_at_any_iteration_yields_the_same_batches(grouping, worke
         stream = TrainStream(dicts, _identity, seed=7, total_batch_size=3, aspect_ratio_grouping=grouping,
                              num_workers=num_workers)
         stream.start_iter = start_iter
-        out = []
-        for batch in stream:
-            out.append([d["image_id"] for d in batch])
-            if len(out) == count:
-                return out
+        return image_ids_of_first_batches(stream, count)
 
     whole = batches(0, 25)
     assert whole != batches(0, 1) * 25  # the stream is shuffled, not constant
@@ -119,11 +121,7 @@ def test_ranks_read_disjoint_shares_of_one_stream_and_resume_alone(monkeypatch):
         monkeypatch.setattr(comm, "get_rank", lambda: rank)
         stream = TrainStream(dicts, _identity, seed=3, total_batch_size=2 * world, aspect_ratio_grouping=grouping)
         stream.start_iter = start_iter
-        out = []
-        for batch in stream:
-            out.append([d["image_id"] for d in batch])
-            if len(out) == count:
-                return out
+        return image_ids_of_first_batches(stream, count)
 
     for rank in (0, 1):
         assert items(2, rank, 5, 7, True) == items(2, rank, 0, 12, True)[5:]

@@ -113,7 +113,8 @@ def load_coco_test_set(coco: Mapping, class_split: ClassSplit, *, all_images: bo
         raise KeyError(f"{source}: the split's classes {missing} are not in its categories")
     class_names = tuple(c["name"] for c in split_cats)
     category_ids = np.array([c["id"] for c in split_cats], dtype=np.int64)
-    is_unseen = np.array([n in set(class_split.unseen) for n in class_names], dtype=bool)
+    unseen = set(class_split.unseen)
+    is_unseen = np.array([n in unseen for n in class_names], dtype=bool)
 
     all_image_ids = np.unique(_column(coco["images"], "id", np.int64, f"{source} images"))
     anns = coco["annotations"]
