@@ -37,6 +37,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from zsdet.data.feature_bank import FeatureBank, commit_part, part_bytes, part_path  # noqa: E402
+from zsdet.utils.io import write_json  # noqa: E402
 
 D, CLASSES, SEEN, ROWS_PER_IMAGE, IMAGES_PER_PART = 1024, 80, 65, 100, 32
 
@@ -146,10 +147,9 @@ def generator_rank(rank, world, init_file, bank_dir, seen, out_file):
             read += len(x)
         read_sec = time.perf_counter() - tic
         singles = full.singles_per_pass // world
-        with open(out_file, "w") as f:
-            json.dump({"rank": rank, "peak_rss_gb": peak_rss_gb(), "read_singles": singles, "read_sec": read_sec,
-                       "samples": read, "train_sec": train_sec, "train_rows": len(train_rows),
-                       "epochs_run": stats["epochs_run"]}, f)
+        write_json(out_file, {"rank": rank, "peak_rss_gb": peak_rss_gb(), "read_singles": singles,
+                              "read_sec": read_sec, "samples": read, "train_sec": train_sec,
+                              "train_rows": len(train_rows), "epochs_run": stats["epochs_run"]})
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -166,8 +166,7 @@ def classifier_stage(bank_dir, seen, out_file):
     read_sec = time.perf_counter() - tic
     classifier = torch.nn.Linear(bank.feature_dim, CLASSES + 1)
     fit_box_classifier(classifier, x, soft_targets(y), epochs=1, batch_size=256, lr=1e-3, weight_decay=0.0, seed=0)
-    with open(out_file, "w") as f:
-        json.dump({"peak_rss_gb": peak_rss_gb(), "rows": len(x), "read_sec": read_sec}, f)
+    write_json(out_file, {"peak_rss_gb": peak_rss_gb(), "rows": len(x), "read_sec": read_sec})
 
 
 def run_processes(target, args_of, n):

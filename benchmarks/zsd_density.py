@@ -34,6 +34,7 @@ from zsdet.engine.zsd_pipeline import METHODS as PIPELINE_METHODS  # noqa: E402
 from zsdet.evaluation import ZSDEvaluator  # noqa: E402
 from zsdet.evaluation.report import map_key, recall_key  # noqa: E402
 from zsdet.evaluation.zsd_evaluator import evaluate_and_write  # noqa: E402
+from zsdet.utils.io import write_text  # noqa: E402
 
 METHODS = ("baseline", "single_label", "alf", "flf", "clf")
 RECALL_IOUS = (0.4, 0.5, 0.6)
@@ -199,14 +200,8 @@ def main(argv=None):
     table = format_table(lines, labels)
     print("ZSD Recall@100 IoU .5 / ZSD mAP .5 (percent) by objects per image\n" + table,
           flush=True)
-    tmp = os.path.join(args.output_dir, "density_table.md.tmp")
-    with open(tmp, "w") as f:
-        f.write(table + "\n")
-    os.replace(tmp, os.path.join(args.output_dir, "density_table.md"))
-    tmp = os.path.join(args.output_dir, "density.jsonl.tmp")
-    with open(tmp, "w") as f:
-        f.write("".join(json.dumps(ln) + "\n" for ln in lines))
-    os.replace(tmp, os.path.join(args.output_dir, "density.jsonl"))
+    write_text(os.path.join(args.output_dir, "density_table.md"), table + "\n")
+    write_text(os.path.join(args.output_dir, "density.jsonl"), "".join(json.dumps(ln) + "\n" for ln in lines))
     print(f"[zsd_density] {(time.perf_counter() - tic) / 60:.1f} min wall; wrote "
           f"{args.output_dir}/density_table.md, density.jsonl", flush=True)
 

@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 from zsdet.engine.zsd_report import COLUMNS  # noqa: E402
-from zsdet.evaluation.report import write_json  # noqa: E402
+from zsdet.utils.io import write_figure, write_json, write_text  # noqa: E402
 
 METHODS = ("baseline", "single_label", "alf", "flf", "clf")
 CONFIG_DIR = os.path.join(ROOT, "configs", "dense")
@@ -227,7 +227,7 @@ def bar_chart(summary, path: str) -> None:
     ax.set_title("zsd_dense: mean ± std over seeds")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_figure(path, fig, dpi=120)
     plt.close(fig)
 
 
@@ -266,8 +266,7 @@ def main(argv=None):
     print(f"[zsd_methods] this invocation: {wall / 60:.1f} min wall; the runs' sum: "
           f"{sum(t['wall_s'] for t in timings.values()) / 60:.1f} min wall, "
           f"{sum(t['cpu_s'] for t in timings.values()) / 60:.1f} min CPU", flush=True)
-    with open(os.path.join(out, "results_table.md"), "w") as f:
-        f.write(table + "\n\n" + per_class_table(out, results) + "\n")
+    write_text(os.path.join(out, "results_table.md"), table + "\n\n" + per_class_table(out, results) + "\n")
     write_json(os.path.join(out, "summary.json"),
                {"seeds": args.seeds, "quick": args.quick, "opts": opts, "wall_seconds": wall,
                 "run_times": timings,

@@ -27,6 +27,7 @@ from zsdet.data.datasets.coco_zsd import (
     split_dir, split_json,
 )
 from zsdet.data.embeddings import load_class_embeddings, write_embedding_table
+from zsdet.utils.io import write_json
 
 BACKGROUND = "__background__"
 
@@ -80,13 +81,6 @@ def _read_json(path: str, required=("images", "annotations", "categories")) -> d
         raise ValueError(f"{path}: expected a JSON object with the keys {list(required)}; "
                          f"missing {missing}")
     return obj
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
 
 
 def _file_stamp(path: str) -> dict:
@@ -148,12 +142,12 @@ def main(argv=None) -> dict:
                                  keep_segmentation=args.keep_segmentation)
         os.makedirs(out_dir, exist_ok=True)
         for split in tqdm(SPLITS, desc="writing splits"):
-            _write_json(split_json(args.root, args.tag, split), splits[split])
+            write_json(split_json(args.root, args.tag, split), splits[split], indent=None)
         counts = {s: {"images": len(d["images"]), "annotations": len(d["annotations"])}
                   for s, d in splits.items()}
         manifest = {"options": options, "seen": list(groups.seen), "unseen": list(groups.unseen),
                     "class_names": class_names, "counts": counts}
-        _write_json(manifest_path, manifest)  # last: marks a complete, consistent set
+        write_json(manifest_path, manifest, indent=None)  # last: marks a complete, consistent set
     _print_counts(manifest["counts"])
     if args.embeddings:
         write_embeddings(args.embeddings, args.embeddings_format, manifest["class_names"],

@@ -39,6 +39,7 @@ from zsdet.utils.visualize import (
     one_label_per_object,
     select_detections,
 )
+from zsdet.utils.io import write_bytes
 
 logger = logging.getLogger("zsdet.demo")
 
@@ -111,8 +112,10 @@ def main(args) -> List[dict]:
                                                args.confidence_threshold, args.scale),
                            note=scoring_note(cfg, args))
         out_path = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
-        if not cv2.imwrite(out_path, drawn, [cv2.IMWRITE_PNG_COMPRESSION, 9]):  # 3x smaller
-            raise OSError(f"cannot write {out_path}")
+        encoded, png = cv2.imencode(".png", drawn, [cv2.IMWRITE_PNG_COMPRESSION, 9])  # 3x smaller
+        if not encoded:
+            raise OSError(f"cannot encode {out_path}")
+        write_bytes(out_path, png.tobytes())
         n_unseen = int(unseen.sum())
         logger.info("%s: %d seen, %d unseen labels drawn (score > %.2f, %s) -> %s", path,
                     len(dets) - n_unseen, n_unseen, args.confidence_threshold,

@@ -27,9 +27,8 @@ from detectron2.utils.logger import setup_logger
 from zsdet.data.datasets.coco_zsd import load_class_split
 from zsdet.engine.zsd_report import write_results_report
 from zsdet.evaluation.coco_results import load_coco_results, load_coco_test_set
-from zsdet.utils.json_file import read_json
-from zsdet.evaluation.report import write_json
 from zsdet.evaluation.zsd_evaluator import evaluate_and_write
+from zsdet.utils.io import read_json, write_json
 
 logger = logging.getLogger("zsdet.evaluate_zsd")
 

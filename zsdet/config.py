@@ -15,6 +15,8 @@ from typing import Sequence
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from .data.datasets.reindexed import register_class_list
+
 
 def add_zsdet_config(cfg: CN) -> CN:
     """Add zsdet's keys with their defaults to ``cfg`` (in place) before any YAML is merged.
@@ -36,8 +38,6 @@ def get_zsdet_cfg(config_file: str = "", opts: Sequence[str] = ()) -> CN:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     if cfg.ZSD.CLASS_LIST:  # datasets re-indexed to a detector's class list (tools/add_classes.py)
-        from .data.datasets.reindexed import register_class_list
-
         register_class_list(cfg.ZSD.CLASS_LIST)
     return cfg
 

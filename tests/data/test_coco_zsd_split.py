@@ -9,17 +9,18 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from zsdet.data.datasets.coco_zsd import (
-    COCO_THING_CLASSES, NAMED_SPLITS, TEST_IMAGE_IDS_65_15, ClassSplit, class_split_file,
-    load_class_split, make_zsd_splits, register_coco_zsd,
+    COCO_THING_CLASSES, NAMED_SPLITS, TEST_IMAGE_IDS_65_15, class_split_file, load_class_split, make_zsd_splits,
+    register_coco_zsd,
 )
 from zsdet.data.embeddings import load_class_embeddings
 from zsdet.data.shipped import SHIPPED_DATA_DIR, resolve_data_path
+from zsdet.data.zsd_split import ZeroShotSplit
 
 # non-contiguous ids, listed out of order: the split jsons must keep all of them, sorted by id
 CATEGORIES = [{"id": 6, "name": "bus"}, {"id": 1, "name": "dog"}, {"id": 4, "name": "cat"},
               {"id": 2, "name": "car"}]
 NAMES = ["dog", "car", "cat", "bus"]  # category-id order
-SPLIT = ClassSplit(seen=("dog", "car", "bus"), unseen=("cat",))
+SPLIT = ZeroShotSplit.from_names(NAMES, ["cat"])  # seen: dog, car, bus
 DOG, CAR, CAT, BUS = 1, 2, 4, 6
 
 
@@ -106,7 +107,7 @@ def test_every_split_keeps_the_full_sorted_category_list(splits):
 
 
 def test_classes_in_neither_group_leave_the_index_space():
-    leftover = make_zsd_splits(TRAIN, TEST, ClassSplit(("dog", "car"), ("cat",)), val_fraction=0)
+    leftover = make_zsd_splits(TRAIN, TEST, ZeroShotSplit.from_names(["dog", "car", "cat"], ["cat"]), val_fraction=0)
     for coco in leftover.values():
         assert [c["name"] for c in coco["categories"]] == ["dog", "car", "cat"]
         assert BUS not in {a["category_id"] for a in coco["annotations"]}
@@ -122,7 +123,7 @@ def test_class_split_files(tmp_path):
     assert load_class_split(str(tsv), NAMES) == SPLIT
     js = tmp_path / "split.json"
     js.write_text(json.dumps({"seen": ["bus", "dog"], "unseen": ["cat"]}))
-    assert load_class_split(str(js), NAMES) == ClassSplit(("dog", "bus"), ("cat",))
+    assert load_class_split(str(js), NAMES) == ZeroShotSplit.from_names(["dog", "cat", "bus"], ["cat"])
     with pytest.raises(KeyError, match="zebra"):
         load_class_split({"seen": ["dog"], "unseen": ["zebra"]}, NAMES)
     with pytest.raises(ValueError, match="both seen and unseen"):
@@ -135,7 +136,7 @@ def test_class_split_files(tmp_path):
     default = load_class_split()
     assert len(default.seen) == 65 and len(default.unseen) == 15 and "hot dog" in default.unseen
     with pytest.raises(KeyError, match="zebra"):  # the split's classes must exist in the jsons
-        make_zsd_splits(TRAIN, TEST, ClassSplit(("dog",), ("zebra",)))
+        make_zsd_splits(TRAIN, TEST, ZeroShotSplit.from_names(["dog", "zebra"], ["zebra"]))
     swap = {"dog": "car", "car": "dog"}
     renamed = dict(TEST, categories=[dict(c, name=swap.get(c["name"], c["name"]))
                                      for c in CATEGORIES])

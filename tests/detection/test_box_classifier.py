@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from zsdet.engine.box_classifier import balanced_rows, fit_box_classifier, soft_targets
+from zsdet.data.row_sampling import balanced_rows
+from zsdet.engine.box_classifier import fit_box_classifier, soft_targets
 
 
 def test_soft_targets_normalise_and_reject_empty():

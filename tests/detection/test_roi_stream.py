@@ -9,7 +9,8 @@ from detectron2.config import get_cfg
 
 from zsdet.config import add_zsdet_config
 from zsdet.data.feature_bank import FeatureBank, commit_part, part_bytes, part_path
-from zsdet.data.roi_stream import RoIBankSource, class_cap, shard_blocks
+from zsdet.data.roi_stream import RoIBankSource, shard_blocks
+from zsdet.data.row_sampling import class_cap
 from zsdet.synthesis import SynthesisTrainer
 
 C = 4  # classes; label 4 = background

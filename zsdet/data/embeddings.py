@@ -47,6 +47,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..utils.io import write_text
 from .shipped import resolve_data_path
 
 FORMATS = ("table", "word_vectors", "npy", "nus_wide_pickle")
@@ -203,18 +204,15 @@ def read_embedding_table(path: Union[str, os.PathLike]) -> Tuple[List[str], np.n
 def write_embedding_table(
     path: Union[str, os.PathLike], names: Sequence[str], matrix: np.ndarray
 ) -> None:
-    """Write a per-class table atomically (temp file, then ``os.replace``); float32 values are
-    written in their shortest exactly-round-tripping form."""
+    """Write a per-class table atomically; float32 values are written in their shortest
+    exactly-round-tripping form."""
     path = os.fspath(path)
     matrix = np.asarray(matrix, dtype=np.float32)
     if matrix.ndim != 2 or len(names) != len(matrix):
         raise ValueError(f"{len(names)} names for a matrix of shape {matrix.shape}")
     # str() of a numpy float32 is its shortest exactly-round-tripping decimal form
     lines = ["\t".join([name, *map(str, row)]) for name, row in zip(names, matrix)]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n")
 
 
 @dataclass(frozen=True)

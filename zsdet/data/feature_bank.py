@@ -13,13 +13,12 @@ rank ``r``). Every flush of :class:`FeatureBankWriter` writes ONE new part:
 * attrs ``class_names`` (json list, background excluded).
 
 Rows are stored foreground first, then background, so the streamed readers read the foreground
-rows as contiguous ranges. A part is built in memory and reaches the disk with plain file writes
-to ``<part>.tmp`` + ``os.replace``: a part either exists whole or not at all, a kill or a full disk
-(``ENOSPC``, reported as an ``OSError`` naming the part) never damages the committed parts, and a
-rerun resumes after the images they hold (:func:`done_image_ids`). The HDF5 library never writes
-to the bank directory itself, so a failing disk cannot leave it with half-updated metadata.
+rows as contiguous ranges. A part is built in memory and reaches the disk through
+:func:`zsdet.utils.io.write_bytes`: a part either exists whole or not at all, a kill or a full disk
+(an ``OSError`` naming the part) never damages the committed parts, and a rerun resumes after the
+images they hold (:func:`done_image_ids`). The HDF5 library never writes to the bank directory
+itself, so a failing disk cannot leave it with half-updated metadata.
 """
-import errno
 import glob
 import io
 import json
@@ -32,6 +31,8 @@ import h5py
 import numpy as np
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
+
+from ..utils.io import set_aside, write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -80,26 +81,13 @@ def part_bytes(features: np.ndarray, labels: np.ndarray, image_ids: np.ndarray, 
 
 
 def commit_part(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (``path.tmp``, fsync, rename).
+    """Write the part ``data`` to ``path`` atomically.
 
     Raises:
         OSError: the write failed (e.g. ``ENOSPC``); names the part, nothing is left behind.
     """
-    tmp = path + ".tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        reason = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise OSError(e.errno, f"{reason} while writing RoI bank part {path}; the parts written before "
-                               "it are complete and kept: fix the cause (e.g. free space) and rerun, "
-                               "extraction continues after the images they hold") from e
+    write_bytes(path, data, "RoI bank part", "the parts written before it are complete and kept: fix the "
+                "cause (e.g. free space) and rerun, extraction continues after the images they hold")
 
 
 def _open_part(path: str) -> h5py.File:
@@ -120,7 +108,7 @@ def _set_aside(path: str, error: Exception) -> None:
     """Warn about an unreadable part; rank 0 renames it ``*.corrupt`` (its images are extracted again)."""
     logger.warning("%s -- setting it aside as %s.corrupt; its images are extracted again", error, path)
     if comm.is_main_process() and os.path.exists(path):
-        os.replace(path, path + ".corrupt")
+        set_aside(path, ".corrupt")
 
 
 def done_image_ids(bank_dir: str) -> set:

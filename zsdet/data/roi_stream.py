@@ -24,21 +24,12 @@ from typing import Iterator, Tuple
 import numpy as np
 import torch
 
-from ..synthesis.sources import derive_seed
 from .feature_bank import FeatureBank
 from .mixtures import fuse_mixtures, sample_mixture_sets
+from .row_sampling import balanced_rows, class_cap
+from .seeded_rng import derive_seed
 
-__all__ = ["RoIBankSource", "class_cap", "shard_blocks"]
-
-
-def class_cap(counts: np.ndarray, total: int) -> int:
-    """The largest per-class cap q with ``sum(min(counts, q)) <= total`` (``counts.max()`` if all fit)."""
-    c = np.sort(counts[counts > 0])
-    if c.sum() <= total:
-        return int(c.max()) if len(c) else 0
-    below = np.concatenate([[0], np.cumsum(c)[:-1]])  # rows of the smaller classes, taken whole
-    caps = (total - below) // (len(c) - np.arange(len(c)))
-    return int(caps[np.argmax(caps < c)])  # the first class the cap cuts
+__all__ = ["RoIBankSource", "shard_blocks"]
 
 
 def shard_blocks(sizes: np.ndarray, rank: int, world: int) -> Tuple[np.ndarray, int]:
@@ -108,7 +99,6 @@ class RoIBankSource:
         if self.samples_per_epoch == 0 or self.samples_per_epoch >= n and not self.class_balanced:
             return np.arange(n), order
         if self.class_balanced:
-            from ..engine.box_classifier import balanced_rows  # engine imports this module
             counts = np.bincount(self.labels, minlength=self.num_classes)
             return balanced_rows(self.labels, class_cap(counts, self.samples_per_epoch), rng), order
         sizes = np.diff(self.bounds)[order]

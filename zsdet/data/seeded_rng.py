@@ -1,9 +1,11 @@
 """Randomness as a pure function of (seed, key): per training step, per stream item, per image.
 
-detectron2's augmentations draw from numpy's global generator and its RPN / RoI samplers from
-torch's, so results depend on everything the process drew before. Seeding those global generators
-from ``derive_seed(seed, <purpose>, key)`` right before the random work makes it independent of
-process history: a resumed, sharded or standalone run draws the same numbers for the same key.
+:func:`derive_seed` turns integer keys into a seed; every fixed key zsdet passes to it is defined
+here, so that no two purposes share a stream. detectron2's augmentations draw from numpy's global
+generator and its RPN / RoI samplers from torch's, so results depend on everything the process
+drew before. Seeding those global generators from ``derive_seed(seed, <purpose>, key)`` right
+before the random work makes it independent of process history: a resumed, sharded or standalone
+run draws the same numbers for the same key.
 """
 import contextlib
 import hashlib
@@ -12,10 +14,18 @@ import random
 import numpy as np
 import torch
 
-from ..synthesis.sources import derive_seed
-
-# distinct first keys keep the streams of different purposes unrelated
+# distinct first keys keep the detector's streams of different purposes unrelated
 TRAIN_ORDER, TRAIN_AUGMENT, TRAIN_STEP, TRAIN_LOADER, MODEL_INIT, EXTRACT_AUGMENT, EXTRACT_SAMPLE = range(7)
+# second keys after a run's seed that never collide with an epoch number
+SPLIT_KEY = 2 ** 31  # train / validation split of a feature source
+VAL_KEY = 2 ** 31 + 1  # the generator's validation label sets and noise
+INIT_KEY = 2 ** 31 + 2  # the generator's initial weights
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed from non-negative integer keys, e.g. ``(seed, epoch)``; distinct keys give
+    unrelated streams (numpy's ``SeedSequence`` hashing)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def image_key(image_id) -> int:

@@ -20,8 +20,7 @@ from detectron2.data.build import build_batch_data_loader
 from detectron2.utils import comm
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from ..synthesis.sources import derive_seed
-from .seeded_rng import TRAIN_AUGMENT, TRAIN_LOADER, TRAIN_ORDER, seeded_global_rngs
+from .seeded_rng import TRAIN_AUGMENT, TRAIN_LOADER, TRAIN_ORDER, derive_seed, seeded_global_rngs
 
 
 class StreamOrder:

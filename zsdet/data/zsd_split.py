@@ -1,9 +1,11 @@
-"""The seen / unseen class split of a zero-shot detection dataset, read from its metadata.
+"""The seen / unseen class split (:class:`ZeroShotSplit`) and the class embeddings of a
+zero-shot detection dataset, read from its metadata.
 
 Splits are data: a ZSD dataset's ``MetadataCatalog`` entry holds ``thing_classes`` (all classes in
 one stable index space), ``seen_classes`` and ``unseen_classes`` (names), and its class embeddings
 (``class_embeddings``: (K, a) nested list, or ``class_embeddings_file`` read with
-:func:`zsdet.data.embeddings.load_class_embeddings`).
+:func:`zsdet.data.embeddings.load_class_embeddings`). Split files (COCO 65/15, 48/17, ...) are read
+into the same type by :func:`zsdet.data.datasets.coco_zsd.load_class_split`.
 """
 from dataclasses import dataclass
 from typing import Sequence, Tuple
@@ -11,7 +13,7 @@ from typing import Sequence, Tuple
 import numpy as np
 from detectron2.data import MetadataCatalog
 
-from .embeddings import check_unique_names
+from .embeddings import check_unique_names, load_class_embeddings, normalize_embeddings
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,16 @@ class ZeroShotSplit:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def seen(self) -> Tuple[str, ...]:
+        """Names of the seen classes, in class order."""
+        return tuple(self.class_names[i] for i in self.seen_ids)
+
+    @property
+    def unseen(self) -> Tuple[str, ...]:
+        """Names of the unseen classes, in class order."""
+        return tuple(self.class_names[i] for i in self.unseen_ids)
 
     @classmethod
     def from_names(cls, class_names: Sequence[str], unseen_classes: Sequence[str],
@@ -64,8 +76,6 @@ def class_embeddings_of(dataset_name: str, path: str = "", normalize: str = "l2"
         normalize: "l2" (rows), "spectral" (SUZOD: whole matrix by its largest singular value)
             or "none".
     """
-    from .embeddings import load_class_embeddings, normalize_embeddings
-
     meta = MetadataCatalog.get(dataset_name)
     names = meta.thing_classes
     if path or not hasattr(meta, "class_embeddings"):

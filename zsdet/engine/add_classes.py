@@ -33,6 +33,7 @@ from ..data.datasets.reindexed import root_source, write_class_list
 from ..data.embeddings import check_unique_names, load_class_embeddings, normalize_embeddings
 from ..data.zsd_split import class_embeddings_from_config, class_embeddings_of
 from ..synthesis import LabelSets, SynthesisTrainer
+from ..utils.io import write_text
 from .box_classifier import fit_box_classifier, soft_targets
 from .zsd_pipeline import ZSDPipeline
 
@@ -185,9 +186,7 @@ def add_classes(run_dir: str, new_classes: Sequence[str], embeddings_file: str, 
     new_cfg.ZSD.TEST_GZSD = renamed["gzsd"][0] if renamed["gzsd"] else ""
     new_cfg.OUTPUT_DIR = stem
     config = stem + ".yaml"
-    with open(config + ".tmp", "w") as f:
-        f.write(new_cfg.dump())
-    os.replace(config + ".tmp", config)
+    write_text(config, new_cfg.dump())
     logger.info("added %s: %s, %s, %s", new_classes, weights, config, class_list)
     return {"weights": weights, "config": config, "class_list": class_list, "thing_classes": thing,
             "added_classes": new_classes, "classifier": stats}

@@ -7,12 +7,12 @@ target the background column. Box regression is left as stage 1 trained it.
 """
 from typing import Dict
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..synthesis import derive_seed, fit_module
+from ..data.seeded_rng import derive_seed
+from ..synthesis import fit_module
 
 
 def soft_targets(multi_hot: torch.Tensor) -> torch.Tensor:
@@ -63,15 +63,3 @@ def fit_box_classifier(classifier: nn.Module, features: torch.Tensor, targets: t
                       for x, t in batches(epochs))
     return {"loss": summed / -(-len(features) // batch_size), "train_accuracy": correct / len(features)}
 
-
-def balanced_rows(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    """Up to ``per_class`` random row indices of each label value (all rows of rarer labels)."""
-    order = rng.permutation(len(labels))
-    ranked = labels[order]
-    # rank of each row within its label, computed by a stable sort instead of a loop over labels
-    by_label = np.argsort(ranked, kind="stable")
-    sorted_labels = ranked[by_label]
-    first = np.searchsorted(sorted_labels, sorted_labels, side="left")
-    rank = np.empty(len(labels), dtype=np.int64)
-    rank[by_label] = np.arange(len(labels)) - first
-    return np.sort(order[rank < per_class])

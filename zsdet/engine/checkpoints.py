@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..synthesis.trainer import atomic_open, atomic_save
+from ..utils.io import write_bytes, write_torch
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,11 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
                 **{key: obj.state_dict() for key, obj in self.checkpointables.items()}, **kwargs}
         path = os.path.join(self.save_dir, f"{name}.pth")
         self.logger.info("Saving checkpoint to %s", path)
-        atomic_save(data, path)
+        write_torch(path, data)
         self.tag_last_checkpoint(os.path.basename(path))
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        with atomic_open(os.path.join(self.save_dir, LAST_CHECKPOINT)) as f:
-            f.write(last_filename_basename.encode())
+        write_bytes(os.path.join(self.save_dir, LAST_CHECKPOINT), last_filename_basename.encode())
 
     def _load_file(self, filename: str):
         try:

@@ -41,10 +41,10 @@ from zsdet.data.mlzsl import (ConcatSource, H5FeatureSource, SyntheticBenchmarkS
                               write_synthetic_benchmark)
 from zsdet.evaluation import (min_memory_mb, per_label_ap_percent, report_multilabel,
                               streamed_multilabel_metrics)
-from zsdet.evaluation.report import write_json
 from zsdet.synthesis import (LabelSets, SynthesisTrainer, TensorFeatureSource, derive_seed,
                              sample_label_sets, train_multilabel_classifier, unseen_label_sets)
-from zsdet.synthesis.trainer import atomic_save, resolve_device
+from zsdet.synthesis.trainer import resolve_device
+from zsdet.utils.io import write_figure, write_json, write_torch
 
 from .settings_check import check_classification_settings
 
@@ -269,7 +269,7 @@ def train_heads(cfg, bench: MLZSLBenchmark, train: H5FeatureSource,
 
 
 def save_heads(path: str, heads: Dict[str, nn.Linear]) -> None:
-    atomic_save({"format": 1, "heads": {t: h.state_dict() for t, h in heads.items()}}, path)
+    write_torch(path, {"format": 1, "heads": {t: h.state_dict() for t, h in heads.items()}})
 
 
 def load_heads(path: str, device) -> Dict[str, nn.Linear]:
@@ -373,9 +373,7 @@ def plot_ap_change(path: str, ours: Dict[str, Optional[float]], baseline: Dict[s
     ax.set_ylabel("AP change (percentage points)")
     ax.set_title(f"{title}: better on {int((diff > 0).sum())} of {len(names)} labels")
     fig.tight_layout()
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    write_figure(path, fig)
     return len(names)
 
 

@@ -16,10 +16,9 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-from ..data.seeded_rng import MODEL_INIT, TRAIN_STEP, seed_global_rngs, seeded_global_rngs
+from ..data.seeded_rng import MODEL_INIT, TRAIN_STEP, derive_seed, seed_global_rngs, seeded_global_rngs
 from ..data.train_stream import TrainStream
 from ..evaluation import ZSDEvaluator
-from ..synthesis.sources import derive_seed
 from .checkpoints import AtomicDetectionCheckpointer
 
 logger = logging.getLogger(__name__)

@@ -25,13 +25,14 @@ from detectron2.utils import comm
 from ..data.feature_bank import COMPLETE, FeatureBank, FeatureBankWriter, bank_is_complete, done_image_ids
 from ..data.mixtures import fuse_mixtures, sample_mixture_sets
 from ..data.roi_stream import RoIBankSource
+from ..data.row_sampling import balanced_rows
 from ..data.seeded_rng import PerImageSeededMapper
 from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config, class_embeddings_source
 from ..evaluation import ZSDEvaluator
 from ..modeling import RoIFeatureExtractor, SemanticProjectionClassifier
 from ..synthesis import LabelSets, SynthesisTrainer
-from .box_classifier import balanced_rows, fit_box_classifier, soft_targets
-from ..synthesis.trainer import atomic_save
+from ..utils.io import write_bytes, write_torch
+from .box_classifier import fit_box_classifier, soft_targets
 from .checkpoints import CLASSIFIER_PREFIX, checkpoint_problem, load_detector_weights, load_state_dict_file
 from .detection_trainer import ZSDTrainer
 from .settings_check import check_pipeline_settings
@@ -115,7 +116,7 @@ class ZSDPipeline:
                                        self.split.class_names, flush_every=f.FLUSH_EVERY)
             inference_on_dataset(extractor, loader, writer)
         if comm.is_main_process():
-            open(marker, "w").close()
+            write_bytes(marker, b"")
         comm.synchronize()
         return None
 
@@ -203,7 +204,7 @@ class ZSDPipeline:
                   if not k.startswith(CLASSIFIER_PREFIX)}
         merged.update({CLASSIFIER_PREFIX + k: v.detach().cpu() for k, v in classifier.state_dict().items()})
         path = self.path(name)
-        atomic_save({"model": merged, "classifier_type": type(classifier).__name__, **extra}, path)
+        write_torch(path, {"model": merged, "classifier_type": type(classifier).__name__, **extra})
         return path
 
     def _classifier_stage(self, weights: str, what: str, build) -> None:

@@ -4,8 +4,8 @@ from typing import Mapping
 
 from tabulate import tabulate
 
-from ..evaluation.report import write_json
 from ..evaluation.top1_labels import TOP1_IOU, top1_key
+from ..utils.io import write_json
 
 # (column header, result group, metric key)
 COLUMNS = (

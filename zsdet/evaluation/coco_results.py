@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from ..data.datasets.coco_zsd import ClassSplit
+from ..data.zsd_split import ZeroShotSplit
 from .zsd_metrics import Detections, GroundTruth
 
 __all__ = ["CocoTestSet", "ResultCounts", "load_coco_test_set", "load_coco_results"]
@@ -90,7 +90,7 @@ def _xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
 
 
-def load_coco_test_set(coco: Mapping, class_split: ClassSplit, *, all_images: bool = False,
+def load_coco_test_set(coco: Mapping, class_split: ZeroShotSplit, *, all_images: bool = False,
                        source: str = "ground truth") -> CocoTestSet:
     """Test images and GT of a COCO instances dict (module docstring).
 

@@ -10,7 +10,8 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from .multilabel import as_numpy, average_precision_per_label, f1_at_k, mean_of_label_aps
-from .report import format_summary_table, write_json
+from ..utils.io import write_json
+from .report import format_summary_table
 
 __all__ = ["MultiLabelEvaluator", "report_multilabel", "per_label_ap_percent"]
 

@@ -1,18 +1,18 @@
-"""Presentation of evaluation results: metric key names, tables, JSON files, per-class bar charts.
+"""Presentation of evaluation results: metric key names, tables, per-class bar charts.
 
 Per-class results travel as "records": one dict per class with the keys ``class``, ``split``
 ("seen" / "unseen"), ``num_gt``, ``num_detections`` and one float (or None for classes without
 GT) per metric column, e.g. ``AP_iou0.5`` and ``recall@100_iou0.4``.
 """
-import json
 import math
-import os
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from tabulate import tabulate
 
+from ..utils.io import write_figure
+
 __all__ = ["ap_key", "map_key", "recall_key", "format_summary_table", "format_per_class_table",
-           "write_json", "plot_per_class"]
+           "plot_per_class"]
 
 UNSEEN_COLOR = "tab:red"
 BAR_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:gray")
@@ -55,25 +55,6 @@ def format_per_class_table(records: Sequence[Mapping], columns: Sequence[str]) -
     return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
 
 
-def write_json(path: str, payload) -> None:
-    """Write ``payload`` as indented JSON atomically (temporary file, then ``os.replace``).
-    NaN floats are written as ``null``."""
-    def clean(x):
-        if isinstance(x, float) and math.isnan(x):
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(clean(payload), f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
-
-
 def plot_per_class(path: str, records: Sequence[Mapping], columns: Sequence[str],
                    title: Optional[str] = None) -> None:
     """Save a grouped bar chart (PNG) of the metric ``columns`` (percent) of each class with GT.
@@ -107,7 +88,4 @@ def plot_per_class(path: str, records: Sequence[Mapping], columns: Sequence[str]
     ax.set_title(title or "per-class results (unseen classes in red)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    write_figure(path, fig)

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from detectron2.structures.boxes import Boxes, matched_pairwise_iou
 
-from .report import UNSEEN_COLOR, format_summary_table, write_json
+from ..utils.io import write_figure, write_json
+from .report import UNSEEN_COLOR, format_summary_table
 from .zsd_metrics import Detections, GroundTruth, keep_top_k_per_image
 
 __all__ = ["OUTCOMES", "GROUPS", "TOP1_IOU", "top1_key", "Top1Labels", "top1_classes",
@@ -199,10 +200,7 @@ def plot_top1_confusion(path: str, top1: Top1Labels, class_names: Sequence[str],
                  fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    write_figure(path, fig)
 
 
 def report_top1_labels(dets: Detections, gt: GroundTruth, class_names: Sequence[str],

@@ -12,15 +12,8 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
-from .report import (
-    ap_key,
-    format_per_class_table,
-    format_summary_table,
-    map_key,
-    plot_per_class,
-    recall_key,
-    write_json,
-)
+from ..utils.io import write_json
+from .report import ap_key, format_per_class_table, format_summary_table, map_key, plot_per_class, recall_key
 from .top1_labels import report_top1_labels
 from .zsd_metrics import (
     ClassMetrics,

@@ -16,8 +16,7 @@ from detectron2.modeling.matcher import Matcher
 from detectron2.structures import Boxes, pairwise_iou
 from torch import nn
 
-from ..data.seeded_rng import EXTRACT_SAMPLE, image_key
-from ..synthesis.sources import derive_seed
+from ..data.seeded_rng import EXTRACT_SAMPLE, derive_seed, image_key
 
 IGNORE = -1
 

@@ -1,9 +1,9 @@
 """Multi-label feature synthesis (paper Sec. 3), shared by detection and classification.
 
-Works on plain feature tensors and class-embedding matrices; knows nothing about images.
+Works on plain feature tensors and class-embedding matrices from a
+:class:`~zsdet.data.feature_source.FeatureSource`; knows nothing about images.
 
 * :mod:`.label_sets`: :class:`LabelSets`, padded label sets (the generator's condition).
-* :mod:`.sources`: :class:`FeatureSource` protocol, :class:`TensorFeatureSource`.
 * :mod:`.networks`: two-layer conditional MLPs (generator, critic, encoder).
 * :mod:`.amp_linear`: :class:`AmpLinear`, linear layers with persistent bf16 buffers under autocast.
 * :mod:`.amp_adam`: :class:`AmpAdam`, Adam with a one-pass update of ``AmpLinear`` weights.
@@ -22,6 +22,8 @@ Typical use::
 
 Nothing here is registered in a detectron2 registry.
 """
+from ..data.feature_source import FeatureSource, TensorFeatureSource
+from ..data.seeded_rng import derive_seed
 from .amp_adam import AmpAdam
 from .amp_linear import AmpLinear
 from .classifiers import fit_linear_multilabel, fit_module, train_multilabel_classifier
@@ -29,7 +31,6 @@ from .fusion import FUSIONS, CrossLevelFusion, MultiLabelGenerator, SetIndex, in
 from .label_sampling import nearest_unseen, sample_label_sets, unseen_label_sets
 from .label_sets import LabelSets
 from .scaling import FeatureScaler
-from .sources import FeatureSource, TensorFeatureSource, derive_seed
 from .trainer import GANS, SynthesisSettings, SynthesisTrainer, load_checkpoint
 
 __all__ = [

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..data.feature_source import FeatureSource, TensorFeatureSource
 from .losses import multilabel_bce
-from .sources import FeatureSource, TensorFeatureSource
 
 __all__ = ["train_multilabel_classifier", "fit_linear_multilabel", "fit_module"]
 

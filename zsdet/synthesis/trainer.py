@@ -45,13 +45,12 @@ are wrapped in ``DistributedDataParallel``; each rank takes its share of every g
 (a source with ``iter_rank_batches``, e.g. the RoI bank's, reads only that share: :func:`shards_by_rank`).
 """
 import dataclasses
-import errno
 import hashlib
 import json
 import logging
 import os
 import time
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import nullcontext
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -60,7 +59,10 @@ from detectron2.utils.events import EventStorage, TensorboardXWriter
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ..data.feature_source import FeatureSource, check_finite
+from ..data.seeded_rng import INIT_KEY, VAL_KEY, derive_seed
 from ..evaluation import mean_average_precision
+from ..utils.io import write_text, write_torch
 from .amp_adam import AmpAdam
 from .amp_linear import set_grad_mode
 from .classifiers import fit_linear_multilabel
@@ -69,7 +71,6 @@ from .label_sets import LabelSets
 from .losses import RECON_LOSSES, critic_loss, generator_adversarial_loss, multilabel_bce, vae_loss
 from .networks import OUTPUT_ACTIVATIONS, Critic, Encoder
 from .scaling import SCALINGS, FeatureScaler
-from .sources import FeatureSource, check_finite, derive_seed
 
 __all__ = ["SynthesisSettings", "SynthesisTrainer", "GANS", "AMP_DTYPES", "embeddings_fingerprint"]
 
@@ -81,8 +82,6 @@ CHECKPOINT = "last_checkpoint.pth"
 BEST = "model_best.pth"
 METRICS = "metrics.jsonl"
 FORMAT = 2  # 2: generator / encoder first layer stored as one fc1 over [z; e]
-VAL_KEY = 2 ** 31 + 1  # derive_seed keys that never collide with an epoch number
-INIT_KEY = 2 ** 31 + 2
 NOISE_BLOCK = 4096  # rows of synthesis noise drawn per generator seed
 # settings that may change between a run and its resumption
 RESUMABLE_CHANGES = {"epochs", "patience", "resume", "synth_batch_size"}
@@ -186,42 +185,6 @@ def resolve_device(name: Optional[str]) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", comm.get_local_rank())
     return torch.device("cpu")
-
-
-def _disk_full(error: BaseException) -> bool:
-    """True when ``error`` or an exception it was raised from is ENOSPC (torch wraps write errors)."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-@contextmanager
-def atomic_open(path: str):
-    """A binary file to write ``path`` atomically: ``path + '.tmp'``, flushed and fsynced, then
-    renamed onto ``path``; a kill or a full disk never leaves a partial ``path``. A full disk
-    raises ``OSError`` (ENOSPC) saying so and naming ``path``."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with suppress(OSError):
-            os.remove(tmp)
-        if _disk_full(e):
-            raise OSError(errno.ENOSPC, f"no space left on device while writing {path} (the previous "
-                                        "file, if any, is intact; free space and rerun)") from e
-        raise
-
-
-def atomic_save(obj, path: str) -> None:
-    """``torch.save`` through :func:`atomic_open`: never a partial file; a full disk is named."""
-    with atomic_open(path) as f:
-        torch.save(obj, f)
 
 
 def embeddings_fingerprint(class_embeddings, class_names: Optional[Sequence[str]] = None) -> str:
@@ -429,13 +392,13 @@ class SynthesisTrainer:
         return opts
 
     def _save_checkpoint(self, epoch: int) -> None:
-        atomic_save({
+        write_torch(self._path(CHECKPOINT), {
             "format": FORMAT, "epoch": epoch, "settings": dataclasses.asdict(self.s),
             "models": {k: m.state_dict() for k, m in self._models().items()},
             "optimizers": {k: o.state_dict() for k, o in self._optimizers().items()},
             "scaler": self.scaler.state_dict(), "train_sets": {"idx": self.train_sets.idx, "mask": self.train_sets.mask},
             "seen_classes": self.seen_classes, "best": dict(self.best), "embeddings": self.embeddings,
-        }, self._path(CHECKPOINT))
+        })
 
     def _check_embeddings(self, state: Dict, path: str) -> None:
         """Refuse a checkpoint trained with other class embeddings (values, class list or dimension)."""
@@ -478,10 +441,10 @@ class SynthesisTrainer:
         return state["epoch"] + 1
 
     def _save_best(self, epoch: int, score: float) -> None:
-        atomic_save({"format": FORMAT, "epoch": epoch, "score": score, "settings": dataclasses.asdict(self.s),
+        write_torch(self._path(BEST), {"format": FORMAT, "epoch": epoch, "score": score, "settings": dataclasses.asdict(self.s),
                      "generator": self.generator.state_dict(), "scaler": self.scaler.state_dict(),
                      "seen_classes": self.seen_classes, "embeddings": self.embeddings,
-                     "train_sets": {"idx": self.train_sets.idx, "mask": self.train_sets.mask}}, self._path(BEST))
+                     "train_sets": {"idx": self.train_sets.idx, "mask": self.train_sets.mask}})
 
     def load_best(self, path: Optional[str] = None) -> Dict:
         """Load the selected generator and feature scaler (``output_dir/model_best.pth`` by default).
@@ -792,9 +755,7 @@ class _MetricsLog:
         if os.path.exists(self.path):
             with open(self.path) as f:
                 lines = [ln for ln in f if ln.strip() and json.loads(ln)["epoch"] < keep_epochs_below]
-        with open(self.path + ".tmp", "w") as f:
-            f.writelines(lines)
-        os.replace(self.path + ".tmp", self.path)
+        write_text(self.path, "".join(lines))
         self.tb = TensorboardXWriter(os.path.join(output_dir, "tensorboard"))
 
     def write(self, metrics: Dict[str, float]) -> None:

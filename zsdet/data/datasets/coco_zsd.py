@@ -43,17 +43,17 @@ Files (``root`` = ``$DETECTRON2_DATASETS``, default ``datasets``)::
 import csv
 import functools
 import os
-from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-from ...utils.json_file import read_json
+from ...utils.io import read_json
 from ..embeddings import check_unique_names
 from ..shipped import resolve_data_path
+from ..zsd_split import ZeroShotSplit
 
 COCO_THING_CATEGORIES = [c for c in COCO_CATEGORIES if c["isthing"]]
 COCO_THING_CLASSES = [c["name"] for c in COCO_THING_CATEGORIES]
@@ -74,16 +74,8 @@ TEST_IMAGE_IDS_65_15 = "zsdet://coco_zsd/test_image_ids_val2014_65_15.txt"
 SPLIT_VALUES = ("seen", "unseen", "none")
 
 
-@dataclass(frozen=True)
-class ClassSplit:
-    """Seen and unseen class names (disjoint; order = the dataset's class order)."""
-
-    seen: Tuple[str, ...]
-    unseen: Tuple[str, ...]
-
-
 def load_class_split(spec: Union[None, str, os.PathLike, Mapping[str, Sequence[str]]] = None,
-                     class_names: Sequence[str] = COCO_THING_CLASSES) -> ClassSplit:
+                     class_names: Sequence[str] = COCO_THING_CLASSES) -> ZeroShotSplit:
     """Read a seen/unseen split and check it against ``class_names``.
 
     Args:
@@ -91,7 +83,8 @@ def load_class_split(spec: Union[None, str, os.PathLike, Mapping[str, Sequence[s
             ``name`` and ``split`` (seen / unseen / none) columns, a ``.json``
             ``{"seen": [...], "unseen": [...]}``, or such a mapping. Without a seen list, seen =
             every class that is not unseen.
-        class_names: all classes of the dataset; the result follows their order.
+        class_names: all classes of the dataset; the result holds those that are seen or unseen,
+            in this order.
     """
     source = "the default 65/15 split" if spec is None else str(spec)
     if spec is None:
@@ -109,8 +102,8 @@ def load_class_split(spec: Union[None, str, os.PathLike, Mapping[str, Sequence[s
         raise ValueError(f"{source}: classes {sorted(seen & unseen)} are both seen and unseen")
     if not seen or not unseen:
         raise ValueError(f"{source}: the seen and the unseen lists must both be non-empty")
-    return ClassSplit(tuple(n for n in class_names if n in seen),
-                      tuple(n for n in class_names if n in unseen))
+    return ZeroShotSplit.from_names([n for n in class_names if n in seen | unseen],
+                                    [n for n in class_names if n in unseen], source)
 
 
 def class_split_file(spec: Union[str, os.PathLike]) -> str:
@@ -203,7 +196,7 @@ class _CocoArrays:
         }
 
 
-def make_zsd_splits(train_coco: Mapping, test_coco: Mapping, class_split: ClassSplit, *,
+def make_zsd_splits(train_coco: Mapping, test_coco: Mapping, class_split: ZeroShotSplit, *,
                     val_fraction: float = 0.02, seed: int = 0, min_size: int = 32,
                     keep_segmentation: bool = False) -> Dict[str, Dict]:
     """Build the ZSD split dicts (module docstring) from COCO instances dicts.

@@ -29,7 +29,6 @@ blow up through 33 residual blocks (measured: loss 8.7e4 at the first iteration,
 beyond the float16 range of the RoI bank, which refuses them).
 """
 import csv
-import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -40,9 +39,10 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_backbone
 from pycocotools import mask as mask_utils
 
-from ...synthesis.trainer import atomic_save
+from ...utils.io import write_json, write_torch
 from ..shipped import resolve_data_path
-from .coco_zsd import ClassSplit, load_class_split
+from ..zsd_split import ZeroShotSplit
+from .coco_zsd import load_class_split
 
 CATEGORY_TABLE = "zsdet://coco_zsd/split_65_15.tsv"
 # COCO 2014's frequent image shapes (width, height) at full size; SMALL_SHAPE has a shorter side
@@ -150,7 +150,7 @@ def _render(rng: np.random.Generator, image: Dict, annotations: List[Dict]) -> n
 
 
 def _write_split(coco_dir: str, split: str, kinds: Dict[str, int], categories: List[Dict],
-                 class_split: ClassSplit, scale: float, rng: np.random.Generator,
+                 class_split: ZeroShotSplit, scale: float, rng: np.random.Generator,
                  first_ann_id: int) -> Dict:
     ids = {c["name"]: c["id"] for c in categories}
     seen = _ClassCycle([ids[n] for n in class_split.seen], rng)
@@ -181,7 +181,7 @@ def _write_split(coco_dir: str, split: str, kinds: Dict[str, int], categories: L
             "images": images, "annotations": annotations, "categories": categories}
 
 
-def write_fake_coco(coco_dir: str, class_split: Optional[ClassSplit] = None, *,
+def write_fake_coco(coco_dir: str, class_split: Optional[ZeroShotSplit] = None, *,
                     scale: float = 0.1, seed: int = 0,
                     train_kinds: Dict[str, int] = TRAIN_KINDS,
                     val_kinds: Dict[str, int] = VAL_KINDS) -> Dict[str, str]:
@@ -208,8 +208,7 @@ def write_fake_coco(coco_dir: str, class_split: Optional[ClassSplit] = None, *,
                             first_ann_id)
         first_ann_id += len(coco["annotations"])
         paths[split] = os.path.join(coco_dir, "annotations", f"instances_{split}2014.json")
-        with open(paths[split], "w") as f:
-            json.dump(coco, f)
+        write_json(paths[split], coco, indent=None)
     return paths
 
 
@@ -248,5 +247,5 @@ def write_standin_backbone(cfg, image_files: Sequence[str], path: str, seed: int
     for hook in hooks:
         hook.remove()
     state = {f"backbone.bottom_up.{k}": v for k, v in bottom_up.state_dict().items()}
-    atomic_save({"model": state}, path)
+    write_torch(path, {"model": state})
     return path

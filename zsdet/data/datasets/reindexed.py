@@ -22,7 +22,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ...utils.json_file import read_json
+from ...utils.io import read_json, write_json
 from ..embeddings import check_unique_names
 
 __all__ = ["register_reindexed", "register_class_list", "read_class_list", "write_class_list",
@@ -109,8 +109,6 @@ def write_class_list(path: str, thing_classes: Sequence[str], seen_classes: Sequ
                      unseen_classes: Sequence[str], datasets: Mapping[str, str],
                      class_embeddings: Optional[np.ndarray] = None) -> None:
     """Write a class-list file atomically."""
-    from ...evaluation.report import write_json
-
     write_json(path, {
         "thing_classes": list(thing_classes), "seen_classes": list(seen_classes),
         "unseen_classes": list(unseen_classes),

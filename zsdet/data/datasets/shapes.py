@@ -42,6 +42,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 from tqdm import tqdm
 
+from ...utils.io import write_json
 from ..embeddings import normalize_embeddings, write_embedding_table
 
 logger = logging.getLogger(__name__)
@@ -350,13 +351,13 @@ def write_synthetic_dataset(out_dir: str, config, draw, embeddings: np.ndarray, 
     os.makedirs(os.path.join(out_dir, "annotations"))
     for split in SPLITS:
         info = {"description": f"{description}, split {split}", "version": config.digest()}
-        with open(os.path.join(out_dir, "annotations", f"{split}.json"), "w") as f:
-            json.dump({"info": info, "images": images[split], "annotations": annotations[split],
-                       "categories": categories}, f)
+        write_json(os.path.join(out_dir, "annotations", f"{split}.json"),
+                   {"info": info, "images": images[split], "annotations": annotations[split],
+                    "categories": categories}, indent=None)
     write_embedding_table(os.path.join(out_dir, "class_embeddings.tsv"), config.class_names,
                           embeddings)
-    with open(os.path.join(out_dir, "dataset.json"), "w") as f:  # last: marks a complete set
-        json.dump({"generator_version": version, **dataclasses.asdict(config)}, f)
+    write_json(os.path.join(out_dir, "dataset.json"),  # last: marks a complete set
+               {"generator_version": version, **dataclasses.asdict(config)}, indent=None)
 
 
 def ensure_generated(dataset_dir: str, config, generate=None) -> None:

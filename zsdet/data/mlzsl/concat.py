@@ -5,7 +5,8 @@ from typing import Iterator, Sequence, Tuple
 
 import torch
 
-from zsdet.synthesis.sources import FeatureSource, derive_seed
+from ..feature_source import FeatureSource
+from ..seeded_rng import derive_seed
 
 __all__ = ["ConcatSource"]
 

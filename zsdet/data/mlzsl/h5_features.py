@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import torch
 
-from zsdet.synthesis.sources import SPLIT_KEY, derive_seed
+from ..seeded_rng import SPLIT_KEY, derive_seed
 
 __all__ = ["open_feature_file", "H5FeatureSource", "to_signed_labels"]
 

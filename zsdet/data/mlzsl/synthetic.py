@@ -17,6 +17,7 @@ Files written to ``out_dir`` (the layout :mod:`zsdet.data.mlzsl.h5_features` rea
   * ``benchmark.json``: the spec and row counts, written last (its presence marks a complete set).
 """
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from typing import Dict, Optional
 import h5py
 import numpy as np
 
+from ...utils.io import atomic_file, write_bytes, write_json, write_text
 from .h5_features import open_feature_file
 
 __all__ = ["SyntheticBenchmarkSpec", "write_synthetic_benchmark", "synthetic_benchmark_paths"]
@@ -97,16 +99,15 @@ def _damaged_file(paths: Dict[str, str], rows: Dict[str, int]) -> Optional[str]:
 
 
 def _write_h5(path: str, feats: np.ndarray, y: np.ndarray, signed: bool) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
         f.create_dataset("features", data=feats.astype(np.float32))
         f.create_dataset("labels", data=(2 * y.astype(np.int8) - 1) if signed else y.astype(np.int8))
-    os.replace(tmp, path)
+    write_bytes(path, buf.getvalue())
 
 
 def _write_lines(path: str, lines) -> None:
-    with open(path, "w") as f:
-        f.write("".join(f"{x}\n" for x in lines))
+    write_text(path, "".join(f"{x}\n" for x in lines))
 
 
 def write_synthetic_benchmark(out_dir: str, spec: SyntheticBenchmarkSpec) -> Dict[str, str]:
@@ -162,14 +163,12 @@ def write_synthetic_benchmark(out_dir: str, spec: SyntheticBenchmarkSpec) -> Dic
     _write_h5(paths["train"], feats[:n_tr], y[train_rows][:, :S], spec.signed_labels)
     _write_h5(paths["zsl_test"], feats[n_tr:n_tr + n_zsl], y[zsl_rows][:, S:], spec.signed_labels)
     _write_h5(paths["gzsl_test"], feats[n_tr + n_zsl:], y[gzsl_rows], spec.signed_labels)
-    np.save(paths["embeddings"], emb.astype(np.float32))
+    with atomic_file(paths["embeddings"]) as f:
+        np.save(f, emb.astype(np.float32))
     _write_lines(paths["class_list"], names)
     _write_lines(paths["seen_classes"], names[:S])
     _write_lines(paths["unseen_classes"], names[S:])
     manifest = {"spec": spec_dict, "rows": {"train": n_tr, "zsl_test": n_zsl,
                                             "gzsl_test": len(gzsl_rows)}}
-    tmp = f"{paths['manifest']}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=2)
-    os.replace(tmp, paths["manifest"])
+    write_json(paths["manifest"], manifest)
     return paths

@@ -1,4 +1,5 @@
-"""Where training features come from: the :class:`FeatureSource` protocol and an in-memory source.
+"""Where the generator's training features come from: the :class:`FeatureSource` protocol, an
+in-memory source and :func:`check_finite`.
 
 A source yields ``(x (B, d) float32, y (B, C) float32 multi-hot)`` batches on the CPU. The order is
 a pure function of ``(epoch, seed)`` so that a resumed run sees exactly the batches an
@@ -6,16 +7,16 @@ uninterrupted one would. Large sources stream (HDF5 shards, RoI banks); the trai
 for all features at once.
 
 Optional method ``split(fraction, seed) -> (train_source, val_source)``: lets
-:meth:`SynthesisTrainer.fit` carve its validation split itself when no ``val`` source is given.
+:meth:`zsdet.synthesis.SynthesisTrainer.fit` carve its validation split itself when no ``val``
+source is given.
 """
 from typing import Iterator, Protocol, Tuple, runtime_checkable
 
-import numpy as np
 import torch
 
-__all__ = ["FeatureSource", "TensorFeatureSource", "check_finite", "derive_seed"]
+from .seeded_rng import SPLIT_KEY, derive_seed
 
-SPLIT_KEY = 2 ** 31  # derive_seed key of the train/val split (never an epoch number)
+__all__ = ["FeatureSource", "TensorFeatureSource", "check_finite"]
 
 
 @runtime_checkable
@@ -78,8 +79,3 @@ class TensorFeatureSource:
         return (TensorFeatureSource(self.feats[train], self.labels[train]),
                 TensorFeatureSource(self.feats[val], self.labels[val]))
 
-
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed from non-negative integer keys, e.g. ``(seed, epoch)``; distinct keys give
-    unrelated streams (numpy's ``SeedSequence`` hashing)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
