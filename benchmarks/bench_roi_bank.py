@@ -27,7 +27,6 @@ import shutil
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -111,37 +110,34 @@ def compare_compressions(work: str) -> list:
     return out
 
 
-def pipeline_stub(seen):
-    """What ``ZSDPipeline``'s RoI methods read: the default config and the split's seen ids."""
-    from detectron2.config import get_cfg
-    from zsdet.config import add_zsdet_config
-    cfg = get_cfg()
-    add_zsdet_config(cfg)
+def stage_config():
+    """The default config with a small CPU generator, for the RoI-stage functions."""
+    from zsdet.config import get_zsdet_cfg
+    cfg = get_zsdet_cfg()
     cfg.SEED = 0
     s = cfg.SYNTHESIS
     s.GEN_HIDDEN = s.DISC_HIDDEN = s.ENC_HIDDEN = s.CLF_FF_HIDDEN = 256
     s.EPOCHS, s.CLS_PRETRAIN_EPOCHS, s.DEVICE = 1, 1, "cpu"
-    return SimpleNamespace(cfg=cfg, split=SimpleNamespace(seen_ids=tuple(seen)))
+    return cfg
 
 
 def generator_rank(rank, world, init_file, bank_dir, seen, out_file):
-    from zsdet.engine.zsd_pipeline import ZSDPipeline
+    from zsdet.engine.roi_stages import foreground_rows, generator_source
     from zsdet.synthesis import SynthesisTrainer
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        stub = pipeline_stub(seen)
+        cfg = stage_config()
         bank = FeatureBank(bank_dir)
-        train_rows, val_rows = ZSDPipeline._foreground(stub, bank)
-        short = ZSDPipeline._source(stub, bank, train_rows, samples_per_epoch=512 * world)
+        train_rows, val_rows = foreground_rows(cfg, bank, seen)
+        short = generator_source(cfg, bank, train_rows, samples_per_epoch=512 * world)
         emb = torch.randn(CLASSES, 300, generator=torch.Generator().manual_seed(0))
-        trainer = SynthesisTrainer.from_config(stub.cfg, emb, bank.feature_dim,
-                                               os.path.join(bank_dir, "generator"))
+        trainer = SynthesisTrainer.from_config(cfg, emb, bank.feature_dim, os.path.join(bank_dir, "generator"))
         tic = time.perf_counter()
-        stats = trainer.fit(short, ZSDPipeline._source(stub, bank, val_rows))
+        stats = trainer.fit(short, generator_source(cfg, bank, val_rows))
         train_sec = time.perf_counter() - tic
-        full = ZSDPipeline._source(stub, bank, train_rows)
+        full = generator_source(cfg, bank, train_rows)
         tic, read = time.perf_counter(), 0
         for x, _ in full.iter_rank_batches(256, 0, 1, rank, world):
             read += len(x)
@@ -157,12 +153,11 @@ def generator_rank(rank, world, init_file, bank_dir, seen, out_file):
 
 def classifier_stage(bank_dir, seen, out_file):
     from zsdet.engine.box_classifier import fit_box_classifier, soft_targets
-    from zsdet.engine.zsd_pipeline import ZSDPipeline
+    from zsdet.engine.roi_stages import real_training_set
     torch.set_num_threads(1)
-    stub = pipeline_stub(seen)
     bank = FeatureBank(bank_dir)
     tic = time.perf_counter()
-    x, y = ZSDPipeline._real_training_set(stub, bank, np.random.default_rng(0), with_mixtures=True)
+    x, y = real_training_set(stage_config(), bank, seen, np.random.default_rng(0), with_mixtures=True)
     read_sec = time.perf_counter() - tic
     classifier = torch.nn.Linear(bank.feature_dim, CLASSES + 1)
     fit_box_classifier(classifier, x, soft_targets(y), epochs=1, batch_size=256, lr=1e-3, weight_decay=0.0, seed=0)

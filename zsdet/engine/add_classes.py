@@ -4,10 +4,10 @@ The generator of a pipeline run is conditioned on class embeddings, so classes n
 training can be added afterwards: their embedding rows are appended to the generator's (whose
 original rows are checked against the run's embeddings by the generator checkpoint's fingerprint),
 features are synthesized for them, and only the box classifier is retrained (stage 5 of the
-paper), with the pipeline's own classifier-stage code (:meth:`ZSDPipeline._real_training_set`,
-:meth:`SynthesisTrainer.synthesize`, :func:`fit_box_classifier`) over seen + the run's unseen +
-the new classes. Detector, RoI bank and generator are reused unchanged; nothing is retrained but
-one linear layer.
+paper), with the pipeline's own classifier-stage functions (:mod:`zsdet.engine.roi_stages`,
+:func:`~zsdet.engine.box_classifier.fit_box_classifier`) over seen + the run's unseen + the new
+classes. Detector, RoI bank and generator are reused unchanged; nothing is retrained but one
+linear layer.
 
 Outputs (``<stem>`` = the weights file's name without ``.pth``):
 
@@ -32,9 +32,10 @@ from ..config import get_zsdet_cfg
 from ..data.datasets.reindexed import root_source, write_class_list
 from ..data.embeddings import check_unique_names, load_class_embeddings, normalize_embeddings
 from ..data.zsd_split import class_embeddings_from_config, class_embeddings_of
-from ..synthesis import LabelSets, SynthesisTrainer
+from ..synthesis import SynthesisTrainer
 from ..utils.io import write_text
 from .box_classifier import fit_box_classifier, soft_targets
+from .roi_stages import load_bank, load_generator, real_training_set, save_with_classifier, synthesized_set
 from .zsd_pipeline import ZSDPipeline
 
 __all__ = ["add_classes", "append_class_embeddings", "new_embedding_rows"]
@@ -134,17 +135,14 @@ def add_classes(run_dir: str, new_classes: Sequence[str], embeddings_file: str, 
     split = pipeline.split
     new_rows = torch.from_numpy(new_embedding_rows(cfg, embeddings_file, new_classes, embeddings_format))
 
-    bank = pipeline._bank()
-    x, y = pipeline._real_training_set(bank, np.random.default_rng(cfg.SEED), with_mixtures=True)
-    trainer = pipeline._synthesis_trainer(bank.feature_dim)
-    trainer.load_best()  # checks the run's embeddings against the generator's fingerprint
+    bank = load_bank(pipeline.bank_dir, split, pipeline.train_set)
+    x, y = real_training_set(cfg, bank, split.seen_ids, np.random.default_rng(cfg.SEED), with_mixtures=True)
+    trainer = load_generator(cfg, split.class_names, bank.feature_dim, pipeline.generator_dir)
     append_class_embeddings(trainer, new_rows)
     num_old, num_all = split.num_classes, split.num_classes + len(new_classes)
     unseen_ids = list(split.unseen_ids) + list(range(num_old, num_all))
-    syn_x, syn_y = trainer.synthesize(LabelSets.from_lists([[u] for u in unseen_ids], num_all),
-                                      cfg.SYNTHESIS.NUM_PER_CLASS, seed=cfg.SEED)
-    y = torch.cat([y[:, :num_old], y.new_zeros(len(y), len(new_classes)), y[:, num_old:]], dim=1)
-    syn_y = torch.cat([syn_y, syn_y.new_zeros(len(syn_y), 1)], dim=1)  # no background mass
+    syn_x, syn_y = synthesized_set(trainer, unseen_ids, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SEED)
+    y = torch.cat([y[:, :num_old], y.new_zeros(len(y), len(new_classes)), y[:, num_old:]], dim=1)  # new columns
     logger.info("box classifier: %d real + mixed, %d synthesized features of %d unseen classes (%d new)",
                 len(x), len(syn_x), len(unseen_ids), len(new_classes))
 
@@ -171,7 +169,7 @@ def add_classes(run_dir: str, new_classes: Sequence[str], embeddings_file: str, 
                      {new: root_source(old) for group in datasets
                       for old, new in zip(datasets[group], renamed[group])},
                      trainer.generator.class_embeddings.cpu().numpy())
-    pipeline._save_with_classifier(classifier, weights, zsd_classes=classes)
+    save_with_classifier(pipeline.detector_weights, classifier, weights, zsd_classes=classes)
 
     new_cfg = cfg.clone()
     new_cfg.MODEL.WEIGHTS = weights

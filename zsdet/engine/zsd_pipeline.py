@@ -23,18 +23,16 @@ from detectron2.modeling import build_model
 from detectron2.utils import comm
 
 from ..data.feature_bank import COMPLETE, FeatureBank, FeatureBankWriter, bank_is_complete, done_image_ids
-from ..data.mixtures import fuse_mixtures, sample_mixture_sets
-from ..data.roi_stream import RoIBankSource
-from ..data.row_sampling import balanced_rows
 from ..data.seeded_rng import PerImageSeededMapper
-from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config, class_embeddings_source
+from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config
 from ..evaluation import ZSDEvaluator
 from ..modeling import RoIFeatureExtractor, SemanticProjectionClassifier
-from ..synthesis import LabelSets, SynthesisTrainer
-from ..utils.io import write_bytes, write_torch
+from ..utils.io import write_bytes
 from .box_classifier import fit_box_classifier, soft_targets
-from .checkpoints import CLASSIFIER_PREFIX, checkpoint_problem, load_detector_weights, load_state_dict_file
+from .checkpoints import checkpoint_problem, load_detector_weights
 from .detection_trainer import ZSDTrainer
+from .roi_stages import (foreground_rows, generator_source, load_bank, load_generator, real_training_set,
+                         save_with_classifier, synthesis_trainer, synthesized_set)
 from .settings_check import check_pipeline_settings
 from .zsd_report import write_results_report
 
@@ -122,91 +120,18 @@ class ZSDPipeline:
 
     # ------------------------------------------------------------------ stages 3-4
     def _bank(self) -> FeatureBank:
-        """The RoI bank index; its classes must be the training set's (else a bank of another split)."""
-        bank = FeatureBank(self.bank_dir)
-        if list(bank.class_names) != list(self.split.class_names):
-            raise ValueError(f"RoI bank {self.bank_dir} was extracted for classes {bank.class_names}, but "
-                             f"{self.train_set} has {list(self.split.class_names)}; delete the bank to rebuild it")
-        return bank
-
-    def _foreground(self, bank: FeatureBank):
-        """Foreground rows of the bank split by image into generator-train / validation rows (indices
-        only: ~8 bytes a row). Every seen class must have a foreground row."""
-        with_image = bank.image_ids
-        fg = bank.foreground_rows()
-        bank.check_classes(self.split.seen_ids, fg, "foreground")
-        images = np.unique(with_image[fg])
-        rng = np.random.default_rng(self.cfg.SEED)
-        val_images = rng.choice(images, int(round(self.cfg.ZSD.FEATURES.VAL_FRACTION * len(images))),
-                                replace=False)
-        is_val = np.isin(with_image[fg], val_images)
-        return fg[~is_val], fg[is_val]
-
-    def _source(self, bank: FeatureBank, rows: np.ndarray, samples_per_epoch: int = 0) -> RoIBankSource:
-        """Streamed single RoIs + mixtures of ``rows`` (``ZSD.MIXTURES``, ``ZSD.FEATURES.STREAM_*``)."""
-        m, f = self.cfg.ZSD.MIXTURES, self.cfg.ZSD.FEATURES  # checked by check_pipeline_settings
-        return RoIBankSource(bank, rows, mixture_ratio=m.RATIO, min_set_size=m.MIN_SET_SIZE,
-                             max_set_size=m.MAX_SET_SIZE, memory_budget_mb=f.STREAM_MEMORY_MB,
-                             block_rows=f.STREAM_BLOCK_ROWS, samples_per_epoch=samples_per_epoch,
-                             class_balanced=f.CLASS_BALANCED)
-
-    def _synthesis_trainer(self, feature_dim: int) -> SynthesisTrainer:
-        emb = torch.from_numpy(class_embeddings_from_config(self.cfg))
-        return SynthesisTrainer.from_config(self.cfg, emb, feature_dim, self.generator_dir,
-                                            class_names=self.split.class_names,
-                                            embeddings_source=class_embeddings_source(self.cfg))
+        return load_bank(self.bank_dir, self.split, self.train_set)
 
     def run_generator(self):
         bank = self._bank()
-        train_rows, val_rows = self._foreground(bank)
-        train = self._source(bank, train_rows, self.cfg.ZSD.FEATURES.SAMPLES_PER_EPOCH)
+        train_rows, val_rows = foreground_rows(self.cfg, bank, self.split.seen_ids)
+        train = generator_source(self.cfg, bank, train_rows, self.cfg.ZSD.FEATURES.SAMPLES_PER_EPOCH)
         logger.info("generator: %d train / %d validation foreground RoIs; %d single RoIs per pass",
                     len(train_rows), len(val_rows), train.singles_per_pass)
-        trainer = self._synthesis_trainer(bank.feature_dim)
-        return trainer.fit(train, self._source(bank, val_rows) if len(val_rows) else None)
+        trainer = synthesis_trainer(self.cfg, self.split.class_names, bank.feature_dim, self.generator_dir)
+        return trainer.fit(train, generator_source(self.cfg, bank, val_rows) if len(val_rows) else None)
 
     # ------------------------------------------------------------------ stages 5-6
-    def _real_training_set(self, bank: FeatureBank, rng: np.random.Generator, with_mixtures: bool):
-        """Real seen features (capped per class), background and mixtures as (x, soft targets).
-
-        Reads only the selected rows (:meth:`FeatureBank.load`, block by block): memory is
-        ``REAL_PER_CLASS`` x classes x (1 + BG_PER_FG + MIXTURE_RATIO) rows, not the bank."""
-        c = self.cfg.ZSD.CLASSIFIER
-        k = bank.num_classes
-        fg = bank.foreground_rows()
-        bank.check_classes(self.split.seen_ids, fg, "foreground")
-        cap = c.REAL_PER_CLASS or len(fg)
-        fg = fg[balanced_rows(bank.labels[fg], cap, rng)]
-        bg = np.nonzero(bank.labels == k)[0]
-        bg = rng.choice(bg, min(len(bg), int(c.BG_PER_FG * len(fg))), replace=False)
-        rows = np.sort(np.concatenate([fg, bg]))
-        labels = torch.from_numpy(bank.labels[rows].astype(np.int64))
-        fg_rows = (labels < k).nonzero()[:, 0]
-        num_mix = int(c.MIXTURE_RATIO * len(fg_rows)) if with_mixtures else 0
-        x = torch.empty(len(rows) + num_mix, bank.feature_dim)  # rows, then mixtures: no copies
-        bank.load(rows, out=x[:len(rows)].numpy())
-        y = torch.zeros(len(x), k + 1)
-        y[torch.arange(len(rows)), labels] = 1
-        if num_mix:
-            m = self.cfg.ZSD.MIXTURES
-            idx, mask = sample_mixture_sets(len(fg_rows), num_mix, m.MIN_SET_SIZE, m.MAX_SET_SIZE, rng)
-            idx, mask = fg_rows[torch.from_numpy(idx)], torch.from_numpy(mask)
-            for start in range(0, num_mix, 4096):  # chunks bound the (chunk, set size, d) gather
-                part = slice(start, start + 4096)
-                dest = slice(len(rows) + start, len(rows) + min(start + 4096, num_mix))
-                x[dest], y[dest] = fuse_mixtures(x, labels, idx[part], mask[part], k + 1)
-        return x, y
-
-    def _save_with_classifier(self, classifier: torch.nn.Module, name: str, **extra) -> str:
-        """Detector weights with the box classifier replaced, written atomically to ``name``
-        (relative to ``OUTPUT_DIR``); ``extra`` entries are stored beside ``model``."""
-        merged = {k: v for k, v in load_state_dict_file(self.detector_weights).items()
-                  if not k.startswith(CLASSIFIER_PREFIX)}
-        merged.update({CLASSIFIER_PREFIX + k: v.detach().cpu() for k, v in classifier.state_dict().items()})
-        path = self.path(name)
-        write_torch(path, {"model": merged, "classifier_type": type(classifier).__name__, **extra})
-        return path
-
     def _classifier_stage(self, weights: str, what: str, build) -> None:
         """Frame shared by the classifier and baseline stages: skip when ``weights`` exists, else
         rank 0 builds ``(classifier, features, soft targets, epochs, lr)`` with ``build(bank, rng)``,
@@ -224,18 +149,15 @@ class ZSDPipeline:
             c = self.cfg.ZSD.CLASSIFIER
             stats = fit_box_classifier(classifier, x, targets, epochs=epochs, batch_size=c.BATCH_SIZE,
                                        lr=lr, weight_decay=c.WEIGHT_DECAY, seed=self.cfg.SEED)
-            self._save_with_classifier(classifier, weights)
+            save_with_classifier(self.detector_weights, classifier, self.path(weights))
             logger.info("%s trained: %s", what, stats)
         comm.synchronize()
 
     def _synthesis_training_set(self, bank: FeatureBank, rng: np.random.Generator):
         """Linear classifier over seen + unseen + background; real, mixed and synthesized features."""
-        x, y = self._real_training_set(bank, rng, with_mixtures=True)
-        trainer = self._synthesis_trainer(bank.feature_dim)
-        trainer.load_best()
-        unseen = LabelSets.from_lists([[u] for u in self.split.unseen_ids], self.split.num_classes)
-        syn_x, syn_y = trainer.synthesize(unseen, self.cfg.SYNTHESIS.NUM_PER_CLASS, seed=self.cfg.SEED)
-        syn_y = torch.cat([syn_y, torch.zeros(len(syn_y), 1)], dim=1)  # no background mass
+        x, y = real_training_set(self.cfg, bank, self.split.seen_ids, rng, with_mixtures=True)
+        trainer = load_generator(self.cfg, self.split.class_names, bank.feature_dim, self.generator_dir)
+        syn_x, syn_y = synthesized_set(trainer, self.split.unseen_ids, self.cfg.SYNTHESIS.NUM_PER_CLASS, self.cfg.SEED)
         logger.info("box classifier: %d real + mixed, %d synthesized unseen features", len(x), len(syn_x))
         c = self.cfg.ZSD.CLASSIFIER
         classifier = torch.nn.Linear(bank.feature_dim, self.split.num_classes + 1)
@@ -243,7 +165,7 @@ class ZSDPipeline:
 
     def _baseline_training_set(self, bank: FeatureBank, rng: np.random.Generator):
         """Semantic-projection classifier; real seen and background features only."""
-        x, y = self._real_training_set(bank, rng, with_mixtures=False)
+        x, y = real_training_set(self.cfg, bank, self.split.seen_ids, rng, with_mixtures=False)
         emb = torch.from_numpy(class_embeddings_from_config(self.cfg))
         classifier = SemanticProjectionClassifier(bank.feature_dim, emb, self.cfg.MODEL.ZSD.SEMANTIC_TEMPERATURE)
         b = self.cfg.ZSD.BASELINE
