@@ -15,7 +15,7 @@ from zsdet.config import get_zsdet_cfg
 from zsdet.engine import ZSDPipeline, ZSDTrainer
 from zsdet.engine.checkpoints import AtomicDetectionCheckpointer, checkpoint_problem
 from zsdet.synthesis import SynthesisTrainer, TensorFeatureSource
-from zsdet.synthesis.trainer import CHECKPOINT
+from zsdet.synthesis.checkpoint import CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "quick_schedules" / "zsd_shapes_tiny_instant_test.yaml"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zsdet.synthesis import SynthesisSettings, SynthesisTrainer, TensorFeatureSource
-from zsdet.synthesis.trainer import BEST, CHECKPOINT
+from zsdet.synthesis.checkpoint import BEST, CHECKPOINT
 
 NAMES = [f"class{i}" for i in range(6)]
 OLD, NEW = "/data/old_embeddings.tsv", "/data/new_embeddings.tsv"

@@ -43,7 +43,7 @@ from zsdet.evaluation import (min_memory_mb, per_label_ap_percent, report_multil
                               streamed_multilabel_metrics)
 from zsdet.synthesis import (LabelSets, SynthesisTrainer, TensorFeatureSource, derive_seed,
                              sample_label_sets, train_multilabel_classifier, unseen_label_sets)
-from zsdet.synthesis.trainer import resolve_device
+from zsdet.synthesis.distributed import resolve_device
 from zsdet.utils.io import write_figure, write_json, write_torch
 
 from .settings_check import check_classification_settings

@@ -4,7 +4,7 @@ A bad value must fail in seconds with a message naming the key and the value, no
 detector trained for hours. :func:`check_pipeline_settings` (called by ``ZSDPipeline.run``) runs
 the checks of the requested detection stages; :func:`check_classification_settings` (called by
 ``run_classification``) those of the classification tool. Where a component checks its own
-settings (``SynthesisTrainer.check_config``, the detector's ``from_config`` through a model built
+settings (``check_synthesis_config``, the detector's ``from_config`` through a model built
 on the ``meta`` device, the class-embedding readers) the same function is called here, early.
 
 The checks written here raise :class:`SettingsError`, a ``ValueError`` reading
@@ -22,7 +22,7 @@ from detectron2.utils import comm
 
 from ..data.zsd_split import class_embeddings_from_config
 from ..evaluation.multilabel import CONVENTIONS
-from ..synthesis import SynthesisSettings, SynthesisTrainer
+from ..synthesis.settings import SynthesisSettings, check_synthesis_config
 
 __all__ = ["SettingsError", "check_pipeline_settings", "check_classification_settings", "box_feature_dim"]
 
@@ -163,7 +163,7 @@ def check_pipeline_settings(cfg, stages: Iterable[str]) -> None:
     if stages & {"generator", "classifier", "baseline"}:
         embeddings = class_embeddings_from_config(cfg)  # readable, every class covered
         if stages & {"generator", "classifier"}:
-            SynthesisTrainer.check_config(cfg, feature_dim, embeddings.shape[1])
+            check_synthesis_config(cfg, feature_dim, embeddings.shape[1])
     if "classifier" in stages:
         check_box_classifier_settings(cfg, "ZSD.CLASSIFIER.EPOCHS", "ZSD.CLASSIFIER.LR")
         at_least(cfg, "SYNTHESIS.NUM_PER_CLASS", 1)

@@ -10,7 +10,10 @@ Works on plain feature tensors and class-embedding matrices from a
 * :mod:`.fusion`: ALF / FLF / CLF generators (:class:`MultiLabelGenerator`).
 * :mod:`.losses`: WGAN-GP, f-VAEGAN and classifier losses.
 * :mod:`.scaling`: :class:`FeatureScaler` (min-max to [0, 1]).
-* :mod:`.trainer`: :class:`SynthesisTrainer` (training, selection, checkpoints, synthesis).
+* :mod:`.settings`: :class:`SynthesisSettings` (the ``cfg.SYNTHESIS`` keys) and their checks.
+* :mod:`.trainer`: :class:`SynthesisTrainer` (the training loop and synthesis), with
+  :mod:`.checkpoint` (files, class-embeddings fingerprint), :mod:`.selection` (the ridge-probe
+  validation), :mod:`.metrics_log` (``metrics.jsonl``) and :mod:`.distributed` (devices, ranks).
 * :mod:`.classifiers`: :func:`train_multilabel_classifier` (final f_z / f_gz heads).
 * :mod:`.label_sampling`: label sets to synthesize (explicit, co-occurrence + nearest unseen).
 
@@ -31,7 +34,9 @@ from .fusion import FUSIONS, CrossLevelFusion, MultiLabelGenerator, SetIndex, in
 from .label_sampling import nearest_unseen, sample_label_sets, unseen_label_sets
 from .label_sets import LabelSets
 from .scaling import FeatureScaler
-from .trainer import GANS, SynthesisSettings, SynthesisTrainer, load_checkpoint
+from .checkpoint import load_checkpoint
+from .settings import GANS, SynthesisSettings
+from .trainer import SynthesisTrainer
 
 __all__ = [
     "AmpAdam",

@@ -1,52 +1,21 @@
 """The multi-label feature-synthesis trainer shared by detection and classification.
 
-:class:`SynthesisTrainer` trains a fusion generator (ALF / FLF / CLF) in f-CLSWGAN or f-VAEGAN on
-streamed seen features, selects the best epoch on a validation split of the seen training data,
-and synthesizes features for arbitrary label sets.
+:class:`SynthesisTrainer` trains a fusion generator (ALF / FLF / CLF) in f-CLSWGAN or f-VAEGAN on a
+:class:`~zsdet.data.feature_source.FeatureSource` of seen features (x (B, d) float32, y (B, C)
+multi-hot), keeps the epoch that :mod:`.selection` scores best, and synthesizes features for any
+label sets. A generator iteration (official Generative_MLZSL semantics) is ``CRITIC_ITERS`` critic
+steps on fresh real batches, then one generator step on the last one (f-CLSWGAN: ``-E[D(x~)] +
+CLS_WEIGHT * BCE(f_cls(x~), y)``, f_cls a frozen linear head fitted on the real seen features;
+f-VAEGAN: ``recon + KL + GAMMA_G * -E[D(x~)]``, critic loss scaled by GAMMA_D). An epoch is
+``CRITIC_ITERS`` passes over the source; samples without a usable label set are dropped and every
+batch refilled to BATCH_SIZE. Training stops after ``PATIENCE`` epochs without improvement.
 
-One generator iteration (official Generative_MLZSL ``train.py`` semantics):
-
-1. ``CRITIC_ITERS`` critic steps, each on a fresh real batch with fresh noise. The generator does
-   not change during them, so its outputs for all critic batches come from ONE no-grad batched
-   call before the steps (same values, fewer and larger matrix products). The generator step's
-   own generator forward (which does not involve D) runs right after it. Under bf16 autocast the
-   layers (:class:`~zsdet.synthesis.amp_linear.AmpLinear`) keep persistent bf16 weights and
-   weight gradients, which :class:`~zsdet.synthesis.amp_adam.AmpAdam` reads and refreshes in its
-   one-pass update.
-2. One generator step on the last critic batch: f-CLSWGAN ``-E[D(x~)] + CLS_WEIGHT * BCE(f_cls(x~), y)``
-   (eq. 7, f_cls a linear head pre-trained on the real seen features and frozen); f-VAEGAN
-   ``recon + KL + GAMMA_G * -E[D(x~)]`` with the encoder's ``z`` for the reconstruction and prior
-   noise for the adversarial term, both in one generator call; the critic loss is scaled by GAMMA_D.
-
-An epoch runs ``CRITIC_ITERS`` passes over the training source (pass ids ``epoch * CRITIC_ITERS + j``),
-i.e. about ``n / BATCH_SIZE`` generator steps, as the official loop; samples without a usable label
-set are dropped and every batch refilled to BATCH_SIZE (constant shapes). All index bookkeeping for
-label sets happens on the CPU before the batch is moved, so an iteration has no host-device sync.
-
-Model selection ("train on synthetic, test on real"): after each epoch, one feature is synthesized
-for each of ``VAL_SYNTH_SETS`` label sets drawn once from the training split (fixed noise seed),
-a linear ridge-regression probe is fitted on them in closed form (:func:`ridge_probe_scores`), and its mAP (``zsdet.evaluation.mean_average_precision``,
-standard convention, seen classes) on the held-out real seen features is the epoch's score. The
-best epoch's generator is ``model_best.pth``; training stops after ``PATIENCE`` epochs without
-improvement. Without a validation split every epoch is "best" (the last one is kept).
-
-Files in ``output_dir`` (written by rank 0 only): ``last_checkpoint.pth`` (atomic, every epoch:
-models, optimizers, feature scaler, training label sets, selection state), ``model_best.pth``
-(generator + scaler), ``metrics.jsonl`` (one JSON object per epoch) and TensorBoard events in
-``tensorboard/``. Randomness is re-derived from ``(SEED, epoch, rank)`` at every epoch start and the
-data order is a pure function of ``(SEED, epoch)``, so a run killed and resumed from its last
-checkpoint continues exactly as an uninterrupted run. Both checkpoints hold the fingerprint of the
-class embeddings (:func:`embeddings_fingerprint`) and the file they came from: loading one with other
-embeddings (values, class list or dimension) is an error naming both files; a checkpoint without a
-fingerprint (written by an older zsdet) is used with a warning.
-
-Several GPUs / machines: under detectron2's ``launch`` (torch.distributed initialised) G, D and E
-are wrapped in ``DistributedDataParallel``; each rank takes its share of every group of batches
-(a source with ``iter_rank_batches``, e.g. the RoI bank's, reads only that share: :func:`shards_by_rank`).
+Files in ``output_dir`` (rank 0): ``last_checkpoint.pth``, ``model_best.pth`` (:mod:`.checkpoint`),
+``metrics.jsonl`` and ``tensorboard/`` (:mod:`.metrics_log`). Randomness is re-derived from
+``(SEED, epoch, rank)`` at every epoch and the data order is a function of ``(SEED, epoch)``, so a
+resumed run continues exactly as an uninterrupted one. Under detectron2's ``launch`` each rank
+trains on its share of every group of batches (:mod:`.distributed`).
 """
-import dataclasses
-import hashlib
-import json
 import logging
 import os
 import time
@@ -55,162 +24,29 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.utils import comm
-from detectron2.utils.events import EventStorage, TensorboardXWriter
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..data.feature_source import FeatureSource, check_finite
 from ..data.seeded_rng import INIT_KEY, VAL_KEY, derive_seed
-from ..evaluation import mean_average_precision
-from ..utils.io import write_text, write_torch
+from . import checkpoint
 from .amp_adam import AmpAdam
-from .amp_linear import set_grad_mode
+from .checkpoint import BEST, CHECKPOINT, embeddings_record
 from .classifiers import fit_linear_multilabel
-from .fusion import FUSIONS, MultiLabelGenerator, index_label_sets
+from .distributed import resolve_device, shards_by_rank, wrap_for_ranks
+from .fusion import MultiLabelGenerator, index_label_sets
 from .label_sets import LabelSets
-from .losses import RECON_LOSSES, critic_loss, generator_adversarial_loss, multilabel_bce, vae_loss
-from .networks import OUTPUT_ACTIVATIONS, Critic, Encoder
-from .scaling import SCALINGS, FeatureScaler
+from .losses import critic_loss, generator_adversarial_loss, multilabel_bce, vae_loss
+from .metrics_log import STAT_NAMES, MetricsLog
+from .networks import Critic, Encoder
+from .scaling import FeatureScaler
+from .selection import probe_map, validation_set
+from .settings import AMP_DTYPES, SynthesisSettings, check_synthesis_config
 
-__all__ = ["SynthesisSettings", "SynthesisTrainer", "GANS", "AMP_DTYPES", "embeddings_fingerprint"]
+__all__ = ["SynthesisTrainer"]
 
 logger = logging.getLogger(__name__)
 
-GANS = ("fclswgan", "fvaegan")
-AMP_DTYPES = {"none": None, "bfloat16": torch.bfloat16}
-CHECKPOINT = "last_checkpoint.pth"
-BEST = "model_best.pth"
-METRICS = "metrics.jsonl"
-FORMAT = 2  # 2: generator / encoder first layer stored as one fc1 over [z; e]
 NOISE_BLOCK = 4096  # rows of synthesis noise drawn per generator seed
-# settings that may change between a run and its resumption
-RESUMABLE_CHANGES = {"epochs", "patience", "resume", "synth_batch_size"}
-
-
-@dataclasses.dataclass
-class SynthesisSettings:
-    """Hyper-parameters of :class:`SynthesisTrainer`; field ``x`` is config key ``SYNTHESIS.X``
-    (see ``zsdet/config.py`` for each meaning)."""
-
-    fusion: str = "clf"
-    gan: str = "fclswgan"
-    noise_dim: int = 0
-    gen_hidden: int = 4096
-    disc_hidden: int = 4096
-    enc_hidden: int = 4096
-    clf_heads: int = 8
-    clf_ff_hidden: int = 8192
-    clf_dropout: float = 0.1
-    output_activation: str = "sigmoid"
-    feature_scaling: str = "minmax"
-    lr: float = 1e-4
-    betas: Tuple[float, float] = (0.5, 0.999)
-    critic_iters: int = 5
-    lambda_gp: float = 10.0
-    cls_weight: float = 0.1
-    cls_pretrain_epochs: int = 5
-    cls_pretrain_lr: float = 1e-3
-    cls_pretrain_batch_size: int = 300
-    gamma_d: float = 10.0
-    gamma_g: float = 10.0
-    vae_recon: str = "bce"
-    epochs: int = 50
-    batch_size: int = 64
-    max_set_size: int = 10
-    amp_dtype: str = "none"
-    seed: int = 3483
-    resume: bool = True
-    val_fraction: float = 0.1
-    val_max_samples: int = 5000
-    val_synth_sets: int = 2000
-    val_ridge: float = 0.1
-    patience: int = 10
-    synth_batch_size: int = 512
-
-    @classmethod
-    def from_config(cls, cfg) -> "SynthesisSettings":
-        values = {f.name: cfg.SYNTHESIS[f.name.upper()] for f in dataclasses.fields(cls)}
-        values["betas"] = tuple(values["betas"])
-        return cls(**values)
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the config key (``SYNTHESIS.X``) and the value of an invalid field."""
-        def bad(field: str, expected: str):
-            return ValueError(f"SYNTHESIS.{field.upper()} must be {expected}, got {getattr(self, field)!r}")
-
-        for field, choices in (("fusion", FUSIONS), ("gan", GANS), ("amp_dtype", tuple(AMP_DTYPES)),
-                               ("vae_recon", RECON_LOSSES), ("output_activation", OUTPUT_ACTIVATIONS),
-                               ("feature_scaling", SCALINGS)):
-            if getattr(self, field) not in choices:
-                raise bad(field, f"one of {choices}")
-        if self.gan == "fvaegan" and self.vae_recon == "bce" and self.output_activation != "sigmoid":
-            raise ValueError("SYNTHESIS.VAE_RECON='bce' needs SYNTHESIS.OUTPUT_ACTIVATION='sigmoid' "
-                             f"(got {self.output_activation!r}); use VAE_RECON='mse' otherwise")
-        at_least_one = ["gen_hidden", "disc_hidden", "enc_hidden", "clf_heads", "clf_ff_hidden", "critic_iters",
-                        "batch_size", "epochs", "synth_batch_size", "val_max_samples", "val_synth_sets"]
-        if self.gan == "fclswgan":
-            at_least_one += ["cls_pretrain_epochs", "cls_pretrain_batch_size"]
-        for field in at_least_one:
-            if getattr(self, field) < 1:
-                raise bad(field, ">= 1")
-        for field in ("noise_dim", "max_set_size", "patience", "lambda_gp", "cls_weight", "gamma_d", "gamma_g",
-                      "val_ridge", "lr", "cls_pretrain_lr"):
-            if not getattr(self, field) >= 0:
-                raise bad(field, ">= 0")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise bad("betas", "two numbers in [0, 1)")
-        for field in ("clf_dropout", "val_fraction"):
-            if not 0 <= getattr(self, field) < 1:
-                raise bad(field, "in [0, 1)")
-
-    def check_data(self, feature_dim: int, embed_dim: int) -> None:
-        """Raise ``ValueError`` naming the key when the settings cannot work with features of
-        ``feature_dim`` and class embeddings of ``embed_dim``."""
-        if self.fusion == "clf" and feature_dim % self.clf_heads:
-            raise ValueError(f"SYNTHESIS.CLF_HEADS must divide the feature dimension {feature_dim}, "
-                             f"got {self.clf_heads}")
-
-
-def shards_by_rank(source: FeatureSource) -> bool:
-    """Whether training reads ``source.iter_rank_batches`` (several ranks and the source has it: each
-    rank reads a disjoint share of every pass, equally many samples, all usable) instead of every
-    rank reading the whole ``iter_batches`` stream and keeping its share of the batches."""
-    return comm.get_world_size() > 1 and hasattr(source, "iter_rank_batches")
-
-
-def resolve_device(name: Optional[str]) -> torch.device:
-    """``name`` if given, else this rank's GPU when CUDA is available, else the CPU."""
-    if name:
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", comm.get_local_rank())
-    return torch.device("cpu")
-
-
-def embeddings_fingerprint(class_embeddings, class_names: Optional[Sequence[str]] = None) -> str:
-    """sha256 (hex) of a (C, a) class-embedding matrix as float32 and of its class names, if given:
-    equal fingerprints mean the same vectors for the same classes in the same order."""
-    emb = torch.as_tensor(class_embeddings, dtype=torch.float32).detach().cpu().contiguous()
-    digest = hashlib.sha256(str(tuple(emb.shape)).encode())
-    digest.update(emb.numpy().astype("<f4").tobytes())
-    if class_names is not None:
-        digest.update("\n".join(class_names).encode("utf-8"))
-    return digest.hexdigest()
-
-
-def load_checkpoint(path: str, device) -> Dict:
-    """Load a synthesis checkpoint; a truncated / foreign file raises ``ValueError`` naming it."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"synthesis checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError / EOFError / UnpicklingError / zipfile errors
-        raise ValueError(f"corrupt synthesis checkpoint {path} ({type(e).__name__}: {e}); delete it to restart") from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{path} is not a zsdet synthesis checkpoint of format {FORMAT} (found {found}); "
-                         "retrain the generator (delete the file)")
-    return state
 
 
 class SynthesisTrainer:
@@ -224,7 +60,7 @@ class SynthesisTrainer:
         output_dir: checkpoints and metrics go here.
         device: torch device or name (default: ``resolve_device("")``).
         class_names: the C class names (rows of ``class_embeddings``), fingerprinted with the
-            embeddings (:func:`embeddings_fingerprint`).
+            embeddings (:func:`~zsdet.synthesis.checkpoint.embeddings_fingerprint`).
         embeddings_source: the file the embeddings were read from, stored in checkpoints and named
             when a checkpoint's embeddings differ from the current ones.
     """
@@ -238,8 +74,7 @@ class SynthesisTrainer:
         check_finite(emb, "class embeddings")
         if class_names is not None and len(class_names) != len(emb):
             raise ValueError(f"{len(class_names)} class names for {len(emb)} class-embedding rows")
-        self.embeddings = {"sha256": embeddings_fingerprint(emb, class_names), "source": embeddings_source,
-                           "shape": list(emb.shape)}
+        self.embeddings = embeddings_record(emb, class_names, embeddings_source)
         self.s = settings
         self.feature_dim = int(feature_dim)
         self.num_classes, self.emb_dim = emb.shape
@@ -268,31 +103,13 @@ class SynthesisTrainer:
         self.skipped = 0  # samples of the current pass / epoch without usable label set
         self._val = None
 
-    @staticmethod
-    def check_config(cfg, feature_dim: int, embed_dim: int) -> SynthesisSettings:
-        """The settings of ``cfg.SYNTHESIS``, checked for features of ``feature_dim`` and class
-        embeddings of ``embed_dim``: what :meth:`from_config` checks, callable before any work.
-
-        Raises:
-            ValueError: naming the key and its value (an invalid value, or ``SYNTHESIS.FEATURE_DIM``
-                / ``EMBED_DIM`` set and different from the data's).
-        """
-        for key, expected, actual in (("FEATURE_DIM", cfg.SYNTHESIS.FEATURE_DIM, feature_dim),
-                                      ("EMBED_DIM", cfg.SYNTHESIS.EMBED_DIM, embed_dim)):
-            if expected and expected != actual:
-                raise ValueError(f"SYNTHESIS.{key}={expected} but the data has {actual}")
-        settings = SynthesisSettings.from_config(cfg)
-        settings.validate()
-        settings.check_data(feature_dim, embed_dim)
-        return settings
-
     @classmethod
     def from_config(cls, cfg, class_embeddings, feature_dim: int, output_dir: str, device=None, *,
                     class_names: Optional[Sequence[str]] = None, embeddings_source: str = "") -> "SynthesisTrainer":
-        """Build from ``cfg.SYNTHESIS`` (checked by :meth:`check_config`); ``device`` overrides
+        """Build from ``cfg.SYNTHESIS`` (checked by :func:`check_synthesis_config`); ``device`` overrides
         ``SYNTHESIS.DEVICE``; ``class_names`` and ``embeddings_source`` as in the constructor."""
         emb = torch.as_tensor(class_embeddings)
-        return cls(cls.check_config(cfg, feature_dim, emb.shape[-1]), emb, feature_dim, output_dir,
+        return cls(check_synthesis_config(cfg, feature_dim, emb.shape[-1]), emb, feature_dim, output_dir,
                    device if device is not None else (cfg.SYNTHESIS.DEVICE or None),
                    class_names=class_names, embeddings_source=embeddings_source)
 
@@ -304,16 +121,7 @@ class SynthesisTrainer:
 
     def _wrap_models(self) -> None:
         """``self.G / D / E``: the trained modules, in DistributedDataParallel when several ranks run."""
-        def wrap(module):
-            if module is None or comm.get_world_size() == 1:
-                return module
-            set_grad_mode(module, "autograd")  # DDP reduces gradients from autograd hooks
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
-        self.G, self.D, self.E = (wrap(m) for m in (self.generator, self.critic, self.encoder))
-
-    def _path(self, name: str) -> str:
-        return os.path.join(self.output_dir, name)
+        self.G, self.D, self.E = (wrap_for_ranks(m, self.device) for m in (self.generator, self.critic, self.encoder))
 
     def _check_source(self, source: FeatureSource, what: str) -> None:
         if source.feature_dim != self.feature_dim:
@@ -361,90 +169,20 @@ class SynthesisTrainer:
             lr=self.s.cls_pretrain_lr, seed=self.s.seed, device=self.device, desc="seen classifier f_cls")
         self.seen_classifier.requires_grad_(False)
 
-    def _prepare_validation(self, val: FeatureSource) -> None:
-        xs, ys, n = [], [], 0
-        for x, y in val.iter_batches(4096, 0, self.s.seed):
-            check_finite(x, "validation features")
-            xs.append(x)
-            ys.append(y)
-            n += len(x)
-            if n >= self.s.val_max_samples:
-                break
-        x, y = torch.cat(xs)[: self.s.val_max_samples], torch.cat(ys)[: self.s.val_max_samples]
-        gen = torch.Generator().manual_seed(derive_seed(self.s.seed, VAL_KEY))
-        rows = torch.randperm(len(self.train_sets), generator=gen)[: self.s.val_synth_sets]
-        self._val = {"x": self.scaler.transform(x.to(self.device)), "y": (y[:, self.seen_classes] > 0).float(),
-                     "sets": self.train_sets[rows]}
-
     # ------------------------------------------------------------------ checkpoints
-    def _models(self) -> Dict[str, torch.nn.Module]:
-        models = {"generator": self.generator, "critic": self.critic}
-        if self.encoder is not None:
-            models["encoder"] = self.encoder
-        if self.seen_classifier is not None:
-            models["seen_classifier"] = self.seen_classifier
-        return models
+    def trained_modules(self) -> Dict[str, torch.nn.Module]:
+        """The networks of a training checkpoint, by name."""
+        models = {"generator": self.generator, "critic": self.critic, "encoder": self.encoder,
+                  "seen_classifier": self.seen_classifier}
+        return {name: m for name, m in models.items() if m is not None}
 
-    def _optimizers(self) -> Dict[str, torch.optim.Optimizer]:
-        opts = {"generator": self.opt_g, "critic": self.opt_d}
-        if self.opt_e is not None:
-            opts["encoder"] = self.opt_e
-        return opts
+    def optimizers(self) -> Dict[str, torch.optim.Optimizer]:
+        """The optimizers of a training checkpoint, by name."""
+        opts = {"generator": self.opt_g, "critic": self.opt_d, "encoder": self.opt_e}
+        return {name: o for name, o in opts.items() if o is not None}
 
     def _save_checkpoint(self, epoch: int) -> None:
-        write_torch(self._path(CHECKPOINT), {
-            "format": FORMAT, "epoch": epoch, "settings": dataclasses.asdict(self.s),
-            "models": {k: m.state_dict() for k, m in self._models().items()},
-            "optimizers": {k: o.state_dict() for k, o in self._optimizers().items()},
-            "scaler": self.scaler.state_dict(), "train_sets": {"idx": self.train_sets.idx, "mask": self.train_sets.mask},
-            "seen_classes": self.seen_classes, "best": dict(self.best), "embeddings": self.embeddings,
-        })
-
-    def _check_embeddings(self, state: Dict, path: str) -> None:
-        """Refuse a checkpoint trained with other class embeddings (values, class list or dimension)."""
-        saved = state.get("embeddings")
-        current = self.embeddings
-        if saved is None:
-            logger.warning("%s has no class-embedding fingerprint (written before zsdet stored one): it is used "
-                           "without checking that it was trained with the current embeddings %s", path,
-                           current["source"] or "")
-        elif saved["sha256"] != current["sha256"]:
-            def describe(e):
-                shape = "x".join(map(str, e["shape"]))
-                return f"{e['source'] or '(file not recorded)'} ({shape}, sha256 {e['sha256'][:12]})"
-            raise ValueError(f"{path} was trained with the class embeddings {describe(saved)}, but the current ones "
-                             f"are {describe(current)}: other values, classes or dimension. Point the embeddings "
-                             f"file back at the first, or retrain the generator (delete {self.output_dir} or use "
-                             "a new OUTPUT_DIR)")
-
-    def _restore(self, state: Dict, path: str) -> int:
-        self._check_embeddings(state, path)
-        saved = state["settings"]
-        saved["betas"] = tuple(saved["betas"])
-        changed = sorted(k for k, v in dataclasses.asdict(self.s).items()
-                         if k not in RESUMABLE_CHANGES and saved.get(k) != v)
-        if changed:
-            raise ValueError(f"{path} was written with different settings ({', '.join(k.upper() for k in changed)}); "
-                             "use a new OUTPUT_DIR or SYNTHESIS.RESUME=False")
-        self.scaler.load_state_dict(state["scaler"])
-        self.scaler.to(self.device)
-        self.train_sets = LabelSets(state["train_sets"]["idx"].cpu(), state["train_sets"]["mask"].cpu())
-        self.seen_classes = state["seen_classes"].cpu()
-        if "seen_classifier" in state["models"]:
-            self.seen_classifier = torch.nn.Linear(self.feature_dim, len(self.seen_classes)).to(self.device)
-            self.seen_classifier.requires_grad_(False)
-        for k, m in self._models().items():
-            m.load_state_dict(state["models"][k])
-        for k, o in self._optimizers().items():
-            o.load_state_dict(state["optimizers"][k])
-        self.best = dict(state["best"])
-        return state["epoch"] + 1
-
-    def _save_best(self, epoch: int, score: float) -> None:
-        write_torch(self._path(BEST), {"format": FORMAT, "epoch": epoch, "score": score, "settings": dataclasses.asdict(self.s),
-                     "generator": self.generator.state_dict(), "scaler": self.scaler.state_dict(),
-                     "seen_classes": self.seen_classes, "embeddings": self.embeddings,
-                     "train_sets": {"idx": self.train_sets.idx, "mask": self.train_sets.mask}})
+        checkpoint.save_last(self, epoch)
 
     def load_best(self, path: Optional[str] = None) -> Dict:
         """Load the selected generator and feature scaler (``output_dir/model_best.pth`` by default).
@@ -454,19 +192,7 @@ class SynthesisTrainer:
         Raises:
             FileNotFoundError / ValueError: missing, corrupt or incompatible file (named).
         """
-        path = path or self._path(BEST)
-        state = load_checkpoint(path, self.device)
-        self._check_embeddings(state, path)
-        try:
-            self.generator.load_state_dict(state["generator"])
-        except RuntimeError as e:
-            raise ValueError(f"{path} does not match this generator ({self.s.fusion}, d={self.feature_dim}, "
-                             f"C={self.num_classes}): {e}") from e
-        self.scaler.load_state_dict(state["scaler"])
-        self.scaler.to(self.device)
-        self.seen_classes = state["seen_classes"].cpu()
-        self.train_sets = LabelSets(state["train_sets"]["idx"].cpu(), state["train_sets"]["mask"].cpu())
-        return {"epoch": state["epoch"], "score": state["score"]}
+        return checkpoint.load_best(self, path or os.path.join(self.output_dir, BEST))
 
     # ------------------------------------------------------------------ training
     def fit(self, train: FeatureSource, val: Optional[FeatureSource] = None) -> Dict[str, float]:
@@ -488,16 +214,17 @@ class SynthesisTrainer:
         if val is not None:
             self._check_source(val, "validation")
         os.makedirs(self.output_dir, exist_ok=True)
-        start = 0
-        if self.s.resume and os.path.exists(self._path(CHECKPOINT)):
-            start = self._restore(load_checkpoint(self._path(CHECKPOINT), self.device), self._path(CHECKPOINT))
-            logger.info("synthesis: resuming from %s at epoch %d", self._path(CHECKPOINT), start)
+        start, last = 0, os.path.join(self.output_dir, CHECKPOINT)
+        if self.s.resume and os.path.exists(last):
+            start = checkpoint.restore_last(self, last)
+            logger.info("synthesis: resuming from %s at epoch %d", last, start)
         else:
             self._prepare(train)
         if val is not None:
-            self._prepare_validation(val)
+            self._val = validation_set(val, self.s.val_max_samples, self.s.val_synth_sets, self.s.seed,
+                                       self.train_sets, self.seen_classes, self.scaler, self.device)
         self._wrap_models()
-        log = _MetricsLog(self.output_dir, keep_epochs_below=start) if comm.is_main_process() else None
+        log = MetricsLog(self.output_dir, keep_epochs_below=start) if comm.is_main_process() else None
         seen_dev = self.seen_classes.to(self.device)
         done = start  # epochs completed
         for epoch in range(start, self.s.epochs):
@@ -509,7 +236,7 @@ class SynthesisTrainer:
             if val is None or score > self.best["score"]:
                 self.best.update(score=score, epoch=epoch, bad_epochs=0)
                 if comm.is_main_process():
-                    self._save_best(epoch, score)
+                    checkpoint.save_best(self, epoch, score)
             else:
                 self.best["bad_epochs"] += 1
             metrics.update(epoch=epoch, val_map=score, best_epoch=self.best["epoch"], sec=time.perf_counter() - tic,
@@ -574,9 +301,9 @@ class SynthesisTrainer:
         self.skipped = 0
         torch.manual_seed(derive_seed(self.s.seed, epoch, rank, 1))  # dropout masks
         gen = torch.Generator(self.device).manual_seed(derive_seed(self.s.seed, epoch, rank))
-        sums = torch.zeros(len(_STAT_NAMES), device=self.device)
+        sums = torch.zeros(len(STAT_NAMES), device=self.device)
         steps = 0
-        for m in self._models().values():
+        for m in self.trained_modules().values():
             m.train()
         total = len(train) // (self.s.batch_size * comm.get_world_size())
         for group in tqdm(self._groups(train, epoch), total=total, desc=f"synthesis epoch {epoch}",
@@ -586,10 +313,10 @@ class SynthesisTrainer:
         if steps == 0:
             raise ValueError(f"epoch {epoch}: no generator step (fewer than CRITIC_ITERS * world_size batches of "
                              "usable training samples)")
-        return dict(zip(_STAT_NAMES, (sums / steps).tolist()), iterations=steps)
+        return dict(zip(STAT_NAMES, (sums / steps).tolist()), iterations=steps)
 
     def _iteration(self, group, gen: torch.Generator, seen_dev: torch.Tensor) -> torch.Tensor:
-        """One generator iteration on K CPU batches; returns the (len(_STAT_NAMES),) stats vector."""
+        """One generator iteration on K CPU batches; returns the (len(STAT_NAMES),) stats vector."""
         s = self.s
         sets = [LabelSets.from_multi_hot(y) for _, y in group]
         critic_index = index_label_sets(LabelSets.cat(sets), self.num_classes)
@@ -713,58 +440,9 @@ class SynthesisTrainer:
         return feats, label_sets.to("cpu").repeat_each(num_per_set).to_multi_hot(self.num_classes)
 
     def validate(self) -> float:
-        """Train-on-synthetic / test-on-real mAP over the seen classes (module docstring)."""
-        v = self._val
-        feats = self._generate(v["sets"], 1, derive_seed(self.s.seed, VAL_KEY), inverse=False).to(self.device)
-        labels = v["sets"].to_multi_hot(self.num_classes)[:, self.seen_classes].to(self.device)
-        scores = ridge_probe_scores(feats, labels, v["x"], self.s.val_ridge)
-        return mean_average_precision(scores.cpu(), v["y"])
+        """Train-on-synthetic / test-on-real mAP in [0, 1] over the seen classes (:mod:`.selection`)."""
+        sets = self._val.sets
+        feats = self._generate(sets, 1, derive_seed(self.s.seed, VAL_KEY), inverse=False).to(self.device)
+        labels = sets.to_multi_hot(self.num_classes)[:, self.seen_classes].to(self.device)
+        return probe_map(feats, labels, self._val, self.s.val_ridge)
 
-
-def ridge_probe_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, ridge: float) -> torch.Tensor:
-    """Scores (m, K) of the ridge-regression linear head fitted on ``(train_x (n, d), train_y (n, K))``.
-
-    ``W = argmin ||X_c W - Y_c||^2 + lam ||W||^2`` on centred data, ``lam = ridge * trace(X_c^T X_c) / d``,
-    solved in closed form (dual form, an (n, n) system, when n < d) in float64: deterministic and
-    free of the epochs / learning-rate choices an SGD probe would add to model selection.
-    """
-    x, y, t = train_x.double(), train_y.double(), test_x.double()
-    mean = x.mean(0)
-    x, y = x - mean, y - y.mean(0)
-    lam = ridge * (x * x).sum() / x.shape[1] + 1e-12
-    if len(x) < x.shape[1]:
-        w = x.T @ torch.linalg.solve(x @ x.T + lam * torch.eye(len(x), dtype=x.dtype, device=x.device), y)
-    else:
-        w = torch.linalg.solve(x.T @ x + lam * torch.eye(x.shape[1], dtype=x.dtype, device=x.device), x.T @ y)
-    return ((t - mean) @ w).float()
-
-
-_STAT_NAMES = ("loss_d", "wasserstein", "gradient_penalty", "loss_g", "adversarial", "classifier_bce",
-               "reconstruction", "kl")
-
-
-class _MetricsLog:
-    """``metrics.jsonl`` (one line per epoch) plus TensorBoard scalars through detectron2's writer.
-
-    On resume, lines of epochs >= ``keep_epochs_below`` (written after the last checkpoint) are dropped.
-    """
-
-    def __init__(self, output_dir: str, keep_epochs_below: int):
-        self.path = os.path.join(output_dir, METRICS)
-        lines = []
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                lines = [ln for ln in f if ln.strip() and json.loads(ln)["epoch"] < keep_epochs_below]
-        write_text(self.path, "".join(lines))
-        self.tb = TensorboardXWriter(os.path.join(output_dir, "tensorboard"))
-
-    def write(self, metrics: Dict[str, float]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        with EventStorage(start_iter=metrics["epoch"]) as storage:
-            storage.put_scalars(smoothing_hint=False, **{
-                f"synthesis/{k}": v for k, v in metrics.items() if k != "epoch" and v == v})
-            self.tb.write()
-
-    def close(self) -> None:
-        self.tb.close()
