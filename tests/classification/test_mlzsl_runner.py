@@ -9,8 +9,9 @@ import pytest
 from detectron2.config import get_cfg
 
 import zsdet
-from zsdet.engine.classification import (format_results_table, load_benchmark, open_source,
-                                         plot_ap_change, run_classification)
+from zsdet.data.mlzsl import load_benchmark, open_source
+from zsdet.engine.classification import run_classification
+from zsdet.evaluation.report import format_results_table, plot_ap_change
 
 
 def base_cfg(tmp_path, **mlzsl):

@@ -9,9 +9,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from zsdet.config import get_zsdet_cfg
 from zsdet.data.datasets.coco_zsd import load_class_split
 from zsdet.data.embeddings import load_class_embeddings, read_class_list, write_embedding_table
-from zsdet.data.mlzsl import SyntheticBenchmarkSpec, write_synthetic_benchmark
+from zsdet.data.mlzsl import SyntheticBenchmarkSpec, load_benchmark, write_synthetic_benchmark
 from zsdet.data.zsd_split import ZeroShotSplit
-from zsdet.engine.classification import load_benchmark
 
 DUPLICATED = ["cat", "dog", "cat", "bird"]
 
