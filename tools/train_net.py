@@ -11,20 +11,18 @@ Multi-GPU / multi-machine: ``--num-gpus``, ``--num-machines``, ``--machine-rank`
 (detectron2's ``launch``).
 """
 import argparse
-import logging
-import sys
 
-import zsdet  # first: applies the Pillow alias detectron2 v0.6 needs at import (zsdet.compat)
-from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+import zsdet  # noqa: F401  (first: applies the Pillow alias detectron2 v0.6 needs at import, zsdet.compat)
+from detectron2.engine import default_argument_parser
 from zsdet.compat import check_config_supported
 from zsdet.config import get_zsdet_cfg
 from zsdet.engine import STAGES, ZSDPipeline
-from zsdet.engine.output_lock import OutputDirBusy, exclusive_output_dir
+from zsdet.engine.defaults import launch_tool, output_dir_setup
 
 
-def build_cfg(args):
+def setup(args):
+    """detectron2's defaults + zsdet's keys -> YAML -> command-line opts -> ``--stages`` -> freeze;
+    configs needing ops this detectron2 lacks are refused."""
     cfg = get_zsdet_cfg(args.config_file, args.opts)
     if args.stages:
         cfg.ZSD.STAGES = args.stages
@@ -34,11 +32,8 @@ def build_cfg(args):
 
 
 def main(args):
-    cfg = build_cfg(args)
-    with exclusive_output_dir(cfg.OUTPUT_DIR):  # a second run on the same folder is refused
-        comm.synchronize()  # no rank writes to OUTPUT_DIR before the lock is held
-        default_setup(cfg, args)
-        setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="zsdet")
+    cfg = setup(args)
+    with output_dir_setup(cfg, args):
         if args.eval_only:  # ZSD on ZSD.TEST_ZSD and GZSD on ZSD.TEST_GZSD with MODEL.WEIGHTS
             return ZSDPipeline(cfg).evaluate_and_report({"eval": (cfg.MODEL.WEIGHTS, cfg.MODEL.ZSD.CLASSIFIER)})
         return ZSDPipeline(cfg).run()
@@ -60,11 +55,9 @@ def build_parser():
     return parser
 
 
+def invoke_main() -> None:
+    launch_tool(main, build_parser().parse_args())
+
+
 if __name__ == "__main__":
-    args = build_parser().parse_args()
-    logging.getLogger("zsdet").info("Command line arguments: %s", args)
-    try:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
-    except (FileNotFoundError, KeyError, ValueError, OutputDirBusy) as e:  # bad settings or input files: one line
-        sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) else e}")  # KeyError str() quotes
+    invoke_main()
