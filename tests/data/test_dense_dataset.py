@@ -7,7 +7,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from zsdet.data.datasets import dense_scenes
 from zsdet.data.datasets.dense_scenes import DenseScenesConfig, register_zsd_dense
-from zsdet.data.datasets.shapes import ensure_generated
+from zsdet.data.datasets.generated import ensure_generated
 from zsdet.data.embeddings import load_class_embeddings
 
 from generated_datasets import assert_generation_is_deterministic, read_split

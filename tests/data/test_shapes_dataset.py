@@ -6,7 +6,8 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from zsdet.data.datasets import shapes
-from zsdet.data.datasets.shapes import ShapesConfig, ensure_generated, register_zsd_shapes
+from zsdet.data.datasets.generated import ensure_generated
+from zsdet.data.datasets.shapes import ShapesConfig, register_zsd_shapes
 from zsdet.data.embeddings import load_class_embeddings
 
 from generated_datasets import assert_generation_is_deterministic, read_split

@@ -7,15 +7,11 @@ unannotated distractors of non-class shapes. Class embeddings are only partly pr
 appearance (:func:`dense_class_embeddings`, knob ``embedding_fidelity``). Design and reasons:
 ``datasets/README.md``, section "Built-in dense scenes".
 
-Splits, generation (deterministic, on first use, atomically into
-``<root>/<prefix>_<config hash>/``, default root ``$DETECTRON2_DATASETS/zsd_dense``), folder
-layout and metadata are those of :mod:`.shapes`, whose writer and drawing helpers this module
-reuses.
+Splits, generation (deterministic, on first use, into ``$DETECTRON2_DATASETS/zsd_dense/
+<prefix>_<digest>/``), folder layout and metadata: :mod:`.generated`; the drawing helpers are
+those of :mod:`.shapes`.
 """
 import dataclasses
-import hashlib
-import itertools
-import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -23,11 +19,8 @@ import cv2
 import numpy as np
 
 from ..embeddings import normalize_embeddings
-from .shapes import (PALETTE, SHAPES, background, image_classes, mask_box, object_mask,
-                     register_synthetic_splits, write_synthetic_dataset)
-
-# Bump when the generator's output changes for the same options (old folders are then not reused).
-GENERATOR_VERSION = 1
+from .generated import GeneratedSetConfig, register_generated_splits, write_generated_dataset
+from .shapes import PALETTE, SHAPES, background, camera, mask_box, object_mask
 
 TEXTURES = ("solid", "striped")
 DISTRACTOR_SHAPES = ("diamond", "hexagon", "star")  # never class shapes (checked)
@@ -37,7 +30,7 @@ _R2_RIDGE = 0.1  # ridge of :func:`attribute_r2`
 
 
 @dataclasses.dataclass(frozen=True)
-class DenseScenesConfig:
+class DenseScenesConfig(GeneratedSetConfig):
     """Options of the dense-scenes generator (every field is part of the folder hash).
 
     Attributes:
@@ -78,13 +71,9 @@ class DenseScenesConfig:
     embedding_unrelated_dims: int = 16
     seed: int = 0
 
-    def __post_init__(self):
-        # accept lists (e.g. from YAML / json) while keeping the dataclass hashable
-        for name in ("colours", "textures", "shapes", "objects_per_image", "object_size",
-                     "distractors_per_image", "distractor_size"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "unseen", tuple(tuple(t) for t in self.unseen))
-        self._validate()
+    NAME, DESCRIPTION = "zsd_dense", "zsdet dense scenes"
+    ATTRIBUTE_FIELDS = ("colours", "textures", "shapes")
+    generator_version = 1  # bump when the output changes for the same options (old folders are not reused)
 
     def _validate(self):
         families = {"colours": (self.colours, PALETTE), "textures": (self.textures, TEXTURES),
@@ -94,56 +83,26 @@ class DenseScenesConfig:
             if unknown or not values or len(set(values)) != len(values):
                 raise ValueError(f"{family} {values}: need distinct values from {sorted(known)}"
                                  + (f"; unknown {unknown}" if unknown else ""))
-        bad = [t for t in self.unseen if t not in self.class_triples]
-        if bad or len(set(self.unseen)) != len(self.unseen):
-            raise ValueError(f"unseen triples {bad or self.unseen} must be distinct (colour, "
-                             "texture, shape) triples of the configured attribute values")
-        if not self.unseen or len(self.unseen) == len(self.class_triples):
-            raise ValueError("need at least one seen and one unseen class")
-        seen = [self.class_triples[i] for i in self.seen_ids]
-        orphans = sorted({v for t in self.unseen for v in t} - {v for t in seen for v in t})
-        if orphans:
-            raise ValueError(f"unseen attributes {orphans} occur in no seen class, so they "
-                             "cannot be learnt from seen data")
+        super()._validate()
         for name in ("object_size", "distractor_size"):
             lo, hi = getattr(self, name)
             if not (4 <= lo <= hi and hi * np.sqrt(2) + 2 < self.image_size):
                 raise ValueError(f"{name} {(lo, hi)} must satisfy 4 <= min <= max and "
                                  f"max * sqrt(2) + 2 < image_size {self.image_size}")
-        for name, least in (("objects_per_image", 1), ("distractors_per_image", 0)):
-            lo, hi = getattr(self, name)
-            if not least <= lo <= hi:
-                raise ValueError(f"{name} {(lo, hi)} must satisfy {least} <= min <= max")
+        lo, hi = self.distractors_per_image
+        if not 0 <= lo <= hi:
+            raise ValueError(f"distractors_per_image {(lo, hi)} must satisfy 0 <= min <= max")
         if not 0 < self.min_visible <= 1:
             raise ValueError(f"min_visible must lie in (0, 1], got {self.min_visible}")
         if not 0 <= self.embedding_fidelity <= 1:
             raise ValueError(f"embedding_fidelity must lie in [0, 1], got {self.embedding_fidelity}")
         if self.embedding_attribute_dims < 1 or self.embedding_unrelated_dims < 0:
             raise ValueError("embedding_attribute_dims must be >= 1, embedding_unrelated_dims >= 0")
-        if min(self.num_train, self.num_val, self.num_test) < 1:
-            raise ValueError("num_train, num_val and num_test must be >= 1")
 
-    @property
-    def class_triples(self) -> List[Tuple[str, str, str]]:
-        return list(itertools.product(self.colours, self.textures, self.shapes))
+    class_triples = GeneratedSetConfig.class_attributes  # (colour, texture, shape) of each class
 
-    @property
-    def class_names(self) -> List[str]:
-        return [" ".join(t) for t in self.class_triples]
-
-    @property
-    def unseen_ids(self) -> List[int]:
-        return sorted(self.class_triples.index(t) for t in self.unseen)
-
-    @property
-    def seen_ids(self) -> List[int]:
-        unseen = set(self.unseen_ids)
-        return [i for i in range(len(self.class_triples)) if i not in unseen]
-
-    def digest(self) -> str:
-        """8 hex digits identifying the generated content (options + generator version)."""
-        blob = json.dumps([GENERATOR_VERSION, dataclasses.asdict(self)], sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:8]
+    def generate(self, out_dir: str) -> None:
+        generate_dense_dataset(out_dir, self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,12 +227,7 @@ def render_dense_image(rng: np.random.Generator, config: DenseScenesConfig,
         box = mask_box(visible_mask)
         objects.append({"category": class_id, "bbox": [*box[:2], *(box[2:] - box[:2])],
                         "area": float(visible_mask.sum())})
-    image = cv2.GaussianBlur(image, (3, 3), 0.7) + rng.normal(0, 6, image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8), objects
-
-
-def _draw_dense_image(rng: np.random.Generator, config: DenseScenesConfig, image_set: str):
-    return render_dense_image(rng, config, image_classes(rng, config, image_set))
+    return camera(rng, image), objects
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,34 +236,14 @@ def _draw_dense_image(rng: np.random.Generator, config: DenseScenesConfig, image
 
 def generate_dense_dataset(out_dir: str, config: DenseScenesConfig) -> None:
     """Write the dataset (images, split jsons, embeddings, ``dataset.json``) into ``out_dir``."""
-    write_synthetic_dataset(out_dir, config, _draw_dense_image, dense_class_embeddings(config),
-                            name="zsd_dense", description="zsdet dense scenes",
-                            version=GENERATOR_VERSION)
+    write_generated_dataset(out_dir, config, render_dense_image, dense_class_embeddings(config))
 
 
-def default_root() -> str:
-    """``$DETECTRON2_DATASETS/zsd_dense`` (``DETECTRON2_DATASETS`` defaults to ``datasets``)."""
-    return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "zsd_dense")
-
-
-def register_zsd_dense(prefix: str = "zsd_dense", root: Optional[str] = None,
-                       **generator_options) -> List[str]:
-    """Register ``<prefix>_{train,val,test_zsd,test_gzsd}`` (nothing is generated until used).
-
-    Args:
-        prefix: dataset-name prefix.
-        root: parent folder of the generated set (default :func:`default_root`); the set lives in
-            ``<root>/<prefix>_<config digest>``.
-        generator_options: fields of :class:`DenseScenesConfig`.
-
-    Returns:
-        The four dataset names (same prefix again: a no-op for the same options, else ``ValueError``).
-    """
+def register_zsd_dense(prefix: str = "zsd_dense", root: Optional[str] = None, **generator_options) -> List[str]:
+    """Register ``<prefix>_{train,val,test_zsd,test_gzsd}`` of ``DenseScenesConfig(**generator_options)``,
+    generated on first use under ``root`` (default ``$DETECTRON2_DATASETS/zsd_dense``)."""
     config = DenseScenesConfig(**generator_options)
-    dataset_dir = os.path.abspath(os.path.join(root or default_root(),
-                                               f"{prefix}_{config.digest()}"))
-    return register_synthetic_splits(prefix, dataset_dir, config, generate_dense_dataset,
-                                     dense_class_embeddings(config),
+    return register_generated_splits(prefix, root, config, dense_class_embeddings(config),
                                      [PALETTE[c] for c, _, _ in config.class_triples])
 
 

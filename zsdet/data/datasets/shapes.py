@@ -1,54 +1,24 @@
 """The built-in synthetic ZSD dataset: coloured geometric shapes on a textured, noisy background.
 
-Each class is a (colour, shape) pair; its name is ``"<colour> <shape>"`` and its embedding is built
-from its attributes: one-hot colour, one-hot shape, plus ``embedding_noise_dims`` fixed random
-"semantic noise" dims, L2-normalised. A block of pairs is unseen (default: 2 colours x 2 shapes),
-chosen so that every unseen colour and shape also occurs in seen classes and the unseen classes
-share attributes with each other: neither attribute alone identifies an unseen class.
+Each class is a (colour, shape) pair named ``"<colour> <shape>"``; its embedding is built from its
+attributes: one-hot colour, one-hot shape, plus ``embedding_noise_dims`` fixed random "semantic
+noise" dims, L2-normalised. A block of pairs is unseen (default: 2 colours x 2 shapes), chosen so
+that every unseen colour and shape also occurs in seen classes and the unseen classes share
+attributes with each other: neither attribute alone identifies an unseen class.
 
-Splits, all in one class index space (``thing_classes`` = every pair, colour-major order):
-
-* ``<prefix>_train``: seen objects only (an unseen object never appears).
-* ``<prefix>_val``: seen objects only, disjoint images (model selection).
-* ``<prefix>_test_zsd``: images with >= 1 unseen object (plus seen objects); GT = unseen boxes.
-* ``<prefix>_test_gzsd``: the same images; GT = all boxes.
-
-The set is generated deterministically (``np.random.Generator`` seeded per image from ``seed``;
-bit-identical output for the same numpy / OpenCV versions) on
-the first ``DatasetCatalog.get``, as PNG images + one COCO json per split, into
-``<root>/<prefix>_<config hash>/`` (root default ``$DETECTRON2_DATASETS/zsd_shapes``), written to a
-temporary folder and renamed into place, and then read with detectron2's ``load_coco_json``, the
-same path COCO takes. Layout of a generated folder::
-
-    images/{train,val,test}/000000.png
-    annotations/{train,val,test_zsd,test_gzsd}.json
-    class_embeddings.tsv        (class name, tab, floats; rows in thing_classes order)
-    dataset.json                (the generator options; written last = the set is complete)
+Splits, generation and folder layout: :mod:`.generated` (``<prefix>_{train,val,test_zsd,test_gzsd}``
+in ``$DETECTRON2_DATASETS/zsd_shapes/<prefix>_<digest>/``; bit-identical output for the same numpy
+/ OpenCV versions). The drawing helpers here are shared with :mod:`.dense_scenes`.
 """
 import dataclasses
-import functools
-import hashlib
-import json
-import logging
 import os
-import shutil
-import tempfile
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json
-from tqdm import tqdm
 
-from ...utils.io import write_json
-from ..embeddings import normalize_embeddings, write_embedding_table
-
-logger = logging.getLogger(__name__)
-
-# Bump when the generator's output changes for the same options (old folders are then not reused).
-GENERATOR_VERSION = 1
+from ..embeddings import normalize_embeddings
+from .generated import GeneratedSetConfig, register_generated_splits, write_generated_dataset
 
 PALETTE = {  # RGB
     "red": (220, 40, 40),
@@ -85,16 +55,13 @@ SHAPES = {
     "hexagon": _regular_polygon(6),
 }
 
-SPLITS = ("train", "val", "test_zsd", "test_gzsd")
-_IMAGE_SETS = {"train": 0, "val": 1, "test": 2}  # image folder -> RNG stream / image-id block
-_ZSD_MODES = {"train": "seen", "val": "seen", "test_zsd": "zsd", "test_gzsd": "gzsd"}
 _MAX_ROTATION_DEG = 15.0  # small, so a rotated square stays a square (not a diamond)
 _PLACEMENT_TRIES = 30
 _MARGIN = 2  # px kept free between object boxes, so every box is fully visible
 
 
 @dataclasses.dataclass(frozen=True)
-class ShapesConfig:
+class ShapesConfig(GeneratedSetConfig):
     """Options of the synthetic shapes generator (every field is part of the folder hash).
 
     Attributes:
@@ -125,12 +92,9 @@ class ShapesConfig:
     embedding_noise_scale: float = 0.1
     seed: int = 0
 
-    def __post_init__(self):
-        # accept lists (e.g. from YAML / json) while keeping the dataclass hashable
-        for name in ("colours", "shapes", "objects_per_image", "object_size"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "unseen", tuple(tuple(pair) for pair in self.unseen))
-        self._validate()
+    NAME, DESCRIPTION = "zsd_shapes", "zsdet synthetic shapes"
+    ATTRIBUTE_FIELDS = ("colours", "shapes")
+    generator_version = 1  # bump when the output changes for the same options (old folders are not reused)
 
     def _validate(self):
         unknown = [c for c in self.colours if c not in PALETTE]
@@ -140,48 +104,16 @@ class ShapesConfig:
                            f"colours {sorted(PALETTE)}, shapes {sorted(SHAPES)}")
         if len(set(self.colours)) != len(self.colours) or len(set(self.shapes)) != len(self.shapes):
             raise ValueError(f"repeated colour or shape in {self.colours} / {self.shapes}")
-        bad = [p for p in self.unseen if len(p) != 2 or p not in self.class_pairs]
-        if bad or len(set(self.unseen)) != len(self.unseen):
-            raise ValueError(f"unseen pairs {bad or self.unseen} must be distinct (colour, shape) "
-                             f"pairs of colours {self.colours} and shapes {self.shapes}")
-        if not self.unseen or len(self.unseen) == len(self.class_pairs):
-            raise ValueError("need at least one seen and one unseen (colour, shape) pair")
-        seen = [self.class_pairs[i] for i in self.seen_ids]
-        orphans = ({c for c, _ in self.unseen} - {c for c, _ in seen}) | (
-            {s for _, s in self.unseen} - {s for _, s in seen})
-        if orphans:
-            raise ValueError(f"unseen attributes {sorted(orphans)} occur in no seen class, so "
-                             "they cannot be learnt from seen data")
+        super()._validate()
         lo, hi = self.object_size
         if not (lo >= 4 and lo <= hi and hi * np.sqrt(2) + 2 * _MARGIN < self.image_size):
             raise ValueError(f"object_size {self.object_size} must satisfy 4 <= min <= max and "
                              f"max * sqrt(2) + {2 * _MARGIN} < image_size {self.image_size}")
-        if not 1 <= self.objects_per_image[0] <= self.objects_per_image[1]:
-            raise ValueError(f"objects_per_image {self.objects_per_image} must be 1 <= min <= max")
-        if min(self.num_train, self.num_val, self.num_test) < 1:
-            raise ValueError("num_train, num_val and num_test must be >= 1")
 
-    @property
-    def class_pairs(self) -> List[Tuple[str, str]]:
-        return [(c, s) for c in self.colours for s in self.shapes]
+    class_pairs = GeneratedSetConfig.class_attributes  # (colour, shape) of each class
 
-    @property
-    def class_names(self) -> List[str]:
-        return [f"{c} {s}" for c, s in self.class_pairs]
-
-    @property
-    def unseen_ids(self) -> List[int]:
-        return sorted(self.class_pairs.index(pair) for pair in self.unseen)
-
-    @property
-    def seen_ids(self) -> List[int]:
-        unseen = set(self.unseen_ids)
-        return [i for i in range(len(self.class_pairs)) if i not in unseen]
-
-    def digest(self) -> str:
-        """8 hex digits identifying the generated content (options + generator version)."""
-        blob = json.dumps([GENERATOR_VERSION, dataclasses.asdict(self)], sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:8]
+    def generate(self, out_dir: str) -> None:
+        generate_shapes_dataset(out_dir, self)
 
 
 def shape_class_embeddings(config: ShapesConfig) -> np.ndarray:
@@ -213,6 +145,13 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
     angle = rng.uniform(0, np.pi)
     stripes = np.sin(freq * (np.cos(angle) * xx + np.sin(angle) * yy) + rng.uniform(0, 2 * np.pi))
     return bg + rng.uniform(4, 12) * stripes[..., None]
+
+
+def camera(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """The drawn float (S, S, 3) ``image`` as a camera sees it: 3x3 Gaussian blur, N(0, 6) pixel
+    noise, rounded to uint8."""
+    image = cv2.GaussianBlur(image, (3, 3), 0.7) + rng.normal(0, 6, image.shape)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
 def object_mask(rng: np.random.Generator, shape: str, size: int, image_size: int,
@@ -275,187 +214,24 @@ def render_image(rng: np.random.Generator, config: ShapesConfig,
         boxes.append(box)
         objects.append({"category": int(class_id), "bbox": [*box[:2], *(box[2:] - box[:2])],
                         "area": float(mask.sum())})
-    image = cv2.GaussianBlur(image, (3, 3), 0.7) + rng.normal(0, 6, image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8), objects
-
-
-def image_classes(rng: np.random.Generator, config, image_set: str) -> np.ndarray:
-    """Class ids of one image: seen-only for train/val; test: one unseen first, then any class.
-
-    ``config`` needs ``objects_per_image``, ``seen_ids``, ``unseen_ids`` and ``class_names``.
-    """
-    count = rng.integers(config.objects_per_image[0], config.objects_per_image[1] + 1)
-    if image_set != "test":
-        return rng.choice(config.seen_ids, count)
-    others = rng.integers(0, len(config.class_names), count - 1)
-    return np.concatenate([rng.choice(config.unseen_ids, 1), others])
-
-
-def _draw_shapes_image(rng: np.random.Generator, config: ShapesConfig, image_set: str):
-    return render_image(rng, config, image_classes(rng, config, image_set))
+    return camera(rng, image), objects
 
 
 # --------------------------------------------------------------------------------------------
-# writing
+# writing and registration
 
 
 def generate_shapes_dataset(out_dir: str, config: ShapesConfig) -> None:
     """Write the dataset (images, split jsons, embeddings, ``dataset.json``) into ``out_dir``."""
-    write_synthetic_dataset(out_dir, config, _draw_shapes_image, shape_class_embeddings(config),
-                            name="zsd_shapes", description="zsdet synthetic shapes",
-                            version=GENERATOR_VERSION)
+    write_generated_dataset(out_dir, config, render_image, shape_class_embeddings(config))
 
 
-def write_synthetic_dataset(out_dir: str, config, draw, embeddings: np.ndarray, name: str,
-                            description: str, version: int) -> None:
-    """Write a generated ZSD set (images, split jsons, embeddings, ``dataset.json``) into ``out_dir``.
-
-    Args:
-        config: a frozen generator-options dataclass with ``class_names``, ``seen_ids``,
-            ``unseen_ids``, ``image_size``, ``num_train`` / ``num_val`` / ``num_test``, ``seed``
-            and ``digest()``.
-        draw: ``draw(rng, config, image_set) -> (pixels (S, S, 3) uint8 RGB, objects)`` with
-            objects as returned by :func:`render_image`; ``rng`` is seeded per image.
-        embeddings: (C, a) class embeddings in ``class_names`` order.
-        name, description: progress-bar label; json ``info`` description prefix.
-        version: generator version written into ``dataset.json``.
-    """
-    categories = [{"id": i + 1, "name": class_name, "supercategory": "shape"}
-                  for i, class_name in enumerate(config.class_names)]
-    unseen = set(config.unseen_ids)
-    annotations: Dict[str, List[Dict]] = {split: [] for split in SPLITS}
-    images: Dict[str, List[Dict]] = {split: [] for split in SPLITS}
-    counts = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
-    bar = tqdm(total=sum(counts.values()), desc=name, unit="img", disable=None)
-    for image_set, count in counts.items():
-        os.makedirs(os.path.join(out_dir, "images", image_set))
-        splits = ("test_zsd", "test_gzsd") if image_set == "test" else (image_set,)
-        for index in range(count):
-            rng = np.random.default_rng([config.seed, _IMAGE_SETS[image_set], index])
-            pixels, objects = draw(rng, config, image_set)
-            file_name = f"{image_set}/{index:06d}.png"
-            cv2.imwrite(os.path.join(out_dir, "images", file_name), pixels[..., ::-1])  # RGB->BGR
-            image_id = _IMAGE_SETS[image_set] * 1_000_000 + index + 1
-            for split in splits:
-                images[split].append({"id": image_id, "file_name": file_name,
-                                      "height": config.image_size, "width": config.image_size})
-                gt = [o for o in objects if split != "test_zsd" or o["category"] in unseen]
-                first_id = len(annotations[split]) + 1
-                annotations[split] += [
-                    {"id": first_id + k, "image_id": image_id, "category_id": o["category"] + 1,
-                     "bbox": o["bbox"], "area": o["area"], "iscrowd": 0}
-                    for k, o in enumerate(gt)
-                ]
-            bar.update()
-    bar.close()
-    os.makedirs(os.path.join(out_dir, "annotations"))
-    for split in SPLITS:
-        info = {"description": f"{description}, split {split}", "version": config.digest()}
-        write_json(os.path.join(out_dir, "annotations", f"{split}.json"),
-                   {"info": info, "images": images[split], "annotations": annotations[split],
-                    "categories": categories}, indent=None)
-    write_embedding_table(os.path.join(out_dir, "class_embeddings.tsv"), config.class_names,
-                          embeddings)
-    write_json(os.path.join(out_dir, "dataset.json"),  # last: marks a complete set
-               {"generator_version": version, **dataclasses.asdict(config)}, indent=None)
-
-
-def ensure_generated(dataset_dir: str, config, generate=None) -> None:
-    """Generate the dataset into ``dataset_dir`` with ``generate(folder, config)`` (default
-    :func:`generate_shapes_dataset`) unless it is complete there already.
-
-    Generation writes to a temporary sibling folder that is renamed into place, so a killed run
-    leaves no half-written set; when several processes race, the first rename wins.
-    """
-    if os.path.isfile(os.path.join(dataset_dir, "dataset.json")):
-        return
-    generate = generate or generate_shapes_dataset
-    parent = os.path.dirname(dataset_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dataset_dir)}.tmp-", dir=parent)
-    start = time.perf_counter()
-    logger.info(f"Generating the synthetic dataset into {dataset_dir} ...")
-    try:
-        generate(tmp, config)
-        try:
-            os.rename(tmp, dataset_dir)
-        except OSError:
-            if not os.path.isfile(os.path.join(dataset_dir, "dataset.json")):
-                raise OSError(f"{dataset_dir} exists but holds no complete dataset "
-                              "(no dataset.json): delete it and retry") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    logger.info(f"Generated {dataset_dir} in {time.perf_counter() - start:.1f} s")
-
-
-def _load_split(dataset_dir: str, config, generate, split: str, name: str) -> List[Dict]:
-    ensure_generated(dataset_dir, config, generate)
-    return load_coco_json(os.path.join(dataset_dir, "annotations", f"{split}.json"),
-                          os.path.join(dataset_dir, "images"), name)
-
-
-def default_root() -> str:
-    """``$DETECTRON2_DATASETS/zsd_shapes`` (``DETECTRON2_DATASETS`` defaults to ``datasets``)."""
-    return os.path.join(os.getenv("DETECTRON2_DATASETS", "datasets"), "zsd_shapes")
-
-
-def register_zsd_shapes(prefix: str = "zsd_shapes", root: Optional[str] = None,
-                        **generator_options) -> List[str]:
-    """Register ``<prefix>_{train,val,test_zsd,test_gzsd}`` (nothing is generated until used).
-
-    Args:
-        prefix: dataset-name prefix.
-        root: parent folder of the generated set (default :func:`default_root`, made absolute at
-            registration); the set lives in ``<root>/<prefix>_<config digest>``.
-        generator_options: fields of :class:`ShapesConfig`.
-
-    Returns:
-        The four dataset names. Registering the same prefix again with the same options is a
-        no-op; with different options it is a ``ValueError``.
-    """
+def register_zsd_shapes(prefix: str = "zsd_shapes", root: Optional[str] = None, **generator_options) -> List[str]:
+    """Register the splits of the shapes set of ``ShapesConfig(**generator_options)`` in ``root``
+    (see :func:`~zsdet.data.datasets.generated.register_generated_splits`)."""
     config = ShapesConfig(**generator_options)
-    dataset_dir = os.path.abspath(os.path.join(root or default_root(),
-                                               f"{prefix}_{config.digest()}"))
-    return register_synthetic_splits(prefix, dataset_dir, config, generate_shapes_dataset,
-                                     shape_class_embeddings(config),
+    return register_generated_splits(prefix, root, config, shape_class_embeddings(config),
                                      [PALETTE[c] for c, _ in config.class_pairs])
-
-
-def register_synthetic_splits(prefix: str, dataset_dir: str, config, generate,
-                              embeddings: np.ndarray, thing_colors: Sequence) -> List[str]:
-    """Register ``<prefix>_{train,val,test_zsd,test_gzsd}`` of a set that ``generate(folder,
-    config)`` writes into ``dataset_dir`` on first use (see :func:`write_synthetic_dataset`).
-
-    Registering the same prefix again for the same folder is a no-op; for another folder it is a
-    ``ValueError``. Returns the four dataset names.
-    """
-    names = [f"{prefix}_{split}" for split in SPLITS]
-    if names[0] in DatasetCatalog:
-        existing = MetadataCatalog.get(names[0]).get("dataset_dir")
-        if existing != dataset_dir:
-            raise ValueError(f"dataset {names[0]!r} is already registered for {existing}, "
-                             f"not {dataset_dir}: use another prefix for other options")
-        return names
-    common = dict(
-        thing_classes=config.class_names,
-        seen_classes=[config.class_names[i] for i in config.seen_ids],
-        unseen_classes=[config.class_names[i] for i in config.unseen_ids],
-        class_embeddings=embeddings.tolist(),
-        class_embeddings_file=os.path.join(dataset_dir, "class_embeddings.tsv"),
-        thing_colors=list(thing_colors),
-        thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(config.class_names))},
-        evaluator_type="zsd",
-        image_root=os.path.join(dataset_dir, "images"),
-        dataset_dir=dataset_dir,
-    )
-    for split, name in zip(SPLITS, names):
-        loader = functools.partial(_load_split, dataset_dir, config, generate, split, name)
-        DatasetCatalog.register(name, loader)
-        MetadataCatalog.get(name).set(
-            json_file=os.path.join(dataset_dir, "annotations", f"{split}.json"),
-            zsd_mode=_ZSD_MODES[split], **common,
-        )
-    return names
 
 
 register_zsd_shapes("zsd_shapes")
