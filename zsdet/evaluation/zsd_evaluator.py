@@ -15,14 +15,7 @@ from detectron2.utils import comm
 from ..utils.io import write_json
 from .report import ap_key, format_per_class_table, format_summary_table, map_key, plot_per_class, recall_key
 from .top1_labels import report_top1_labels
-from .zsd_metrics import (
-    ClassMetrics,
-    Detections,
-    GroundTruth,
-    evaluate_detections,
-    harmonic_mean,
-    macro_mean,
-)
+from .zsd_metrics import ClassMetrics, Detections, GroundTruth, evaluate_detections, harmonic_mean, macro_mean
 
 __all__ = ["ZSDEvaluator", "evaluate_and_write", "scored_classes"]
 

@@ -28,7 +28,7 @@ Conventions:
 * Ties in IoU go to the earliest GT, normal boxes before ignore boxes (mmdet stacks them so).
 """
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import ClassVar, Dict, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -47,8 +47,28 @@ __all__ = [
 ]
 
 
+class _BoxColumns:
+    """Flat per-box columns of a test set, one row per box: each field of ``COLUMNS`` is stored as
+    an array of its dtype, ``boxes`` as (n, 4) and the others as (n,); all of one length."""
+
+    COLUMNS: ClassVar[Dict[str, type]] = {}
+    WHAT: ClassVar[str] = ""
+
+    def __post_init__(self):
+        for name, dtype in self.COLUMNS.items():
+            column = np.asarray(getattr(self, name), dtype=dtype)
+            setattr(self, name, column.reshape(-1, 4) if name == "boxes" else column.reshape(-1))
+        lengths = {name: len(getattr(self, name)) for name in self.COLUMNS}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"{self.WHAT}: arrays have different lengths {lengths}")
+
+    def subset(self, keep: np.ndarray):
+        """Rows selected by a (n,) bool mask or index array."""
+        return type(self)(*(getattr(self, name)[keep] for name in self.COLUMNS))
+
+
 @dataclass
-class Detections:
+class Detections(_BoxColumns):
     """Detections of a test set. image_ids: (D,) int; boxes: (D, 4) XYXY float; scores: (D,)
     float; classes: (D,) int contiguous class ids."""
 
@@ -57,13 +77,11 @@ class Detections:
     scores: np.ndarray
     classes: np.ndarray
 
+    COLUMNS = {"image_ids": np.int64, "boxes": np.float64, "scores": np.float64, "classes": np.int64}
+    WHAT = "detections"
+
     def __post_init__(self):
-        self.image_ids = np.asarray(self.image_ids, dtype=np.int64).reshape(-1)
-        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
-        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
-        self.classes = np.asarray(self.classes, dtype=np.int64).reshape(-1)
-        _check_lengths("detections", image_ids=self.image_ids, boxes=self.boxes,
-                       scores=self.scores, classes=self.classes)
+        super().__post_init__()
         if np.isnan(self.scores).any():
             raise ValueError(f"detection scores contain NaN (first at row "
                              f"{int(np.flatnonzero(np.isnan(self.scores))[0])})")
@@ -71,14 +89,9 @@ class Detections:
     def __len__(self) -> int:
         return self.scores.size
 
-    def subset(self, keep: np.ndarray) -> "Detections":
-        """Rows selected by a (D,) bool mask or index array."""
-        return Detections(self.image_ids[keep], self.boxes[keep], self.scores[keep],
-                          self.classes[keep])
-
 
 @dataclass
-class GroundTruth:
+class GroundTruth(_BoxColumns):
     """GT boxes of a test set. image_ids: (G,) int; boxes: (G, 4) XYXY float; classes: (G,) int;
     ignore: (G,) bool, True for crowd / ignore boxes."""
 
@@ -87,18 +100,8 @@ class GroundTruth:
     classes: np.ndarray
     ignore: np.ndarray
 
-    def __post_init__(self):
-        self.image_ids = np.asarray(self.image_ids, dtype=np.int64).reshape(-1)
-        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
-        self.classes = np.asarray(self.classes, dtype=np.int64).reshape(-1)
-        self.ignore = np.asarray(self.ignore, dtype=bool).reshape(-1)
-        _check_lengths("ground truth", image_ids=self.image_ids, boxes=self.boxes,
-                       classes=self.classes, ignore=self.ignore)
-
-    def subset(self, keep: np.ndarray) -> "GroundTruth":
-        """Rows selected by a (G,) bool mask or index array."""
-        return GroundTruth(self.image_ids[keep], self.boxes[keep], self.classes[keep],
-                           self.ignore[keep])
+    COLUMNS = {"image_ids": np.int64, "boxes": np.float64, "classes": np.int64, "ignore": bool}
+    WHAT = "ground truth"
 
 
 @dataclass
@@ -118,12 +121,6 @@ class ClassMetrics:
         if hits.size == 0:
             raise KeyError(f"IoU {iou} not evaluated; have {self.iou_thresholds.tolist()}")
         return int(hits[0])
-
-
-def _check_lengths(what: str, **arrays: np.ndarray) -> None:
-    lengths = {k: len(v) for k, v in arrays.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"{what}: arrays have different lengths {lengths}")
 
 
 def _score_order(image_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
