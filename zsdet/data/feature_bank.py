@@ -3,10 +3,9 @@
 A bank is a directory of parts ``part_rank<r>_<seq>.h5`` (``seq``: 6 digits, per data-parallel
 rank ``r``). Every flush of :class:`FeatureBankWriter` writes ONE new part:
 
-* ``features``    (n, d) float16, contiguous and uncompressed (box-head outputs are post-ReLU and
-  small: float16 halves disk and memory). ``benchmarks/bench_roi_bank.py --compression``: lzf /
-  gzip-1 chunks save ~35 % / ~50 % of the bytes of ~55 %-zero features but write 6-9x slower, in
-  the extraction loop; 2 KiB a row (12 GB for COCO's ~6M RoIs) is the cheaper trade (README),
+* ``features``    (n, d) float16 (box-head outputs are post-ReLU and small), contiguous and
+  uncompressed: 2 KiB a row at d = 1024 (``benchmarks/bench_roi_bank.py --compression`` weighs
+  the alternatives),
 * ``labels``      (n,) int32: contiguous class id, ``num_classes`` for background,
 * ``image_ids``   (n,) int64: source image of each row,
 * ``done_images`` (m,) int64: every image of this flush (also those that gave no row),

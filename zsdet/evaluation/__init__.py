@@ -6,8 +6,10 @@
 * :mod:`.multilabel_streaming`: :func:`streamed_multilabel_metrics`, the same metrics computed
   exactly from a :class:`ScoreStream` within a memory budget (score matrices too large for memory).
 * :mod:`.zsd_metrics`: pure numpy ZSD protocol functions (matching, VOC AP, Recall@100, HM).
-* :mod:`.zsd_evaluator`: :class:`ZSDEvaluator`, the ``DatasetEvaluator`` for ZSD / GZSD.
-* :mod:`.report`: tables, JSON and per-class bar charts.
+* :mod:`.head_scores`: :class:`HeadScores`, a linear head's scores on a streamed feature file.
+* :mod:`.zsd_evaluator`: :class:`ZSDEvaluator`, the ``DatasetEvaluator`` for ZSD / GZSD, with
+  :mod:`.top1_labels` (GZSD top-1 labelling) and :mod:`.coco_results` (COCO-format results files).
+* :mod:`.report`: tables and plots.
 
 Nothing is registered globally; a trainer picks ``ZSDEvaluator`` for ``evaluator_type == "zsd"``.
 """

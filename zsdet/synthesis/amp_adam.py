@@ -1,19 +1,16 @@
 """``AmpAdam``: Adam that updates :class:`~zsdet.synthesis.amp_linear.AmpLinear` weights in one pass.
 
-With bf16 autocast a weight's step is, done with stock ops: cast the bf16 weight gradient into a
-float32 gradient, run fused Adam (read weight, gradient, both moments; write weight and moments),
-cast the new weight into the layer's bf16 copy: three passes over weight-sized memory and ~50
-bytes of traffic per parameter. Memory bandwidth, not arithmetic, bounds these steps on a CPU
-(one f-VAEGAN CLF iteration at the NUS-WIDE sizes updates ~280 M parameters).
+With bf16 autocast a weight's step, done with stock ops, is three passes over weight-sized memory
+(cast the bf16 gradient to float32, fused Adam, cast the new weight into the layer's bf16 copy):
+memory bandwidth, not arithmetic, bounds it on a CPU.
 
 ``AmpAdam`` is ``torch.optim.Adam`` (same hyper-parameters, state and ``state_dict``) except for
 parameters whose ``.grad`` has a lower precision than the parameter: the weights of ``AmpLinear``
 layers in ``grad_mode="low_precision"`` (the constructor puts the module's layers in that mode).
 For those, one function reads the bf16 gradient, updates the float32 weight and moments exactly as
-``torch.optim.Adam`` (no amsgrad) and writes the layer's bf16 weight copy. It is compiled with
-``torch.compile`` into one loop (~28 bytes per parameter; measured 43 ms instead of 79 ms for 64 M
-parameters on a 2-core Xeon); where compilation is unavailable it runs eagerly (same result up to
-rounding, slower) after a logged warning. Every other parameter goes through stock fused Adam.
+``torch.optim.Adam`` (no amsgrad) and writes the layer's bf16 weight copy, compiled with
+``torch.compile`` into one loop; where compilation is unavailable it runs eagerly (same result up
+to rounding) after a logged warning. Every other parameter goes through stock fused Adam.
 """
 import logging
 from typing import Optional

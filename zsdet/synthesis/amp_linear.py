@@ -2,12 +2,9 @@
 
 Under ``torch.autocast`` a plain ``nn.Linear`` casts its float32 weight to bfloat16 at every call,
 its backward writes the bfloat16 weight gradient into a fresh tensor and casts it into another fresh
-float32 tensor: three weight-sized allocations per layer and step. On CUDA the caching allocator
-makes that cheap; on the CPU, glibc serves every block above 32 MiB with a fresh ``mmap`` that
-the kernel must page-fault and zero, which at the NUS-WIDE generator sizes (~200 M parameters)
-cost more than the arithmetic (measured on a 2-core Xeon: a (8192, 4096) bf16 weight-gradient GEMM
-takes 20 ms into a fresh tensor and 5 ms into an existing one; ~590k page faults and 1.5 s of
-system time per f-VAEGAN CLF iteration).
+float32 tensor: three weight-sized allocations per layer and step. On the CPU, glibc serves every
+block above 32 MiB with a fresh ``mmap`` that the kernel must page-fault and zero, which at large
+generator sizes costs more than the arithmetic.
 
 :class:`AmpLinear` computes what autocast computes (bf16 operands, bf16 GEMM outputs, the weight
 gradient rounded to bf16) but keeps persistent buffers per layer:

@@ -23,10 +23,9 @@ on noise, so detection figures on it mean nothing.
 
 :func:`write_standin_backbone` stands in for the ImageNet-pretrained backbone that the COCO config
 downloads (``MODEL.WEIGHTS``), which cannot be fetched offline: the config's own ResNet, randomly
-initialised, with its frozen batch-norm statistics calibrated on a few images. ``MODEL.WEIGHTS ""``
-is no substitute for ResNet-101: its ``FrozenBN`` layers are then identities and the activations
-blow up through 33 residual blocks (measured: loss 8.7e4 at the first iteration, RoI features
-beyond the float16 range of the RoI bank, which refuses them).
+initialised, with its frozen batch-norm statistics calibrated on a few images (with
+``MODEL.WEIGHTS ""`` the ``FrozenBN`` layers of ResNet-101 are identities and the activations blow
+up through its residual blocks, beyond the float16 range of the RoI bank).
 """
 import csv
 import os
