@@ -1,4 +1,4 @@
-"""Fixtures of the classification tests: the two tools under ``tools/`` loaded as modules."""
+"""Fixtures of the tools tests: tools/train_mlzsl.py and tools/extract_vgg_features.py loaded as modules."""
 import pytest
 
 
