@@ -12,10 +12,8 @@ Splits, generation (deterministic, on first use, into ``$DETECTRON2_DATASETS/zsd
 those of :mod:`.shapes`.
 """
 import dataclasses
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
 from ..embeddings import normalize_embeddings

@@ -11,7 +11,6 @@ in ``$DETECTRON2_DATASETS/zsd_shapes/<prefix>_<digest>/``; bit-identical output 
 / OpenCV versions). The drawing helpers here are shared with :mod:`.dense_scenes`.
 """
 import dataclasses
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
