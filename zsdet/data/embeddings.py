@@ -23,9 +23,9 @@
   have no names: pass ``class_list`` = the 1000 tag names followed by the 81 concept names, or use
   :func:`load_nus_wide_glove` for the official seen (925) / unseen (81) matrix.
 
-Name matching (all formats, :mod:`.embedding_lookup`): the exact name first, then the forms with spaces replaced by ``_`` or
-``-`` (and ``_`` by spaces), then the lower-cased forms. So ``"traffic light"`` finds SUZOD's
-``traffic_light``.
+Name matching (all formats, :mod:`.embedding_lookup`): the exact name first, then the forms with
+spaces replaced by ``_`` or ``-`` (and ``_`` by spaces), then the lower-cased forms. So
+``"traffic light"`` finds SUZOD's ``traffic_light``.
 
 Normalisation (``normalize``): ``"l2"`` divides each row by its L2 norm (default); ``"spectral"``
 divides the whole matrix by its largest singular value, as SUZOD does with its 81 x 300 fastText

@@ -54,7 +54,8 @@ def probe_map(synth_x: torch.Tensor, synth_y: torch.Tensor, val: ValidationSet, 
     return mean_average_precision(ridge_probe_scores(synth_x, synth_y, val.x, ridge).cpu(), val.y)
 
 
-def ridge_probe_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, ridge: float) -> torch.Tensor:
+def ridge_probe_scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                       ridge: float) -> torch.Tensor:
     """Scores (m, K) of the ridge-regression linear head fitted on ``(train_x (n, d), train_y (n, K))``.
 
     ``W = argmin ||X_c W - Y_c||^2 + lam ||W||^2`` on centred data, ``lam = ridge * trace(X_c^T X_c) / d``,

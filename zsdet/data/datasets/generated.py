@@ -85,8 +85,9 @@ class GeneratedSetConfig:
         """Raise when the options are inconsistent; subclasses check their own fields first."""
         bad = [t for t in self.unseen if t not in self.class_attributes]
         if bad or len(set(self.unseen)) != len(self.unseen):
-            raise ValueError(f"unseen classes {bad or self.unseen} must be distinct ({', '.join(self.ATTRIBUTE_FIELDS)}) "
-                             "tuples of the configured attribute values")
+            kind = ", ".join(self.ATTRIBUTE_FIELDS)
+            raise ValueError(f"unseen classes {bad or self.unseen} must be distinct ({kind}) tuples of the "
+                             "configured attribute values")
         if not self.unseen or len(self.unseen) == len(self.class_attributes):
             raise ValueError("need at least one seen and one unseen class")
         seen = [self.class_attributes[i] for i in self.seen_ids]
