@@ -71,7 +71,7 @@ def _add_synthesis_config(cfg: CN) -> None:
     s.GAMMA_G = 10.0  # weight of the adversarial term in the G/E loss (fvaegan only; official gammaG)
     s.VAE_RECON = "bce"  # f-VAEGAN reconstruction loss: "bce" (official, needs sigmoid outputs) or "mse"
     s.EPOCHS = 50  # training epochs; one epoch = CRITIC_ITERS passes over the data, about n / BATCH_SIZE G steps
-    s.BATCH_SIZE = 64  # real samples per critic / generator step (per GPU under DDP)
+    s.BATCH_SIZE = 64  # real samples per critic / generator step over all GPUs (each gets BATCH_SIZE / #GPUs)
     s.MAX_SET_SIZE = 10  # training samples with more positive labels are skipped (official N = 10); 0 = no limit
     s.AMP_DTYPE = "none"  # autocast dtype for training and synthesis: "none" or "bfloat16" (CUDA, or CPU with AMX)
     s.DEVICE = ""  # "" = CUDA when available (the local rank's GPU under DDP), else "cpu"; or e.g. "cpu", "cuda:1"

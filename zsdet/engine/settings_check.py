@@ -76,12 +76,17 @@ def box_feature_dim(cfg) -> int:
     return int(model.roi_heads.box_head.output_shape.channels)
 
 
+def divided_among_ranks(cfg, key: str) -> Any:
+    """A batch over all processes (``SOLVER.IMS_PER_BATCH``, ``SYNTHESIS.BATCH_SIZE``): >= 1 and
+    divisible by their number."""
+    world = comm.get_world_size()
+    return require(cfg, key, lambda v: v >= 1 and v % world == 0,
+                   f">= 1 and divisible by the number of processes ({world}): it is the batch over all of them")
+
+
 def check_detector_settings(cfg) -> None:
     """Stage ``detector``: the detectron2 solver keys that otherwise fail inside detectron2 / fvcore."""
-    ims = at_least(cfg, "SOLVER.IMS_PER_BATCH", 1)
-    if ims % comm.get_world_size():
-        raise SettingsError(f"SOLVER.IMS_PER_BATCH must be divisible by the number of processes "
-                            f"({comm.get_world_size()}), got {ims}")
+    divided_among_ranks(cfg, "SOLVER.IMS_PER_BATCH")
     at_least(cfg, "SOLVER.MAX_ITER", 1)
     positive(cfg, "SOLVER.BASE_LR")
     at_least(cfg, "SOLVER.CHECKPOINT_PERIOD", 1)
@@ -108,6 +113,7 @@ def check_generator_data_settings(cfg) -> None:
     """Stage ``generator``: the streamed RoI source (``ZSD.FEATURES`` streaming / epoch keys) and
     mixtures no larger than the generator's label sets."""
     within(cfg, "ZSD.FEATURES.VAL_FRACTION", 0.0, 1.0, high_open=True)
+    divided_among_ranks(cfg, "SYNTHESIS.BATCH_SIZE")
     positive(cfg, "ZSD.FEATURES.STREAM_MEMORY_MB")
     at_least(cfg, "ZSD.FEATURES.STREAM_BLOCK_ROWS", 1)
     at_least(cfg, "ZSD.FEATURES.SAMPLES_PER_EPOCH", 0)
@@ -207,6 +213,7 @@ def check_classification_settings(cfg, eval_only: bool = False) -> None:
     # SynthesisTrainer.from_config checks the dimensions against the data files, before training
     settings = SynthesisSettings.from_config(cfg)
     settings.validate()
+    divided_among_ranks(cfg, "SYNTHESIS.BATCH_SIZE")
     if cfg.MLZSL.BENCHMARK == "synthetic":  # the dimensions are settings too
         settings.check_data(cfg.MLZSL.SYNTHETIC.FEATURE_DIM, cfg.MLZSL.SYNTHETIC.EMBED_DIM)
     if cfg.MLZSL.SYNTH_LABEL_SETS in ("singleton", "both"):

@@ -8,7 +8,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.feature_source import FeatureSource
 from .amp_linear import set_grad_mode
 
-__all__ = ["resolve_device", "shards_by_rank", "wrap_for_ranks"]
+__all__ = ["resolve_device", "per_rank_batch", "shards_by_rank", "wrap_for_ranks"]
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
@@ -18,6 +18,21 @@ def resolve_device(name: Optional[str]) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", comm.get_local_rank())
     return torch.device("cpu")
+
+
+def per_rank_batch(total: int) -> int:
+    """Samples per rank of a step whose batch over all ranks is ``total`` (``SYNTHESIS.BATCH_SIZE``,
+    detectron2's convention for ``SOLVER.IMS_PER_BATCH``): a run does the same steps with the same
+    effective batch on any number of ranks (DDP averages the ranks' gradients).
+
+    Raises:
+        ValueError: ``total`` not divisible by the number of ranks (key and value named).
+    """
+    world = comm.get_world_size()
+    if total % world:
+        raise ValueError(f"SYNTHESIS.BATCH_SIZE is the batch over all {world} processes and must be divisible "
+                         f"by their number, got {total}")
+    return total // world
 
 
 def shards_by_rank(source: FeatureSource) -> bool:

@@ -1,14 +1,16 @@
 """The generator's per-epoch log: ``metrics.jsonl`` (one JSON object per epoch, appended) and
-TensorBoard scalars ``synthesis/<name>`` in ``tensorboard/`` through detectron2's writer."""
+TensorBoard scalars ``synthesis/<name>`` in ``tensorboard/`` through detectron2's writer; and
+:class:`TimedIterator`, the data-wait time of an epoch (``data_sec``: seconds spent building batches)."""
 import json
 import os
-from typing import Dict
+import time
+from typing import Dict, Iterable
 
 from detectron2.utils.events import EventStorage, TensorboardXWriter
 
 from ..utils.io import write_text
 
-__all__ = ["METRICS", "STAT_NAMES", "MetricsLog"]
+__all__ = ["METRICS", "STAT_NAMES", "MetricsLog", "TimedIterator"]
 
 METRICS = "metrics.jsonl"
 # the losses of a generator iteration, in the order of its stats vector
@@ -40,3 +42,21 @@ class MetricsLog:
 
     def close(self) -> None:
         self.tb.close()
+
+
+class TimedIterator:
+    """Iterate ``iterable``, adding the seconds spent waiting for each item to ``seconds``."""
+
+    def __init__(self, iterable: Iterable):
+        self._it = iter(iterable)
+        self.seconds = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        tic = time.perf_counter()
+        try:
+            return next(self._it)
+        finally:
+            self.seconds += time.perf_counter() - tic

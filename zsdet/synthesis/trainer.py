@@ -14,7 +14,9 @@ Files in ``output_dir`` (rank 0): ``last_checkpoint.pth``, ``model_best.pth`` (:
 ``metrics.jsonl`` and ``tensorboard/`` (:mod:`.metrics_log`). Randomness is re-derived from
 ``(SEED, epoch, rank)`` at every epoch and the data order is a function of ``(SEED, epoch)``, so a
 resumed run continues exactly as an uninterrupted one. Under detectron2's ``launch`` each rank
-trains on its share of every group of batches (:mod:`.distributed`).
+trains on its share of every group of batches (:mod:`.distributed`); ``BATCH_SIZE`` is the batch of
+a step over all ranks (as detectron2's ``IMS_PER_BATCH``), so a run does the same steps with the
+same effective batch on any number of GPUs, and rank 0's validation score decides for all.
 """
 import logging
 import os
@@ -26,17 +28,18 @@ import torch
 from detectron2.utils import comm
 from tqdm import tqdm
 
-from ..data.feature_source import FeatureSource, check_finite
+from ..data.feature_source import FeatureSource, check_finite, every_sample
 from ..data.seeded_rng import INIT_KEY, VAL_KEY, derive_seed
+from ..utils.ranks import from_main, run_on_main
 from . import checkpoint
 from .amp_adam import AmpAdam
 from .checkpoint import BEST, CHECKPOINT, embeddings_record
 from .classifiers import fit_linear_multilabel
-from .distributed import resolve_device, shards_by_rank, wrap_for_ranks
+from .distributed import per_rank_batch, resolve_device, shards_by_rank, wrap_for_ranks
 from .fusion import MultiLabelGenerator, index_label_sets
 from .label_sets import LabelSets
 from .losses import critic_loss, generator_adversarial_loss, multilabel_bce, vae_loss
-from .metrics_log import STAT_NAMES, MetricsLog
+from .metrics_log import STAT_NAMES, MetricsLog, TimedIterator
 from .networks import Critic, Encoder
 from .scaling import FeatureScaler
 from .selection import probe_map, validation_set
@@ -140,9 +143,10 @@ class SynthesisTrainer:
 
     # ------------------------------------------------------------------ preparation
     def _prepare(self, train: FeatureSource) -> None:
-        """One pass: fit the scaler, collect the training label sets and seen classes; pre-train f_cls."""
+        """One pass over every sample (:func:`every_sample`, not an epoch's subset): fit the scaler,
+        collect the training label sets and seen classes; then pre-train f_cls."""
         sets, seen = [], torch.zeros(self.num_classes, dtype=torch.bool)
-        for x, y in tqdm(train.iter_batches(4096, 0, self.s.seed), desc="synthesis: scan training data",
+        for x, y in tqdm(every_sample(train, 4096, self.s.seed), desc="synthesis: scan training data",
                          disable=not comm.is_main_process(), leave=False):
             batch = self._usable(x, y)
             if batch is None:
@@ -214,8 +218,11 @@ class SynthesisTrainer:
         if val is not None:
             self._check_source(val, "validation")
         os.makedirs(self.output_dir, exist_ok=True)
+        logger.info("synthesis: SYNTHESIS.BATCH_SIZE %d is the batch of a step over all %d processes: %d "
+                    "samples each, the same steps as on one process", self.s.batch_size,
+                    comm.get_world_size(), per_rank_batch(self.s.batch_size))
         start, last = 0, os.path.join(self.output_dir, CHECKPOINT)
-        if self.s.resume and os.path.exists(last):
+        if self.s.resume and from_main(os.path.exists(last)):  # one decision: every rank resumes or none
             start = checkpoint.restore_last(self, last)
             logger.info("synthesis: resuming from %s at epoch %d", last, start)
         else:
@@ -232,7 +239,9 @@ class SynthesisTrainer:
                 break
             tic = time.perf_counter()
             metrics = self._train_epoch(train, epoch, seen_dev)
-            score = self.validate() if val is not None else float("nan")
+            # rank 0's score decides selection and early stopping on every rank (GPU kernels are not
+            # deterministic: ranks' own scores may differ, and ranks that disagree would hang)
+            score = run_on_main(self.validate) if val is not None else float("nan")
             if val is None or score > self.best["score"]:
                 self.best.update(score=score, epoch=epoch, bad_epochs=0)
                 if comm.is_main_process():
@@ -254,14 +263,15 @@ class SynthesisTrainer:
                 "stopped_early": done < self.s.epochs}
 
     def _usable_batches(self, train: FeatureSource, epoch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of exactly BATCH_SIZE usable samples from the epoch's CRITIC_ITERS passes (CPU).
+        """Batches of exactly BATCH_SIZE / world size usable samples from the epoch's CRITIC_ITERS
+        passes (CPU): a step's batch over all ranks is BATCH_SIZE.
 
         Samples dropped by ``_usable`` are refilled from the following ones, so the matrix products
         keep their shapes from batch to batch (on the CPU oneDNN compiles a kernel for every new
         shape); an incomplete last batch is dropped. Every rank reads the same stream, unless the
         source shards itself (:func:`shards_by_rank`): then each rank reads only its own share.
         """
-        k, bs = self.s.critic_iters, self.s.batch_size
+        k, bs = self.s.critic_iters, per_rank_batch(self.s.batch_size)
         xs, ys, n = [], [], 0
         for j in range(k):
             passes = (train.iter_rank_batches(bs, epoch * k + j, self.s.seed, comm.get_rank(), comm.get_world_size())
@@ -305,15 +315,15 @@ class SynthesisTrainer:
         steps = 0
         for m in self.trained_modules().values():
             m.train()
-        total = len(train) // (self.s.batch_size * comm.get_world_size())
-        for group in tqdm(self._groups(train, epoch), total=total, desc=f"synthesis epoch {epoch}",
+        groups = TimedIterator(self._groups(train, epoch))
+        for group in tqdm(groups, total=len(train) // self.s.batch_size, desc=f"synthesis epoch {epoch}",
                           disable=not comm.is_main_process(), leave=False):
             sums += self._iteration(group, gen, seen_dev)
             steps += 1
         if steps == 0:
-            raise ValueError(f"epoch {epoch}: no generator step (fewer than CRITIC_ITERS * world_size batches of "
+            raise ValueError(f"epoch {epoch}: no generator step (fewer than CRITIC_ITERS batches of BATCH_SIZE "
                              "usable training samples)")
-        return dict(zip(STAT_NAMES, (sums / steps).tolist()), iterations=steps)
+        return dict(zip(STAT_NAMES, (sums / steps).tolist()), iterations=steps, data_sec=groups.seconds)
 
     def _iteration(self, group, gen: torch.Generator, seen_dev: torch.Tensor) -> torch.Tensor:
         """One generator iteration on K CPU batches; returns the (len(STAT_NAMES),) stats vector."""
