@@ -1,4 +1,6 @@
 """Streamed generator source over an RoI bank: passes, mixtures, memory groups, epoch sizes, rank shares."""
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -99,8 +101,10 @@ def test_ranks_read_disjoint_equal_shares(tmp_path):
     assert min(len(r0), len(r1)) > 0.45 * len(fg) and not r0 & r1
     sizes = [sum(len(x) for x, _ in share) for share in shares]
     assert sizes[0] == sizes[1] >= 1.25 * 0.45 * len(fg)
-    idx, keep = shard_blocks(np.array([5, 5, 5, 5]), 1, 2)
-    assert idx.tolist() == [2, 3] and keep == 10
+    idx, first, end = shard_blocks(np.array([5, 5, 5, 5]), 1, 2)
+    assert idx.tolist() == [2, 3] and first.tolist() == [0, 0] and end.tolist() == [5, 5]
+    idx, first, end = shard_blocks(np.array([4, 7, 4]), 1, 2)  # rows 7..13: the middle block is split
+    assert idx.tolist() == [1, 2] and first.tolist() == [3, 0] and end.tolist() == [7, 3]
 
 
 def test_bad_rows_and_budgets_are_refused(tmp_path):
@@ -181,6 +185,7 @@ def _ddp_worker(rank, world, init_file, bank_dir, out_dir):
 
 def test_ddp_ranks_train_on_their_own_shares_and_stay_identical(tmp_path):
     bank = make_bank(tmp_path / "bank")
+    fg = bank.foreground_rows()
     out = tmp_path / "gen"
     out.mkdir()
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), bank.bank_dir, str(out)), nprocs=2, join=True)
@@ -189,4 +194,28 @@ def test_ddp_ranks_train_on_their_own_shares_and_stay_identical(tmp_path):
     # the scan and f_cls read the whole stream (world 1) once each; both training passes per-rank shares
     assert w0["calls"] == w1["calls"] == [1, 1, 2, 2]
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 1 and '"iterations": ' in lines[0]
+    assert len(lines) == 1
+    # SYNTHESIS.BATCH_SIZE is the batch over both ranks: as many generator steps as one process does
+    one = tiny_trainer(tmp_path / "one")
+    one.fit(RoIBankSource(bank, fg[fg < 800], mixture_ratio=0.5, block_rows=32),
+            RoIBankSource(bank, fg[fg >= 800], mixture_ratio=0.5, block_rows=32))
+    single = json.loads((tmp_path / "one" / "metrics.jsonl").read_text())
+    assert json.loads(lines[0])["iterations"] == single["iterations"] > 0
+
+
+def test_scaler_and_seen_classes_come_from_the_whole_bank_not_the_first_pass(tmp_path):
+    """Class 3 sits only in the bank's last block, with the largest feature value: an epoch of
+    SAMPLES_PER_EPOCH rows (pass 0) misses it, the trainer's statistics must not."""
+    labels = np.concatenate([np.arange(368) % 3, np.full(16, 3)])  # 24 blocks of 16 rows
+    feats = np.tile(np.linspace(0, 1, 384, dtype=np.float32)[:, None], (1, 8))
+    feats[labels == 3] = 2.0
+    commit_part(part_path(str(tmp_path), 0, 0), part_bytes(feats, labels, np.arange(384) // 4, [0], list("abcd")))
+    bank = FeatureBank(str(tmp_path))
+    train = RoIBankSource(bank, bank.foreground_rows(), mixture_ratio=0.5, block_rows=16, samples_per_epoch=64)
+    trainer = tiny_trainer(tmp_path / "gen")
+    first_pass = list(train.iter_batches(4096, 0, trainer.s.seed))
+    assert torch.cat([y for _, y in first_pass])[:, 3].sum() == 0  # the first pass never sees class 3
+    trainer._prepare(train)
+    assert trainer.seen_classes.tolist() == [0, 1, 2, 3]
+    assert torch.equal(trainer.scaler.low, torch.zeros(8)) and torch.equal(trainer.scaler.span, torch.full((8,), 2.0))
+    assert len(trainer.train_sets) == 384 + 192  # the label sets of every row once, and of its mixtures

@@ -8,7 +8,8 @@ for all features at once.
 
 Optional method ``split(fraction, seed) -> (train_source, val_source)``: lets
 :meth:`zsdet.synthesis.SynthesisTrainer.fit` carve its validation split itself when no ``val``
-source is given.
+source is given. Optional method ``iter_every_sample(batch_size, seed)``: one pass over every
+sample, for a source whose passes hold only some of them (:func:`every_sample`).
 """
 from typing import Iterator, Protocol, Tuple, runtime_checkable
 
@@ -16,7 +17,7 @@ import torch
 
 from .seeded_rng import SPLIT_KEY, derive_seed
 
-__all__ = ["FeatureSource", "TensorFeatureSource", "check_finite"]
+__all__ = ["FeatureSource", "TensorFeatureSource", "check_finite", "every_sample"]
 
 
 @runtime_checkable
@@ -39,6 +40,14 @@ def check_finite(x: torch.Tensor, what: str) -> None:
     if bool(bad.any()):
         row = int(bad.nonzero()[0, 0])
         raise ValueError(f"{what}: non-finite (NaN/inf) value in row {row}")
+
+
+def every_sample(source: FeatureSource, batch_size: int, seed: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of one pass over every sample of ``source`` (statistics such as the feature range and
+    the label sets): ``source.iter_every_sample`` when it has one, else pass 0 of ``iter_batches``."""
+    if hasattr(source, "iter_every_sample"):
+        return source.iter_every_sample(batch_size, seed)
+    return source.iter_batches(batch_size, 0, seed)
 
 
 class TensorFeatureSource:

@@ -8,9 +8,10 @@ split. Its rows (foreground RoIs of some images) are cut into read *blocks*
 1. choose the pass's rows: all rows; or ``samples_per_epoch`` of them as whole blocks in a random
    block order (the last one cut); or, ``class_balanced``, up to the same random number of rows of
    every class (the largest cap that keeps the total within ``samples_per_epoch``);
-2. deal the blocks in a random order to the data-parallel ranks as contiguous runs (every rank
-   keeps the same number of rows, the smallest share), and cut each rank's run into *groups* of at
-   most ``memory_budget_mb`` of float32 rows;
+2. deal the blocks in a random order to the data-parallel ranks as contiguous runs of exactly
+   ``rows // world`` rows (a block at a boundary is split: all ranks together train on the rows of
+   the one-process pass), and cut each rank's run into *groups* of at most ``memory_budget_mb`` of
+   float32 rows;
 3. per group: read its blocks (one contiguous HDF5 read each), draw ``mixture_ratio`` mixtures per
    row (paper Sec. 5, :func:`~zsdet.data.mixtures.sample_mixture_sets`) among the group's rows,
    shuffle singles and mixtures together and yield batches; a mixture is fused
@@ -19,6 +20,7 @@ split. Its rows (foreground RoIs of some images) are cut into read *blocks*
 Memory: one group buffer (the budget), one block of float16 and one batch, whatever the bank's
 size; the in-memory index is a few int arrays over the source's rows (about 20 bytes a row).
 """
+import copy
 from typing import Iterator, Tuple
 
 import numpy as np
@@ -32,14 +34,17 @@ from .seeded_rng import derive_seed
 __all__ = ["RoIBankSource", "shard_blocks"]
 
 
-def shard_blocks(sizes: np.ndarray, rank: int, world: int) -> Tuple[np.ndarray, int]:
-    """This rank's share of an ordered list of blocks of ``sizes`` rows: contiguous runs of about
-    ``sum(sizes) / world`` rows. Returns (indices into the list, rows every rank keeps = the
-    smallest share), so that all ranks yield equally many samples."""
-    if world == 1:
-        return np.arange(len(sizes)), int(sizes.sum())
-    owner = ((np.cumsum(sizes) - sizes) * world) // max(1, int(sizes.sum()))
-    return np.nonzero(owner == rank)[0], int(np.bincount(owner, weights=sizes, minlength=world).min())
+def shard_blocks(sizes: np.ndarray, rank: int, world: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This rank's share of an ordered list of blocks of ``sizes`` rows: rows ``[rank * keep,
+    (rank + 1) * keep)`` of their concatenation, ``keep = sum(sizes) // world`` (equal shares, whose
+    sum is the one-process pass but for the last ``sum % world`` rows; a block at a boundary is
+    split). Returns (indices into the list, first and end row taken in each of those blocks)."""
+    keep = int(sizes.sum()) // world
+    ends = np.cumsum(sizes)
+    begins = ends - sizes
+    lo, hi = rank * keep, (rank + 1) * keep
+    mine = np.nonzero((ends > lo) & (begins < hi))[0]
+    return mine, np.maximum(lo - begins[mine], 0), np.minimum(hi - begins[mine], sizes[mine])
 
 
 class RoIBankSource:
@@ -118,23 +123,21 @@ class RoIBankSource:
         starts = np.searchsorted(chosen, self.bounds)  # block b's chosen rows: chosen[starts[b]:starts[b+1]]
         sizes = np.diff(starts)
         order = order[sizes[order] > 0]
-        mine, keep = shard_blocks(sizes[order], rank, world)
+        mine, first, end = shard_blocks(sizes[order], rank, world)
         mine = order[mine]
-        group_of = (np.cumsum(sizes[mine]) - sizes[mine]) // self.group_rows
+        group_of = (np.cumsum(end - first) - (end - first)) // self.group_rows
         x = torch.empty(self.group_rows + self.block_rows, self.feature_dim)
         lab = torch.empty(len(x), dtype=torch.int64)
         carry, done = None, 0
         with self.bank.reader() as read:
             for g in range(int(group_of[-1]) + 1 if len(mine) else 0):
-                if done >= keep:
-                    break
                 m = 0
-                for b in np.sort(mine[group_of == g]):  # file order within a group
-                    pos = chosen[starts[b]:starts[b + 1]]
+                in_group = np.nonzero(group_of == g)[0]
+                for i in in_group[np.argsort(mine[in_group])]:  # file order within a group
+                    pos = chosen[starts[mine[i]] + first[i]:starts[mine[i]] + end[i]]
                     x[m:m + len(pos)] = torch.from_numpy(read(self.rows[pos]))
                     lab[m:m + len(pos)] = torch.from_numpy(self.labels[pos].astype(np.int64))
                     m += len(pos)
-                m = min(m, keep - done)
                 num_mix = int(self.mixture_ratio * (done + m)) - int(self.mixture_ratio * done)
                 done += m
                 idx, mask = sample_mixture_sets(max(m, 1), num_mix, *self.set_sizes, rng)
@@ -160,6 +163,13 @@ class RoIBankSource:
     def iter_batches(self, batch_size: int, epoch: int, seed: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """All batches of pass ``epoch`` (one process)."""
         return self.iter_rank_batches(batch_size, epoch, seed, 0, 1)
+
+    def iter_every_sample(self, batch_size: int, seed: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """Pass 0 as it would be with ``samples_per_epoch`` 0: every row once, with its mixtures,
+        streamed in groups as any pass (the trainer's statistics: feature range, label sets)."""
+        whole = copy.copy(self)
+        whole.samples_per_epoch, whole.class_balanced, whole.singles_per_pass = 0, False, len(self.rows)
+        return whole.iter_batches(batch_size, 0, seed)
 
     def _assemble(self, x: torch.Tensor, lab: torch.Tensor, m: int, mix, slots: np.ndarray
                   ) -> Tuple[torch.Tensor, torch.Tensor]:
