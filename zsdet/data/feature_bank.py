@@ -18,13 +18,14 @@ rows as contiguous ranges. A part is built in memory and reaches the disk throug
 images they hold (:func:`done_image_ids`). The HDF5 library never writes to the bank directory
 itself, so a failing disk cannot leave it with half-updated metadata.
 """
+import errno
 import glob
 import io
 import json
 import logging
 import os
 import re
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import h5py
 import numpy as np
@@ -89,11 +90,40 @@ def commit_part(path: str, data: bytes) -> None:
                 "cause (e.g. free space) and rerun, extraction continues after the images they hold")
 
 
+class PartUnavailable(OSError):
+    """The system could not read a committed part (EIO, EACCES, ESTALE, ...): the file may well be
+    intact, so it is never set aside; the error names it."""
+
+
+def _system_errno(error: OSError) -> Optional[int]:
+    """The errno of an h5py error: its own, or the one HDF5 writes into its message
+    (``errno = 5``); None for a file the system read but HDF5 found damaged."""
+    if error.errno:
+        return error.errno
+    found = re.search(r"errno = (\d+)", str(error))
+    return int(found.group(1)) if found and int(found.group(1)) else None
+
+
+def _unavailable(path: str, error: OSError, code: int) -> PartUnavailable:
+    return PartUnavailable(code, f"RoI bank part {path} could not be read ({errno.errorcode.get(code, code)}: "
+                           f"{os.strerror(code)}); it is left as it is (the file may be intact): check the file "
+                           f"system or its permissions and rerun ({error})")
+
+
 def _open_part(path: str) -> h5py.File:
-    """Open a committed part for reading; a damaged file raises ``ValueError`` naming it."""
+    """Open a committed part for reading.
+
+    Raises:
+        ValueError: the part is proven damaged (the system read it, but it is no complete HDF5 part:
+            bad signature, truncated, datasets missing); names it.
+        PartUnavailable: the system could not read it (a transient or permission error); names it.
+    """
     try:
         f = h5py.File(path, "r")
     except OSError as e:
+        code = _system_errno(e)
+        if code is not None:
+            raise _unavailable(path, e, code) from e
         raise ValueError(f"RoI bank part {path} is unreadable ({e}); rerun the 'features' stage: it sets the "
                          "part aside and re-extracts its images") from e
     missing = {"features", "labels", "image_ids", "done_images"} - set(f.keys())
@@ -104,14 +134,15 @@ def _open_part(path: str) -> h5py.File:
 
 
 def _set_aside(path: str, error: Exception) -> None:
-    """Warn about an unreadable part; rank 0 renames it ``*.corrupt`` (its images are extracted again)."""
+    """Warn about a damaged part; rank 0 renames it ``*.corrupt`` (its images are extracted again)."""
     logger.warning("%s -- setting it aside as %s.corrupt; its images are extracted again", error, path)
     if comm.is_main_process() and os.path.exists(path):
         set_aside(path, ".corrupt")
 
 
 def done_image_ids(bank_dir: str) -> set:
-    """Ids of images committed in the readable parts of ``bank_dir`` (unreadable ones: :func:`_set_aside`)."""
+    """Ids of images committed in the readable parts of ``bank_dir`` (damaged ones: :func:`_set_aside`;
+    a part the system cannot read raises :class:`PartUnavailable`)."""
     done = set()
     for path in list_parts(bank_dir):
         try:
@@ -338,6 +369,8 @@ class BankReader:
             span = self._scratch[:last - first]
             self._file["features"].read_direct(span, np.s_[first:last])
         except OSError as e:
+            if _system_errno(e) is not None:
+                raise _unavailable(self.bank.paths[part], e, _system_errno(e)) from e
             raise ValueError(f"RoI bank part {self.bank.paths[part]}: rows {first}-{last} unreadable ({e}); "
                              "delete the part and rerun the 'features' stage") from e
         return span if len(rows) == last - first else span[local - first]
