@@ -124,6 +124,7 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.FEATURES.ROIS_PER_IMAGE = 512  # RoIs sampled per image (GT boxes included as proposals)
     p.FEATURES.POSITIVE_FRACTION = 0.25  # largest foreground share of the sampled RoIs
     p.FEATURES.BG_PER_FG = 2.0  # background RoIs kept per foreground RoI of an image
+    p.FEATURES.IMAGES_PER_BATCH = 1  # images per forward pass on each GPU, fixed groups of the training list (rows depend on the group, not on GPUs)
     p.FEATURES.FLUSH_EVERY = 32  # images per committed write (resume granularity)
     p.FEATURES.VAL_FRACTION = 0.1  # share of training images whose RoIs validate the generator
     p.FEATURES.STREAM_MEMORY_MB = 256.0  # MiB of float32 bank rows the generator's streamed source holds at once

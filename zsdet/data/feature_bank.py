@@ -174,6 +174,40 @@ def bank_is_complete(bank_dir: str) -> bool:
     return complete
 
 
+def coverage_problem(bank_dir: str, image_ids: Sequence[int], file_names: Dict[int, str]) -> Optional[str]:
+    """None when every image of ``image_ids`` is in exactly one part of ``bank_dir`` (``done_images``)
+    and no other image is, else a message naming (up to 5 of each) the missing images with their
+    files, the images committed twice with their parts, and the images foreign to ``image_ids``."""
+    parts = list_parts(bank_dir)
+    done, part_of = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for p, path in enumerate(parts):
+        with _open_part(path) as f:
+            done.append(f["done_images"][:])
+        part_of.append(np.full(len(done[-1]), p))
+    done, part_of = np.concatenate(done), np.concatenate(part_of)
+    expected = np.asarray(list(image_ids), dtype=np.int64)
+    ids, counts = np.unique(done, return_counts=True)
+    missing = np.setdiff1d(expected, ids)
+    twice = ids[counts > 1]
+    foreign = np.setdiff1d(ids, expected)
+    if not (len(missing) or len(twice) or len(foreign)):
+        return None
+    problems = []
+    if len(missing):
+        problems.append(f"{len(missing)} training images are in no part, e.g. "
+                        + ", ".join(f"{i} ({file_names.get(i, '?')})" for i in missing[:5].tolist()))
+    if len(twice):
+        where = [f"{i} in {', '.join(os.path.basename(parts[p]) for p in part_of[done == i])}"
+                 for i in twice[:5].tolist()]
+        problems.append(f"{len(twice)} images are in several parts, e.g. " + "; ".join(where))
+    if len(foreign):
+        problems.append(f"{len(foreign)} images of the bank are not in the training set, e.g. "
+                        f"{foreign[:5].tolist()}")
+    return (f"RoI bank {bank_dir} does not hold every training image exactly once: {'; '.join(problems)}. "
+            f"{COMPLETE} was not written: delete the parts named (their images are extracted again) or the "
+            "whole bank, and rerun the 'features' stage")
+
+
 class FeatureBankWriter(DatasetEvaluator):
     """A ``DatasetEvaluator`` that writes :class:`RoIFeatureExtractor` outputs as parts of this rank.
 

@@ -100,6 +100,8 @@ def check_feature_settings(cfg) -> None:
     require(cfg, "ZSD.FEATURES.POSITIVE_FRACTION", lambda v: 0 < v <= 1, "in (0, 1]")
     at_least(cfg, "ZSD.FEATURES.BG_PER_FG", 0)
     at_least(cfg, "ZSD.FEATURES.FLUSH_EVERY", 1)
+    at_least(cfg, "ZSD.FEATURES.IMAGES_PER_BATCH", 1)
+    at_least(cfg, "DATALOADER.NUM_WORKERS", 0)
 
 
 def check_mixture_settings(cfg) -> None:

@@ -22,12 +22,17 @@ from detectron2.evaluation import inference_on_dataset
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 
-from ..data.feature_bank import COMPLETE, FeatureBank, FeatureBankWriter, bank_is_complete, done_image_ids
+from ..data.extraction_batches import batches_to_do, extraction_loader
+from ..data.feature_bank import (COMPLETE, FeatureBank, FeatureBankWriter, bank_is_complete, coverage_problem,
+                                 done_image_ids)
 from ..data.seeded_rng import PerImageSeededMapper
 from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config
 from ..evaluation import ZSDEvaluator
+from ..evaluation.mode_evaluators import ModeEvaluators
 from ..modeling import RoIFeatureExtractor, SemanticProjectionClassifier
+from ..modeling.multi_mode import MultiModeDetector
 from ..utils.io import write_bytes
+from ..utils.ranks import LONG_WAIT, from_main, run_on_main
 from .box_classifier import fit_box_classifier, soft_targets
 from .checkpoints import checkpoint_problem, load_detector_weights
 from .detection_trainer import ZSDTrainer
@@ -41,6 +46,12 @@ logger = logging.getLogger(__name__)
 STAGES = ("detector", "features", "generator", "classifier", "baseline", "evaluate")
 # (result name, weights file, MODEL.ZSD.CLASSIFIER)
 METHODS = (("synthesis", "model_zsd.pth", "linear"), ("baseline", "model_baseline.pth", "semantic"))
+
+
+def same_images(*datasets: str) -> bool:
+    """Whether the registered ``datasets`` list the same images (ids and files) in the same order."""
+    images = [[(d["image_id"], d["file_name"]) for d in DatasetCatalog.get(name)] for name in datasets]
+    return all(i == images[0] for i in images[1:])
 
 
 class ZSDPipeline:
@@ -72,17 +83,23 @@ class ZSDPipeline:
         return results
 
     # ------------------------------------------------------------------ stage 1
+    def _detector_done(self) -> bool:
+        """Whether ``model_final.pth`` is usable; a damaged one is removed (training resumes from the
+        newest intact checkpoint). Rank 0 decides for every rank."""
+        if not os.path.isfile(self.detector_weights):
+            return False
+        problem = checkpoint_problem(self.detector_weights)
+        if problem is None:
+            return True
+        logger.warning("seen detector %s is unusable (%s): training resumes from the newest intact "
+                       "checkpoint", self.detector_weights, problem)
+        os.remove(self.detector_weights)
+        return False
+
     def run_detector(self):
-        if os.path.isfile(self.detector_weights):
-            problem = checkpoint_problem(self.detector_weights)
-            if problem is None:
-                logger.info("seen detector exists: %s (delete it to retrain)", self.detector_weights)
-                return None
-            logger.warning("seen detector %s is unusable (%s): training resumes from the newest intact "
-                           "checkpoint", self.detector_weights, problem)
-            comm.synchronize()  # every rank has checked before rank 0 removes it
-            if comm.is_main_process():
-                os.remove(self.detector_weights)
+        if run_on_main(self._detector_done):
+            logger.info("seen detector exists: %s (delete it to retrain)", self.detector_weights)
+            return None
         cfg = self._with(MODE="seen")
         trainer = ZSDTrainer(cfg)
         trainer.resume_or_load(resume=True)
@@ -90,8 +107,7 @@ class ZSDPipeline:
 
     # ------------------------------------------------------------------ stage 2
     def run_features(self):
-        marker = os.path.join(self.bank_dir, COMPLETE)
-        if bank_is_complete(self.bank_dir):
+        if run_on_main(lambda: bank_is_complete(self.bank_dir)):  # rank 0 checks (and sets damaged parts aside)
             logger.info("RoI feature bank complete: %s", self.bank_dir)
             return None
         cfg = self._with(MODE="seen")
@@ -102,21 +118,33 @@ class ZSDPipeline:
                                         rois_per_image=f.ROIS_PER_IMAGE,
                                         positive_fraction=f.POSITIVE_FRACTION, bg_per_fg=f.BG_PER_FG,
                                         seed=cfg.SEED)
-        done = done_image_ids(self.bank_dir) if os.path.isdir(self.bank_dir) else set()
-        todo = [d for d in DatasetCatalog.get(self.train_set) if d["image_id"] not in done]
-        logger.info("RoI features: %d images to do, %d already in the bank", len(todo), len(done))
-        if todo:
+        dicts = DatasetCatalog.get(self.train_set)
+        # one to-do list, from the parts as rank 0 finds them, for every rank: none extracts an
+        # image twice or skips one because another rank committed parts meanwhile
+        batches = run_on_main(lambda: batches_to_do(dicts, done_image_ids(self.bank_dir), f.IMAGES_PER_BATCH))
+        todo = sum(len(b) for b in batches)
+        logger.info("RoI features: %d images to do (%d already in the bank) in batches of up to %d images, "
+                    "read by %d workers per process", todo, len(dicts) - todo, f.IMAGES_PER_BATCH,
+                    cfg.DATALOADER.NUM_WORKERS)
+        if batches:
             # the training mapper (resize + flip, GT instances kept), as SUZOD extracts features;
-            # seeded per image, so each image's rows depend on (SEED, image id) only
+            # seeded per image, so each image's rows depend on (SEED, image id, its batch) only
             mapper = PerImageSeededMapper(DatasetMapper(cfg, is_train=True), cfg.SEED)
-            loader = build_detection_test_loader(todo, mapper=mapper)
             writer = FeatureBankWriter(self.bank_dir, detector.roi_heads.box_head.output_shape.channels,
                                        self.split.class_names, flush_every=f.FLUSH_EVERY)
-            inference_on_dataset(extractor, loader, writer)
-        if comm.is_main_process():
-            write_bytes(marker, b"")
-        comm.synchronize()
+            inference_on_dataset(extractor, extraction_loader(dicts, batches, mapper, cfg.DATALOADER.NUM_WORKERS),
+                                 writer)
+        run_on_main(lambda: self._complete_bank(dicts))
         return None
+
+    def _complete_bank(self, dicts) -> None:
+        """Write ``roi_bank/COMPLETE`` once every training image is in the bank exactly once, else
+        raise ``ValueError`` naming the missing and duplicated images."""
+        problem = coverage_problem(self.bank_dir, [d["image_id"] for d in dicts],
+                                   {d["image_id"]: d["file_name"] for d in dicts})
+        if problem:
+            raise ValueError(problem)
+        write_bytes(os.path.join(self.bank_dir, COMPLETE), b"")
 
     # ------------------------------------------------------------------ stages 3-4
     def _bank(self) -> FeatureBank:
@@ -137,13 +165,14 @@ class ZSDPipeline:
         rank 0 builds ``(classifier, features, soft targets, epochs, lr)`` with ``build(bank, rng)``,
         trains the classifier and saves the detector with it. A damaged ``weights`` file (e.g. a
         full disk) is retrained, with a warning naming it."""
-        if os.path.isfile(self.path(weights)):
-            problem = checkpoint_problem(self.path(weights))
-            if problem is None:
-                logger.info("%s exists: %s", what, self.path(weights))
-                return
+        problem = run_on_main(lambda: checkpoint_problem(self.path(weights)) if os.path.isfile(self.path(weights))
+                              else "missing")
+        if problem is None:
+            logger.info("%s exists: %s", what, self.path(weights))
+            return
+        if problem != "missing":
             logger.warning("%s %s is unusable (%s): retraining it", what, self.path(weights), problem)
-        if comm.is_main_process():
+        def train_and_save():
             bank = self._bank()
             classifier, x, targets, epochs, lr = build(bank, np.random.default_rng(self.cfg.SEED))
             c = self.cfg.ZSD.CLASSIFIER
@@ -151,7 +180,9 @@ class ZSDPipeline:
                                        lr=lr, weight_decay=c.WEIGHT_DECAY, seed=self.cfg.SEED)
             save_with_classifier(self.detector_weights, classifier, self.path(weights))
             logger.info("%s trained: %s", what, stats)
-        comm.synchronize()
+
+        # one process trains (minutes at COCO scale); the others wait beyond the default 30 minutes
+        run_on_main(train_and_save, timeout=LONG_WAIT)
 
     def _synthesis_training_set(self, bank: FeatureBank, rng: np.random.Generator):
         """Linear classifier over seen + unseen + background; real, mixed and synthesized features."""
@@ -179,22 +210,32 @@ class ZSDPipeline:
 
     # ------------------------------------------------------------------ stage 7
     def evaluate_method(self, weights: str, classifier: str, name: str) -> Dict[str, Dict[str, float]]:
+        """ZSD on ``ZSD.TEST_ZSD`` and GZSD on ``ZSD.TEST_GZSD`` of the detector ``weights`` with box
+        classifier ``classifier``; one inference pass scores both when the two sets hold the same
+        images (:class:`MultiModeDetector`: the modes share the boxes), else one pass each."""
+        datasets = {mode: name for mode, name in (("zsd", self.cfg.ZSD.TEST_ZSD), ("gzsd", self.cfg.ZSD.TEST_GZSD))
+                    if name}
+        evaluators = {mode: ZSDEvaluator(dataset, os.path.join(self.out, "inference", f"{name}_{mode}"), mode=mode)
+                      for mode, dataset in datasets.items()}
+        if len(datasets) == 2 and same_images(*datasets.values()):
+            model = MultiModeDetector(self._detector(weights, classifier, "gzsd"), list(datasets))
+            loader = build_detection_test_loader(self.cfg, datasets["gzsd"])
+            return inference_on_dataset(model, loader, ModeEvaluators(evaluators))
         results = {}
-        for mode, dataset in (("zsd", self.cfg.ZSD.TEST_ZSD), ("gzsd", self.cfg.ZSD.TEST_GZSD)):
-            if not dataset:
-                continue
-            cfg = self._with(MODE=mode, CLASSIFIER=classifier)
-            model = build_model(cfg)
-            load_detector_weights(model, weights)
-            evaluator = ZSDEvaluator(dataset, os.path.join(self.out, "inference", f"{name}_{mode}"),
-                                     mode=mode)
-            results.update(inference_on_dataset(model, build_detection_test_loader(cfg, dataset), evaluator))
+        for mode, dataset in datasets.items():
+            results.update(inference_on_dataset(self._detector(weights, classifier, mode),
+                                                build_detection_test_loader(self.cfg, dataset), evaluators[mode]))
         return results
 
+    def _detector(self, weights: str, classifier: str, mode: str):
+        model = build_model(self._with(MODE=mode, CLASSIFIER=classifier))
+        load_detector_weights(model, weights)
+        return model
+
     def run_evaluate(self):
-        methods = {name: (self.path(weights), classifier) for name, weights, classifier in METHODS
-                   if os.path.isfile(self.path(weights))}
-        missing = [weights for _, weights, _ in METHODS if not os.path.isfile(self.path(weights))]
+        exists = from_main({weights: os.path.isfile(self.path(weights)) for _, weights, _ in METHODS})
+        methods = {name: (self.path(weights), classifier) for name, weights, classifier in METHODS if exists[weights]}
+        missing = [weights for weights, there in exists.items() if not there]
         if missing:
             logger.warning("not evaluated (run their stages first): %s", missing)
         return self.evaluate_and_report(methods)
