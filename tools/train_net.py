@@ -18,6 +18,7 @@ from zsdet.compat import check_config_supported
 from zsdet.config import get_zsdet_cfg
 from zsdet.engine import STAGES, ZSDPipeline
 from zsdet.engine.defaults import launch_tool, output_dir_setup
+from zsdet.engine.settings_check import check_eval_only_settings
 
 
 def setup(args):
@@ -35,6 +36,7 @@ def main(args):
     cfg = setup(args)
     with output_dir_setup(cfg, args):
         if args.eval_only:  # ZSD on ZSD.TEST_ZSD and GZSD on ZSD.TEST_GZSD with MODEL.WEIGHTS
+            check_eval_only_settings(cfg)
             return ZSDPipeline(cfg).evaluate_and_report({"eval": (cfg.MODEL.WEIGHTS, cfg.MODEL.ZSD.CLASSIFIER)})
         return ZSDPipeline(cfg).run()
 

@@ -3,15 +3,20 @@
 mismatch (values, order, classes or dimension) is an error naming both embedding files."""
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+from zsdet.config import get_zsdet_cfg
+from zsdet.data.zsd_split import ZeroShotSplit, class_embeddings_from_config
+from zsdet.engine import STAGES, ZSDPipeline
 from zsdet.synthesis import SynthesisSettings, SynthesisTrainer, TensorFeatureSource
-from zsdet.synthesis.checkpoint import BEST, CHECKPOINT
+from zsdet.synthesis.checkpoint import BEST, CHECKPOINT, FORMAT, embeddings_record
 
 NAMES = [f"class{i}" for i in range(6)]
 OLD, NEW = "/data/old_embeddings.tsv", "/data/new_embeddings.tsv"
+TINY = str(Path(__file__).resolve().parents[2] / "configs/quick_schedules/zsd_shapes_tiny_instant_test.yaml")
 
 
 def settings(epochs=1):
@@ -81,3 +86,26 @@ def test_checkpoints_record_fingerprint_and_source(trained):
     for name in (CHECKPOINT, BEST):
         saved = torch.load(out / name, weights_only=True)["embeddings"]
         assert saved["source"] == OLD and saved["shape"] == [6, 4] and len(saved["sha256"]) == 64
+
+
+@pytest.mark.parametrize("stages,name", [(["detector", "features", "classifier"], BEST),
+                                         (["generator", "classifier"], CHECKPOINT)])
+def test_pipeline_compares_the_generator_fingerprint_before_any_stage(tmp_path, monkeypatch, stages, name):
+    """issue 17, item 9: a generator of other embeddings that a later stage would use stops the run
+    before its first stage, not after the detector and the RoI bank."""
+    cfg = get_zsdet_cfg(TINY, ["OUTPUT_DIR", str(tmp_path)])
+    ran = []
+    for stage in STAGES:
+        monkeypatch.setattr(ZSDPipeline, f"run_{stage}", lambda self, s=stage: ran.append(s))
+    emb, names = class_embeddings_from_config(cfg), ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0]).class_names
+    (tmp_path / "generator").mkdir()
+    for vectors, source in ((emb, "/data/same.tsv"), (emb[::-1].copy(), OLD)):
+        torch.save({"format": FORMAT, "embeddings": embeddings_record(torch.from_numpy(vectors), names, source)},
+                   tmp_path / "generator" / name)
+        if source == OLD:
+            with pytest.raises(ValueError, match=f"{tmp_path / 'generator' / name} was trained with the class "
+                                                 f"embeddings {OLD}"):
+                ZSDPipeline(cfg).run(stages)
+        else:
+            ZSDPipeline(cfg).run(stages)
+    assert ran == stages  # only the run with the same embeddings (another file name) started its stages

@@ -110,3 +110,20 @@ def test_train_net_reports_a_bad_setting_in_one_line_before_training(tmp_path):
     assert re.fullmatch(r"error: SYNTHESIS\.CLF_HEADS .*got 7", proc.stderr.strip().splitlines()[-1])
     assert not (tmp_path / "out" / "model_final.pth").exists()
     assert not (tmp_path / "datasets").exists()  # not even the training images were generated
+
+
+def test_eval_only_checks_the_settings_before_evaluating(tmp_path, load_script, monkeypatch):
+    """issue 17, item 9: ``tools/train_net.py --eval-only`` runs the up-front check too."""
+    tool = load_script("tools/train_net.py")
+    evaluated = []
+    monkeypatch.setattr(ZSDPipeline, "evaluate_and_report", lambda self, methods: evaluated.append(methods))
+    weights, missing = tmp_path / "model_zsd.pth", str(tmp_path / "missing.pth")
+    weights.write_bytes(b"")
+    for opts, key, value in (([str(weights), "TEST.DETECTIONS_PER_IMAGE", "0"], "TEST.DETECTIONS_PER_IMAGE", 0),
+                             ([str(weights), "ZSD.TEST_ZSD", "no_such_dataset"], "ZSD.TEST_ZSD", "no_such_dataset"),
+                             ([missing], "MODEL.WEIGHTS", missing)):
+        args = tool.build_parser().parse_args(["--config-file", TINY, "--eval-only", "OUTPUT_DIR", str(tmp_path / "out"),
+                                               "MODEL.WEIGHTS", *opts])
+        with pytest.raises(ValueError, match=key_and_value(key, value)):
+            tool.main(args)
+    assert evaluated == []

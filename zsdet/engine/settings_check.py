@@ -20,11 +20,13 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils import comm
 
-from ..data.zsd_split import class_embeddings_from_config
+from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config, class_embeddings_source
 from ..evaluation.multilabel import CONVENTIONS
+from ..synthesis.checkpoint import BEST, CHECKPOINT, check_embeddings_file, embeddings_record
 from ..synthesis.settings import SynthesisSettings, check_synthesis_config
 
-__all__ = ["SettingsError", "check_pipeline_settings", "check_classification_settings", "box_feature_dim"]
+__all__ = ["SettingsError", "check_pipeline_settings", "check_eval_only_settings", "check_classification_settings",
+           "box_feature_dim"]
 
 
 class SettingsError(ValueError):
@@ -144,6 +146,31 @@ def check_evaluation_settings(cfg) -> None:
     at_least(cfg, "TEST.DETECTIONS_PER_IMAGE", 1)
 
 
+def check_generator_checkpoints(cfg, stages: set, embeddings) -> None:
+    """The generator checkpoints that the requested stages will use were trained with the config's
+    class embeddings ``embeddings`` (C, a): ``last_checkpoint.pth`` for a resumed ``generator``
+    stage, ``model_best.pth`` for a ``classifier`` stage that does not retrain it. Checked by
+    fingerprint (:mod:`zsdet.synthesis.checkpoint`), before any stage runs."""
+    folder = os.path.join(cfg.OUTPUT_DIR, "generator")
+    used = []
+    if "generator" in stages and cfg.SYNTHESIS.RESUME:
+        used.append(CHECKPOINT)
+    if "classifier" in stages and "generator" not in stages:
+        used.append(BEST)
+    record = embeddings_record(torch.as_tensor(embeddings, dtype=torch.float32),
+                               ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0]).class_names,
+                               class_embeddings_source(cfg))
+    for name in used:
+        if os.path.isfile(os.path.join(folder, name)):
+            check_embeddings_file(os.path.join(folder, name), record, folder)
+
+
+def check_eval_only_settings(cfg) -> None:
+    """``tools/train_net.py --eval-only``: the ``evaluate`` stage's settings and ``MODEL.WEIGHTS``."""
+    check_pipeline_settings(cfg, ["evaluate"])
+    require(cfg, "MODEL.WEIGHTS", os.path.isfile, "an existing weights file (e.g. OUTPUT_DIR/model_zsd.pth)")
+
+
 def check_pipeline_settings(cfg, stages: Iterable[str]) -> None:
     """Check the settings of every stage in ``stages`` (see the module docstring) before any work.
 
@@ -172,6 +199,7 @@ def check_pipeline_settings(cfg, stages: Iterable[str]) -> None:
         embeddings = class_embeddings_from_config(cfg)  # readable, every class covered
         if stages & {"generator", "classifier"}:
             check_synthesis_config(cfg, feature_dim, embeddings.shape[1])
+            check_generator_checkpoints(cfg, stages, embeddings)
     if "classifier" in stages:
         check_box_classifier_settings(cfg, "ZSD.CLASSIFIER.EPOCHS", "ZSD.CLASSIFIER.LR")
         at_least(cfg, "SYNTHESIS.NUM_PER_CLASS", 1)

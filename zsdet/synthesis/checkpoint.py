@@ -23,8 +23,8 @@ import torch
 from ..utils.io import write_torch
 from .label_sets import LabelSets
 
-__all__ = ["CHECKPOINT", "BEST", "FORMAT", "embeddings_fingerprint", "embeddings_record", "load_checkpoint",
-           "save_last", "restore_last", "save_best", "load_best"]
+__all__ = ["CHECKPOINT", "BEST", "FORMAT", "embeddings_fingerprint", "embeddings_record", "check_embeddings_file",
+           "load_checkpoint", "save_last", "restore_last", "save_best", "load_best"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,22 @@ def load_checkpoint(path: str, device) -> Dict:
     return state
 
 
-def _check_embeddings(state: Dict, trainer, path: str) -> None:
+def check_embeddings_file(path: str, current: Dict, output_dir: str) -> None:
+    """Refuse, before any work, the checkpoint ``path`` (read lazily, memory-mapped) when it was
+    trained with other class embeddings than ``current`` (an :func:`embeddings_record`);
+    ``output_dir`` is named as the generator folder to delete."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"synthesis checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # torch raises RuntimeError / EOFError / UnpicklingError / zipfile errors
+        raise ValueError(f"corrupt synthesis checkpoint {path} ({type(e).__name__}: {e}); delete it to restart") from e
+    _check_embeddings(state, current, output_dir, path)
+
+
+def _check_embeddings(state: Dict, current: Dict, output_dir: str, path: str) -> None:
     """Refuse a checkpoint trained with other class embeddings (values, class list or dimension)."""
-    saved, current = state.get("embeddings"), trainer.embeddings
+    saved = state.get("embeddings")
     if saved is None:
         logger.warning("%s has no class-embedding fingerprint (written before zsdet stored one): it is used "
                        "without checking that it was trained with the current embeddings %s", path,
@@ -79,7 +92,7 @@ def _check_embeddings(state: Dict, trainer, path: str) -> None:
             return f"{e['source'] or '(file not recorded)'} ({shape}, sha256 {e['sha256'][:12]})"
         raise ValueError(f"{path} was trained with the class embeddings {describe(saved)}, but the current ones "
                          f"are {describe(current)}: other values, classes or dimension. Point the embeddings "
-                         f"file back at the first, or retrain the generator (delete {trainer.output_dir} or use "
+                         f"file back at the first, or retrain the generator (delete {output_dir} or use "
                          "a new OUTPUT_DIR)")
 
 
@@ -111,7 +124,7 @@ def restore_last(trainer, path: str) -> int:
         ValueError: other class embeddings, or settings outside ``RESUMABLE_CHANGES`` changed.
     """
     state = load_checkpoint(path, trainer.device)
-    _check_embeddings(state, trainer, path)
+    _check_embeddings(state, trainer.embeddings, trainer.output_dir, path)
     saved = state["settings"]
     saved["betas"] = tuple(saved["betas"])
     changed = sorted(k for k, v in dataclasses.asdict(trainer.s).items()
@@ -147,7 +160,7 @@ def load_best(trainer, path: str) -> Dict:
         FileNotFoundError / ValueError: missing, corrupt or incompatible file (named).
     """
     state = load_checkpoint(path, trainer.device)
-    _check_embeddings(state, trainer, path)
+    _check_embeddings(state, trainer.embeddings, trainer.output_dir, path)
     try:
         trainer.generator.load_state_dict(state["generator"])
     except RuntimeError as e:
