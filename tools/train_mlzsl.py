@@ -35,7 +35,7 @@ def main(args):
 
 
 def invoke_main() -> None:
-    launch_tool(main, default_argument_parser().parse_args())
+    launch_tool(main, default_argument_parser().parse_args(), "SYNTHESIS.DEVICE")
 
 
 if __name__ == "__main__":

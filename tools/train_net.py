@@ -58,7 +58,7 @@ def build_parser():
 
 
 def invoke_main() -> None:
-    launch_tool(main, build_parser().parse_args())
+    launch_tool(main, build_parser().parse_args(), "MODEL.DEVICE")
 
 
 if __name__ == "__main__":
