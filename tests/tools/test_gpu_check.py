@@ -1,16 +1,14 @@
-"""dev/gpu_check.sh without a GPU (clear message, exit 2, nothing run) and its JSON summary
-(dev/gpu_check_summary.py) on a made-up run folder."""
+"""dev/gpu_check.sh: without a GPU it stops with a clear message (exit 2, nothing run); its CPU dry run
+runs every step with tiny sizes and writes every key of the GPU run's summary (so the GPU run cannot
+fail on a typo); a failed or timed-out step keeps its keys, with nulls."""
 import json
 import os
 import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import pytest
 
-JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0"
-failures="0" skipped="{skipped}" tests="21">{cases}</testsuite></testsuites>"""
-SKIPPED_CASE = ('<testcase classname="t" name="test_sync"><skipped type="pytest.skip" '
-                'message="needs CUDA"/></testcase>')
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_without_cuda_it_stops_with_a_clear_message(tmp_path):
@@ -23,33 +21,51 @@ def test_without_cuda_it_stops_with_a_clear_message(tmp_path):
     assert proc.stdout == "" and not (tmp_path / "run").exists()
 
 
-def _run_folder(path, skipped=0, bench_rows=4, metrics=True, tiny_code=0):
-    path.mkdir()
-    (path / "steps.txt").write_text(f"cuda_tests 0 12\nbench_synthesis 0 95\ntiny_pipeline {tiny_code} 70\n")
-    (path / "cuda_tests.xml").write_text(JUNIT.format(skipped=skipped, cases=SKIPPED_CASE * skipped))
-    rows = [{"impl": impl, "device": "cuda", "dtype": dtype, "sec_per_iteration": 0.05,
-             "synth_features_per_sec": 9e4, "peak_memory_gib": 3.1, "cpu_sec_per_iteration": 0.05}
-            for impl in ("vectorised", "naive") for dtype in ("fp32", "bf16")][:bench_rows]
-    (path / "bench_synthesis.log").write_text("table\n" + "".join(json.dumps(r) + "\n" for r in rows))
-    (path / "cuda_tests.log").write_text("")
-    (path / "tiny_pipeline.log").write_text("")
-    if metrics:
-        (path / "tiny_pipeline").mkdir()
-        (path / "tiny_pipeline" / "metrics.json").write_text('{"synthesis": {"zsd": {"mAP_iou0.5": 40.0}}}')
-    return str(path)
+def keys(tree, prefix=""):
+    """Dotted names of the leaves of nested dicts."""
+    if not isinstance(tree, dict):
+        return {prefix[:-1]}
+    return set().union(*(keys(v, f"{prefix}{k}.") for k, v in tree.items()))
 
 
-def test_summary_of_a_run(tmp_path, load_script):
-    summarize = load_script("dev/gpu_check_summary.py").summarize
-    good = summarize(_run_folder(tmp_path / "good"))
-    assert good["all_passed"] and set(good["steps"]) == {"cuda_tests", "bench_synthesis", "tiny_pipeline"}
-    tests = good["steps"]["cuda_tests"]
-    assert (tests["tests"], tests["skipped"], tests["cuda_skipped"], tests["wall_s"]) == (21, 0, 0, 12)
-    assert [r["dtype"] for r in good["steps"]["bench_synthesis"]["rows"]] == ["fp32", "bf16"] * 2
-    assert good["steps"]["tiny_pipeline"]["metrics"]["synthesis"]["zsd"]["mAP_iou0.5"] == 40.0
+def test_cpu_dry_run_runs_every_step_and_writes_every_key(tmp_path, load_script):
+    gpu_check = load_script("dev/gpu_check.py")
+    env = dict(os.environ, ZSDET_GPU_CHECK_DIR=str(tmp_path), OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(REPO / "dev" / "gpu_check.sh"), "--cpu-dry-run"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    summary = json.loads(proc.stdout)
+    failed = {n: (s["status"], s.get("missing"), s["log"]) for n, s in summary["steps"].items() if s["status"] != "passed"}
+    assert proc.returncode == 0 and summary["all_passed"], failed
+    assert list(summary["steps"]) == list(gpu_check.TIMEOUTS) and sum(gpu_check.TIMEOUTS.values()) <= 600
+    for name, step in summary["steps"].items():
+        assert keys(step["figures"]) == keys(gpu_check.fill(gpu_check.FIGURES[name], {}, [])), name
+        nulls = {k for k in keys(step["figures"]) if step_value(step["figures"], k) is None}
+        assert {k.split(".")[-1] for k in nulls} <= gpu_check.GPU_ONLY, (name, nulls)
+    figures = {n: s["figures"] for n, s in summary["steps"].items()}
+    assert figures["features"]["images"] == figures["data"]["train_images"] and figures["features"]["rois_per_image"] > 0
+    assert figures["evaluation"]["modes"] == ["gzsd", "zsd"]
+    assert figures["generator"]["bf16"]["iterations"] == figures["generator"]["fp32"]["iterations"] > 0
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
 
-    bad = summarize(_run_folder(tmp_path / "bad", skipped=1, bench_rows=3, metrics=False, tiny_code=124))
-    assert not bad["all_passed"]
-    assert bad["steps"]["cuda_tests"]["status"] == "failed"  # a CUDA-only test did not run
-    assert bad["steps"]["bench_synthesis"]["status"] == "failed"  # a benchmark row is missing
-    assert bad["steps"]["tiny_pipeline"]["status"] == "timeout"
+
+def step_value(figures, dotted):
+    for part in dotted.split("."):
+        figures = figures[part]
+    return figures
+
+
+@pytest.mark.parametrize("mode", ["gpu", "cpu-dry-run"])
+def test_failed_and_timed_out_steps_keep_their_keys(tmp_path, load_script, mode):
+    gpu_check = load_script("dev/gpu_check.py")
+    (tmp_path / "features.json").write_text(json.dumps({"images": 200, "images_per_s": 9.5}))  # killed midway
+    (tmp_path / "synthesis.log").write_text("table\n" + json.dumps({"dtype": "fp32", "sec_per_iteration": 0.1}) + "\n")
+    steps = {name: {"status": "timeout" if name == "features" else "passed", "exit_code": 0, "log": ""}
+             for name in ("features", "generator", "synthesis")}
+    summary = gpu_check.summarize(str(tmp_path), steps, mode)
+    assert not summary["all_passed"]
+    assert summary["steps"]["features"]["status"] == "timeout"
+    assert summary["steps"]["features"]["figures"]["images_per_s"] == 9.5
+    assert summary["steps"]["features"]["figures"]["projected_bank_gb"] is None
+    assert summary["steps"]["generator"]["status"] == "failed"  # exited 0 but wrote nothing
+    assert keys(summary["steps"]["generator"]["figures"]) == keys(gpu_check.fill(gpu_check.FIGURES["generator"], {}, []))
+    assert "bf16.sec_per_iteration" in summary["steps"]["synthesis"]["missing"]
