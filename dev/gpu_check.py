@@ -29,7 +29,7 @@ import xml.etree.ElementTree as ET
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (step, timeout in seconds on a GPU): 600 in all
-TIMEOUTS = {"versions": 20, "cuda_tests": 50, "data": 80, "detector": 140, "features": 80, "evaluation": 50,
+TIMEOUTS = {"versions": 20, "cuda_tests": 40, "data": 60, "detector": 170, "features": 80, "evaluation": 50,
             "generator": 120, "synthesis": 60}
 DETECTOR = ("sec_per_iter", "iters", "images_per_iter", "dtype", "peak_gpu_gib", "peak_rss_gib")
 GENERATOR = ("epoch_s", "data_s", "compute_s", "iterations", "samples_per_pass", "prepare_s",
