@@ -56,6 +56,7 @@ def parse_args(argv=None):
     p.add_argument("stage", choices=["data", "detector", "features", "evaluation", "generator"])
     p.add_argument("--work", required=True, help="folder of the fake COCO, weights and outputs")
     p.add_argument("--json", help="write the figures there too")
+    p.add_argument("--config-file", default=CONFIG, help="default: this checkout's COCO 65/15 config")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--tiny", action="store_true", help="tiny sizes: exercises every step in seconds")
     p.add_argument("--scale", type=float, default=1.0, help="data: image size relative to COCO's")
@@ -104,7 +105,7 @@ def synchronize(device: str) -> None:
 
 def coco_cfg(args, *opts):
     from zsdet.config import get_zsdet_cfg
-    return get_zsdet_cfg(CONFIG, ["MODEL.DEVICE", args.device, *(TINY_OPTS if args.tiny else []), *opts,
+    return get_zsdet_cfg(args.config_file, ["MODEL.DEVICE", args.device, *(TINY_OPTS if args.tiny else []), *opts,
                                   *args.opts])
 
 

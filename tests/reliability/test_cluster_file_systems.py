@@ -36,8 +36,8 @@ def _lock_worker(rank, world, init_file, out_dir, results):
     try:
         output_lock.fcntl.flock = no_flock(errno.ENOLCK)  # this file system has no flock
         with exclusive_output_dir(out_dir):
-            comm.synchronize()
             outcome["held"] = os.path.isfile(os.path.join(out_dir, FALLBACK_NAME))
+            comm.synchronize()  # every rank has looked before rank 0 releases the lock
         comm.synchronize()
         outcome["released"] = not os.path.exists(os.path.join(out_dir, FALLBACK_NAME))
         comm.synchronize()

@@ -122,8 +122,8 @@ def test_eval_only_checks_the_settings_before_evaluating(tmp_path, load_script, 
     for opts, key, value in (([str(weights), "TEST.DETECTIONS_PER_IMAGE", "0"], "TEST.DETECTIONS_PER_IMAGE", 0),
                              ([str(weights), "ZSD.TEST_ZSD", "no_such_dataset"], "ZSD.TEST_ZSD", "no_such_dataset"),
                              ([missing], "MODEL.WEIGHTS", missing)):
-        args = tool.build_parser().parse_args(["--config-file", TINY, "--eval-only", "OUTPUT_DIR", str(tmp_path / "out"),
-                                               "MODEL.WEIGHTS", *opts])
+        args = tool.build_parser().parse_args(["--config-file", TINY, "--eval-only", "OUTPUT_DIR",
+                                               str(tmp_path / "out"), "MODEL.WEIGHTS", *opts])
         with pytest.raises(ValueError, match=key_and_value(key, value)):
             tool.main(args)
     assert evaluated == []

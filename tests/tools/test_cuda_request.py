@@ -52,7 +52,8 @@ def test_env_check_fails_on_a_gpu_machine_whose_torch_cannot_use_it(tmp_path, ol
     proc = subprocess.run(check, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("[zsdet env] torch") and "NVIDIA driver 470.82.01" in last and "ZSDET_TORCH_INDEX_URL" in last
+    assert last.startswith("[zsdet env] torch") and "NVIDIA driver 470.82.01" in last
+    assert "ZSDET_TORCH_INDEX_URL" in last
     cpu_chosen = subprocess.run(check, capture_output=True, text=True, cwd=tmp_path, timeout=120,
                                 env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert cpu_chosen.returncode == 0

@@ -34,7 +34,8 @@ def test_cpu_dry_run_runs_every_step_and_writes_every_key(tmp_path, load_script)
     proc = subprocess.run(["bash", str(REPO / "dev" / "gpu_check.sh"), "--cpu-dry-run"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     summary = json.loads(proc.stdout)
-    failed = {n: (s["status"], s.get("missing"), s["log"]) for n, s in summary["steps"].items() if s["status"] != "passed"}
+    failed = {n: (s["status"], s.get("missing"), s["log"]) for n, s in summary["steps"].items()
+              if s["status"] != "passed"}
     assert proc.returncode == 0 and summary["all_passed"], failed
     assert list(summary["steps"]) == list(gpu_check.TIMEOUTS) and sum(gpu_check.TIMEOUTS.values()) <= 600
     for name, step in summary["steps"].items():
@@ -42,7 +43,8 @@ def test_cpu_dry_run_runs_every_step_and_writes_every_key(tmp_path, load_script)
         nulls = {k for k in keys(step["figures"]) if step_value(step["figures"], k) is None}
         assert {k.split(".")[-1] for k in nulls} <= gpu_check.GPU_ONLY, (name, nulls)
     figures = {n: s["figures"] for n, s in summary["steps"].items()}
-    assert figures["features"]["images"] == figures["data"]["train_images"] and figures["features"]["rois_per_image"] > 0
+    assert figures["features"]["images"] == figures["data"]["train_images"]
+    assert figures["features"]["rois_per_image"] > 0
     assert figures["evaluation"]["modes"] == ["gzsd", "zsd"]
     assert figures["generator"]["bf16"]["iterations"] == figures["generator"]["fp32"]["iterations"] > 0
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
@@ -67,5 +69,6 @@ def test_failed_and_timed_out_steps_keep_their_keys(tmp_path, load_script, mode)
     assert summary["steps"]["features"]["figures"]["images_per_s"] == 9.5
     assert summary["steps"]["features"]["figures"]["projected_bank_gb"] is None
     assert summary["steps"]["generator"]["status"] == "failed"  # exited 0 but wrote nothing
-    assert keys(summary["steps"]["generator"]["figures"]) == keys(gpu_check.fill(gpu_check.FIGURES["generator"], {}, []))
+    expected = keys(gpu_check.fill(gpu_check.FIGURES["generator"], {}, []))
+    assert keys(summary["steps"]["generator"]["figures"]) == expected
     assert "bf16.sec_per_iteration" in summary["steps"]["synthesis"]["missing"]

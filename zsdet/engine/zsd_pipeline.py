@@ -172,6 +172,7 @@ class ZSDPipeline:
             return
         if problem != "missing":
             logger.warning("%s %s is unusable (%s): retraining it", what, self.path(weights), problem)
+
         def train_and_save():
             bank = self._bank()
             classifier, x, targets, epochs, lr = build(bank, np.random.default_rng(self.cfg.SEED))
@@ -213,8 +214,8 @@ class ZSDPipeline:
         """ZSD on ``ZSD.TEST_ZSD`` and GZSD on ``ZSD.TEST_GZSD`` of the detector ``weights`` with box
         classifier ``classifier``; one inference pass scores both when the two sets hold the same
         images (:class:`MultiModeDetector`: the modes share the boxes), else one pass each."""
-        datasets = {mode: name for mode, name in (("zsd", self.cfg.ZSD.TEST_ZSD), ("gzsd", self.cfg.ZSD.TEST_GZSD))
-                    if name}
+        datasets = {mode: dataset for mode, dataset in (("zsd", self.cfg.ZSD.TEST_ZSD),
+                                                        ("gzsd", self.cfg.ZSD.TEST_GZSD)) if dataset}
         evaluators = {mode: ZSDEvaluator(dataset, os.path.join(self.out, "inference", f"{name}_{mode}"), mode=mode)
                       for mode, dataset in datasets.items()}
         if len(datasets) == 2 and same_images(*datasets.values()):
