@@ -36,7 +36,7 @@ from zsdet.evaluation.report import map_key, recall_key  # noqa: E402
 from zsdet.evaluation.zsd_evaluator import evaluate_and_write  # noqa: E402
 from zsdet.utils.io import write_text  # noqa: E402
 
-METHODS = ("baseline", "single_label", "alf", "flf", "clf")
+METHODS = ("baseline", "single_label", "alf", "flf", "clf_official", "clf")
 RECALL_IOUS = (0.4, 0.5, 0.6)
 MAP_IOU = 0.5
 ALL = "all"

@@ -1,11 +1,12 @@
 """Benchmark: the paper's detection comparison on the built-in dense scenes (``zsd_dense``).
 
-Five method rows (``configs/dense/<method>.yaml``, each runnable alone with ``tools/train_net.py``):
+Six method rows (``configs/dense/<method>.yaml``, each runnable alone with ``tools/train_net.py``):
 
 * ``baseline``: semantic-projection classifier;
 * ``single_label``: SUZOD-style f-CLSWGAN on single-label RoI features, no mixtures anywhere;
-* ``alf``, ``flf``, ``clf``: fusion generators trained with multi-label RoI mixtures (``clf``: the
-  paper's method).
+* ``clf_official``: the paper's CLF as the official code builds it, with the previous classifier stage;
+* ``alf``, ``flf``, ``clf``: fusion generators trained with multi-label RoI mixtures and the
+  improved settings chosen on validation (``clf``: the default method, CLF without collapse).
 
 Stages 1-2 (detector, RoI bank) run once, into ``<out>/shared`` with ``configs/dense/clf.yaml``
 (the leaves differ only after stage 2). Every (method, seed) then runs its own stages in
@@ -42,7 +43,7 @@ sys.path.insert(0, ROOT)  # run from a checkout without installing
 from zsdet.engine.zsd_report import COLUMNS  # noqa: E402
 from zsdet.utils.io import write_figure, write_json, write_text  # noqa: E402
 
-METHODS = ("baseline", "single_label", "alf", "flf", "clf")
+METHODS = ("baseline", "single_label", "alf", "flf", "clf_official", "clf")
 CONFIG_DIR = os.path.join(ROOT, "configs", "dense")
 SHARED_CONFIG = "clf.yaml"  # stages 1-2 are the same in every leaf
 SHARED_STAGES = ("detector", "features")
@@ -57,7 +58,20 @@ QUICK_OPTS = ("DATASETS.TRAIN", "('zsd_dense_tiny_train',)", "DATASETS.TEST", "(
 # JSON-line keys -> (result group, metric key) of metrics.json
 HEADLINE = {"zsd_recall50": ("zsd", "recall@100_iou0.5"), "zsd_map50": ("zsd", "mAP_iou0.5"),
             "gzsd_hm_recall50": ("gzsd", "hm_recall@100_iou0.5"),
-            "gzsd_hm_map50": ("gzsd", "hm_mAP_iou0.5")}
+            "gzsd_hm_map50": ("gzsd", "hm_mAP_iou0.5"),
+            "spread_ratio": ("feature_quality", "spread_ratio"),
+            "real_vs_synth_acc": ("feature_quality", "real_vs_synth_acc"),
+            "tstr_ap": ("feature_quality", "tstr_ap"),
+            "top1_unseen_as_seen": ("gzsd", "top1_unseen_other_group"),
+            "top1_seen_correct": ("gzsd", "top1_seen_correct")}
+# table columns: the pipeline's, then the synthesized features' quality and the GZSD top-1 labels
+TABLE_COLUMNS = COLUMNS + (
+    ("spread ratio", "feature_quality", "spread_ratio"),
+    ("real-vs-synth probe acc", "feature_quality", "real_vs_synth_acc"),
+    ("TSTR mAP", "feature_quality", "tstr_ap"),
+    ("top-1 unseen as seen", "gzsd", "top1_unseen_other_group"),
+    ("top-1 seen right", "gzsd", "top1_seen_correct"),
+)
 
 
 def parse_args(argv=None):
@@ -171,7 +185,7 @@ def per_class_table(out: str, results) -> str:
 def json_line(method: str, seed: int, result) -> dict:
     line = {"method": method, "seed": seed}
     line.update({key: result.get(group, {}).get(metric) for key, (group, metric) in HEADLINE.items()})
-    line.update({f"{group}/{metric}": result.get(group, {}).get(metric) for _, group, metric in COLUMNS})
+    line.update({f"{group}/{metric}": result.get(group, {}).get(metric) for _, group, metric in TABLE_COLUMNS})
     return line
 
 
@@ -188,21 +202,24 @@ def mean_std(values):
 def summarise(results):
     """``{method: {"<group>/<metric>": (mean, sample std)}}`` over seeds."""
     return {method: {f"{g}/{m}": mean_std([r.get(g, {}).get(m) for r in runs.values()])
-                     for _, g, m in COLUMNS}
+                     for _, g, m in TABLE_COLUMNS}
             for method, runs in results.items()}
 
 
 def format_table(summary, seeds: int) -> str:
-    def cell(mean, std):
+    def cell(mean, std, digits):
         if math.isnan(mean):
             return "n/a"
-        return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+        return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
-    header = "| method | " + " | ".join(h for h, _, _ in COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    header = "| method | " + " | ".join(h for h, _, _ in TABLE_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
     for method, stats in summary.items():
-        lines.append(f"| {method} | " + " | ".join(cell(*stats[f"{g}/{m}"]) for _, g, m in COLUMNS) + " |")
-    return f"mean ± sample std over {seeds} seed(s), percent\n" + "\n".join(lines)
+        lines.append(f"| {method} | " + " | ".join(cell(*stats[f"{g}/{m}"], 2 if g == "feature_quality" and
+                                                         m != "tstr_ap" else 1)
+                                                    for _, g, m in TABLE_COLUMNS) + " |")
+    return (f"mean ± sample std over {seeds} seed(s); percent, but spread ratio and probe accuracy (ratios)\n"
+            + "\n".join(lines))
 
 
 def bar_chart(summary, path: str) -> None:

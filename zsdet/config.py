@@ -57,7 +57,11 @@ def _add_synthesis_config(cfg: CN) -> None:
     s.CLF_HEADS = 8  # attention heads H of the CLF fusion block (d must be divisible by H)
     s.CLF_FF_HIDDEN = 8192  # hidden units of the CLF residual sub-network f (eq. 4)
     s.CLF_DROPOUT = 0.1  # dropout on CLF attention weights and on o (official code; the paper does not say)
-    s.OUTPUT_ACTIVATION = "sigmoid"  # generator output non-linearity: "sigmoid" (official; [0,1] features), "relu", "none"
+    s.CLF_INPUT = "activated"  # CLF fuses x_f, x_a after the output activation (paper) or "pre_activation" (one activation)
+    s.CLF_INIT = "random"  # CLF block init: "random" (official) or "identity" (W^O, f's last FC = 0: starts as mean(x_f, x_a))
+    s.CLF_BRANCH_NOISE = "shared"  # noise of G_a and G_f in CLF: "shared" (paper: one z) or "separate" (one z each)
+    s.MODE_SEEKING_WEIGHT = 0.0  # weight of 1 / (mean|G(z1)-G(z2)| / mean|z1-z2| + 1e-5) in G's loss (SUZOD: 0.01; fclswgan)
+    s.OUTPUT_ACTIVATION = "sigmoid"  # generator output: "sigmoid" (official; (0,1)), "clamp" ([0,1], exact zeros), "relu", "none"
     s.FEATURE_SCALING = "minmax"  # "minmax": per-dim [0, 1] scaling fitted on training data (official), "none"
     s.LR = 1e-4  # Adam learning rate of G, D and E
     s.BETAS = (0.5, 0.999)  # Adam betas of G, D and E
@@ -145,6 +149,10 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.CLASSIFIER.REAL_PER_CLASS = 1000  # cap on real features per seen class (0 = no cap)
     p.CLASSIFIER.BG_PER_FG = 1.0  # real background features per foreground training feature
     p.CLASSIFIER.MIXTURE_RATIO = 0.25  # real mixtures per real single-label seen feature
+    p.CLASSIFIER.UNSEEN_MIXTURES = False  # also synthesize MIXTURE_RATIO x (unseen singles) label sets with unseen classes
+    p.CLASSIFIER.RECIPE = "joint"  # "joint" (all columns trained together) or "suzod" (SUZOD: unseen head + bg blend)
+    p.CLASSIFIER.SEEN_ACCURACY_BUDGET = 0.0  # GZSD calibration: largest seen-logit bias costing <= this many points of
+    # seen top-1 accuracy on the validation images' seen RoIs, folded into the classifier (0 = none)
 
     p.BASELINE = CN()  # semantic-projection baseline, trained on seen features only
     p.BASELINE.EPOCHS = 10  # passes over the training features

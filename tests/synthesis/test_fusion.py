@@ -132,3 +132,42 @@ def test_feature_dim_must_divide_heads():
 def test_unknown_fusion():
     with pytest.raises(ValueError, match="SYNTHESIS.FUSION"):
         MultiLabelGenerator("mean", torch.randn(C, A), D, NZ, hidden=4)
+
+
+def test_clf_pre_activation_identity_init_starts_as_mean_of_branches():
+    """CLF_INPUT pre_activation + CLF_INIT identity: at initialisation the generator is
+    act((mean_j G_f(z, e_j) + G_a(z, e_mu)) / 2), one activation on the fused pre-activations."""
+    torch.manual_seed(0)
+    emb = F.normalize(torch.randn(C, A), dim=1)
+    g = MultiLabelGenerator("clf", emb, D, NZ, hidden=9, heads=H, ff_hidden=11, out_act="sigmoid",
+                            clf_input="pre_activation", clf_init="identity").double().eval()
+    assert bool((g.fuse.out.weight == 0).all()) and bool((g.fuse.ff2.weight == 0).all())
+    z, sets = torch.randn(len(SETS), NZ, dtype=torch.float64), index()
+    pairs = g.g_f.forward_pairs(z, g.class_embeddings, sets.pair_set, sets.pair_class)
+    x_f = torch.zeros(len(SETS), D, dtype=torch.float64).index_add_(0, sets.pair_set, pairs) / sets.sizes[:, None]
+    x_a = g.g_a(z, g.mean_embedding(sets))
+    expected = torch.sigmoid((x_f + x_a) / 2 + g.fuse.ff2.bias)
+    torch.testing.assert_close(g(z, sets), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_clf_separate_branch_noise():
+    """CLF_BRANCH_NOISE separate: z has 2 nz columns, the first half drives G_f, the second G_a."""
+    g = make_generator("clf")
+    g.branch_noise = "separate"
+    assert g.input_noise_dim == 2 * NZ
+    z_f, z_a, sets = torch.randn(len(SETS), NZ, dtype=torch.float64), torch.randn(len(SETS), NZ, dtype=torch.float64), index()
+    expected = torch.sigmoid(g.fuse(g.flf(z_f, sets), g.alf(z_a, g.mean_embedding(sets))))
+    torch.testing.assert_close(g(torch.cat([z_f, z_a], 1), sets), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_clamp_activation_gives_exact_zeros_and_bounds():
+    g = make_generator("alf", act="clamp")
+    out = g(torch.randn(64, NZ, dtype=torch.float64), index([[i % C] for i in range(64)]))
+    assert bool((out >= 0).all() and (out <= 1).all())
+    assert bool((out == 0).any()) and bool((out == 1).any())  # both bounds are reached (weights ~N(0, 0.5))
+
+
+@pytest.mark.parametrize("key,value", [("clf_input", "logits"), ("clf_init", "zeros"), ("branch_noise", "one")])
+def test_unknown_clf_options_name_the_key(key, value):
+    with pytest.raises(ValueError, match=f"SYNTHESIS.{'CLF_BRANCH_NOISE' if key == 'branch_noise' else key.upper()}"):
+        MultiLabelGenerator("clf", torch.randn(C, A), D, NZ, hidden=4, heads=H, **{key: value})

@@ -1,5 +1,6 @@
 """WGAN-GP, VAE and classifier losses against hand computations."""
 import math
+import pytest
 
 import torch
 
@@ -76,3 +77,12 @@ def test_vae_loss_by_hand():
     assert math.isclose(kl.item(), 0.5, rel_tol=1e-6)  # -0.5 * (1 + 0 - 1 - 1)
     rec, _ = vae_loss(recon, x, mu, log_var, "mse")
     assert math.isclose(rec.item(), 0.25 + 0.0625, rel_tol=1e-6)
+
+
+def test_mode_seeking_penalty():
+    from zsdet.synthesis.losses import mode_seeking_penalty
+    z1, z2 = torch.zeros(4, 3), torch.ones(4, 3)  # mean |z1 - z2| = 1
+    fake1, fake2 = torch.zeros(4, 5), torch.full((4, 5), 0.5)  # mean |G(z1) - G(z2)| = 0.5
+    assert mode_seeking_penalty(fake1, fake2, z1, z2).item() == pytest.approx(1 / (0.5 + 1e-5))
+    # a generator that ignores its noise is penalised heavily
+    assert mode_seeking_penalty(fake1, fake1.clone(), z1, z2).item() == pytest.approx(1e5)

@@ -44,10 +44,15 @@ def test_synthetic_benchmark_end_to_end(train_mlzsl, tmp_path, capfd):
         assert (out / name).is_file(), name
     logged = capfd.readouterr()
     assert "| Task   |   P@3 |" in logged.out + logged.err
+    quality = results["feature_quality"]  # the generator against held-out seen training rows
+    assert 0 <= quality["real_vs_synth_acc"] <= 1 and quality["num_real"] > 0 and quality["spread_ratio"] >= 0
+    assert "feature quality (held-out seen rows)" in logged.out + logged.err
+    assert (out / "feature_quality.png").stat().st_size > 1000
 
     again = run(train_mlzsl, out, flags=["--eval-only"])
     assert again["metrics"]["gzsl"] == pytest.approx(results["metrics"]["gzsl"])
     assert again["eval_only"] and again["generator"] == results["generator"]
+    assert again["feature_quality"] == results["feature_quality"]
 
     plotted = run(train_mlzsl, tmp_path / "vs_baseline", opts=["MLZSL.PLOT_BASELINE_JSON", str(out / "results.json"),
                                                         "MLZSL.SYNTHETIC.DIR", str(out / "synthetic_data")])

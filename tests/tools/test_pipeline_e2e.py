@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
@@ -14,6 +15,7 @@ from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
 
 import zsdet
+from zsdet.data.zsd_split import ZeroShotSplit
 from zsdet.engine import load_detector_weights
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,8 +50,10 @@ def test_every_stage_produces_its_artifact(run_dir):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"synthesis", "baseline"}
+    calibrated = cfg_for(out).ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET > 0
+    assert set(metrics["synthesis"]) == {"zsd", "gzsd", "feature_quality"} | ({"gzsd_calibration"} if calibrated else set())
+    assert set(metrics["baseline"]) == {"zsd", "gzsd"}
     for method in metrics.values():
-        assert set(method) == {"zsd", "gzsd"}
         assert "recall@100_iou0.5" in method["zsd"] and "hm_mAP_iou0.5" in method["gzsd"]
         for value in [*method["zsd"].values(), *method["gzsd"].values()]:
             assert value is None or 0.0 <= value <= 100.0  # None: NaN (no class with GT)
@@ -71,7 +75,8 @@ def test_eval_only(run_dir):
     out, _ = run_dir
     log = train_net(out / "eval_only", "--eval-only", "MODEL.WEIGHTS", str(out / "model_zsd.pth"))
     metrics = json.loads((out / "eval_only" / "metrics.json").read_text())
-    assert metrics["eval"] == json.loads((out / "metrics.json").read_text())["synthesis"]
+    synthesis = json.loads((out / "metrics.json").read_text())["synthesis"]
+    assert metrics["eval"] == {k: synthesis[k] for k in ("zsd", "gzsd")}  # the figures of the same weights
     assert "eval" in log
 
 
@@ -95,3 +100,64 @@ def test_retrained_classifier_changes_predictions(run_dir):
     assert set(outputs["zsd"].pred_classes.tolist()) <= unseen
     assert len(outputs["zsd"]) > 0, "the retrained classifier must score unseen classes"
     assert os.path.getsize(out / "model_zsd.pth") > 0
+
+
+def test_feature_quality_is_reported(run_dir):
+    out, log = run_dir
+    quality = json.loads((out / "metrics.json").read_text())["synthesis"]["feature_quality"]
+    assert set(quality) == {"spread_ratio", "real_vs_synth_acc", "tstr_ap", "zeros_real", "zeros_synth", "num_real"}
+    assert 0.0 <= quality["real_vs_synth_acc"] <= 1.0 and quality["num_real"] > 0 and quality["spread_ratio"] >= 0
+    assert (out / "generator" / "feature_quality.png").stat().st_size > 1000
+    assert "real-vs-synth probe acc" in log  # printed under the results table
+
+
+def test_suzod_recipe_and_unseen_mixtures(run_dir):
+    """RECIPE suzod keeps the detector's seen rows, trains the unseen rows and blends background;
+    UNSEEN_MIXTURES adds multi-label sets with unseen classes."""
+    from zsdet.engine.checkpoints import CLASSIFIER_PREFIX
+    from zsdet.engine.roi_stages import foreground_rows, load_bank, load_generator
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier, unseen_mixture_sets
+    from zsdet.synthesis import LabelSets
+
+    out, _ = run_dir
+    cfg = cfg_for(out)
+    cfg.ZSD.CLASSIFIER.RECIPE, cfg.ZSD.CLASSIFIER.UNSEEN_MIXTURES = "suzod", True
+    cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET = 0.0
+    split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
+    bank = load_bank(str(out / "roi_bank"), split, cfg.DATASETS.TRAIN[0])
+    trainer = load_generator(cfg, split.class_names, bank.feature_dim, str(out / "generator"))
+    _, val_rows = foreground_rows(cfg, bank, split.seen_ids)
+    classifier, record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids,
+                                                    np.unique(bank.image_ids[val_rows]), str(out / "model_final.pth"))
+    detector = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+    w = detector[CLASSIFIER_PREFIX + "weight"]
+    seen, unseen = list(split.seen_ids), list(split.unseen_ids)
+    assert torch.equal(classifier.weight[seen], w[seen])
+    assert not torch.equal(classifier.weight[unseen], w[unseen]) and not torch.equal(classifier.weight[-1], w[-1])
+    assert record["recipe"] == "suzod" and record["synthesized_sets"] > 0
+    real = LabelSets.from_lists([[seen[0], seen[1]], [seen[2]], [seen[1], seen[3], seen[4]]] * 4, split.num_classes)
+    sets = unseen_mixture_sets(cfg, real, trainer.generator.class_embeddings, seen, unseen, 50, seed=0)
+    multi_hot = sets.to_multi_hot(split.num_classes)
+    assert len(sets) == 50 and bool((multi_hot.sum(1) >= 2).all()) and bool(multi_hot[:, unseen].any(1).all())
+
+
+def test_validation_protocol_runs_on_a_bank(run_dir, tmp_path):
+    from zsdet.engine.roi_stages import load_bank
+    from zsdet.engine.zsd_validation import pseudo_unseen_split, run_protocol
+
+    out, _ = run_dir
+    cfg = cfg_for(out)
+    cfg.SYNTHESIS.EPOCHS, cfg.SYNTHESIS.BATCH_SIZE, cfg.SYNTHESIS.CRITIC_ITERS = 2, 8, 2
+    split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
+    bank = load_bank(str(out / "roi_bank"), split, cfg.DATASETS.TRAIN[0])
+    pseudo = pseudo_unseen_split(bank, split, 3, 0, 0.25, 0.2)
+    again = pseudo_unseen_split(bank, split, 3, 0, 0.25, 0.2)  # a function of the split seed
+    assert again.pseudo_unseen_ids == pseudo.pseudo_unseen_ids
+    assert np.array_equal(again.validation_images, pseudo.validation_images)
+    assert not set(pseudo.pseudo_unseen_ids) & set(pseudo.seen_ids) and len(pseudo.pseudo_unseen_ids) == 3
+    assert not set(pseudo.validation_images) & set(pseudo.generator_validation_images)
+    results = run_protocol(cfg, bank, split, pseudo, str(tmp_path), str(out / "model_final.pth"), score_epochs=[0])
+    assert [r["epoch"] for r in results] == [0, "selected"]
+    for r in results:
+        assert 0 <= r["pzsd_map"] <= 100 and 0 <= r["top1_unseen_as_seen"] <= 100
+        assert 0 <= r["pseudo_unseen_quality"]["real_vs_synth_acc"] <= 1

@@ -20,6 +20,10 @@ TRAIN_ORDER, TRAIN_AUGMENT, TRAIN_STEP, TRAIN_LOADER, MODEL_INIT, EXTRACT_AUGMEN
 SPLIT_KEY = 2 ** 31  # train / validation split of a feature source
 VAL_KEY = 2 ** 31 + 1  # the generator's validation label sets and noise
 INIT_KEY = 2 ** 31 + 2  # the generator's initial weights
+QUALITY_KEY = 2 ** 31 + 3  # the feature-quality report's synthesis noise and probe folds
+BACKGROUND_KEY = 2 ** 31 + 4  # background RoIs of the generator's selection probe
+UNSEEN_SETS_KEY = 2 ** 31 + 5  # the box classifier's synthesized label sets with unseen classes
+CALIBRATION_KEY = 2 ** 31 + 6  # the held-out RoIs of the GZSD calibration
 
 
 def derive_seed(*keys: int) -> int:

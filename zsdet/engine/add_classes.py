@@ -4,9 +4,8 @@ The generator of a pipeline run is conditioned on class embeddings, so classes n
 training can be added afterwards: their embedding rows are appended to the generator's (whose
 original rows are checked against the run's embeddings by the generator checkpoint's fingerprint),
 features are synthesized for them, and only the box classifier is retrained (stage 5 of the
-paper), with the pipeline's own classifier-stage functions (:mod:`zsdet.engine.roi_stages`,
-:func:`~zsdet.engine.box_classifier.fit_box_classifier`) over seen + the run's unseen + the new
-classes. Detector, RoI bank and generator are reused unchanged; nothing is retrained but one
+paper), with the pipeline's own classifier stage (:func:`~zsdet.engine.synthesis_classifier.train_synthesis_classifier`:
+training set, recipe, calibration) over seen + the run's unseen + the new classes. Detector, RoI bank and generator are reused unchanged; nothing is retrained but one
 linear layer.
 
 Outputs (``<stem>`` = the weights file's name without ``.pth``):
@@ -34,8 +33,8 @@ from ..data.embeddings import check_unique_names, load_class_embeddings, normali
 from ..data.zsd_split import class_embeddings_from_config, class_embeddings_of
 from ..synthesis import SynthesisTrainer
 from ..utils.io import write_text
-from .box_classifier import fit_box_classifier, soft_targets
-from .roi_stages import load_bank, load_generator, real_training_set, save_with_classifier, synthesized_set
+from .roi_stages import foreground_rows, load_bank, load_generator, save_with_classifier
+from .synthesis_classifier import train_synthesis_classifier
 from .zsd_pipeline import ZSDPipeline
 
 __all__ = ["add_classes", "append_class_embeddings", "new_embedding_rows"]
@@ -136,24 +135,14 @@ def add_classes(run_dir: str, new_classes: Sequence[str], embeddings_file: str, 
     new_rows = torch.from_numpy(new_embedding_rows(cfg, embeddings_file, new_classes, embeddings_format))
 
     bank = load_bank(pipeline.bank_dir, split, pipeline.train_set)
-    x, y = real_training_set(cfg, bank, split.seen_ids, np.random.default_rng(cfg.SEED), with_mixtures=True)
     trainer = load_generator(cfg, split.class_names, bank.feature_dim, pipeline.generator_dir)
     append_class_embeddings(trainer, new_rows)
     num_old, num_all = split.num_classes, split.num_classes + len(new_classes)
     unseen_ids = list(split.unseen_ids) + list(range(num_old, num_all))
-    syn_x, syn_y = synthesized_set(trainer, unseen_ids, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SEED)
-    y = torch.cat([y[:, :num_old], y.new_zeros(len(y), len(new_classes)), y[:, num_old:]], dim=1)  # new columns
-    logger.info("box classifier: %d real + mixed, %d synthesized features of %d unseen classes (%d new)",
-                len(x), len(syn_x), len(unseen_ids), len(new_classes))
-
-    c = cfg.ZSD.CLASSIFIER
-    with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
-        torch.manual_seed(cfg.SEED)
-        classifier = torch.nn.Linear(bank.feature_dim, num_all + 1)
-    stats = fit_box_classifier(classifier, torch.cat([x, syn_x]), soft_targets(torch.cat([y, syn_y])),
-                               epochs=c.EPOCHS, batch_size=c.BATCH_SIZE, lr=c.LR,
-                               weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED)
-    logger.info("box classifier trained: %s", stats)
+    _, val_rows = foreground_rows(cfg, bank, split.seen_ids)
+    classifier, record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, unseen_ids,
+                                                    np.unique(bank.image_ids[val_rows]), pipeline.detector_weights)
+    logger.info("box classifier trained over %d unseen classes (%d new): %s", len(unseen_ids), len(new_classes), record)
 
     thing = list(split.class_names) + new_classes
     unseen = [thing[i] for i in unseen_ids]
@@ -169,7 +158,7 @@ def add_classes(run_dir: str, new_classes: Sequence[str], embeddings_file: str, 
                      {new: root_source(old) for group in datasets
                       for old, new in zip(datasets[group], renamed[group])},
                      trainer.generator.class_embeddings.cpu().numpy())
-    save_with_classifier(pipeline.detector_weights, classifier, weights, zsd_classes=classes)
+    save_with_classifier(pipeline.detector_weights, classifier, weights, zsd_classes=classes, classifier_record=record)
 
     new_cfg = cfg.clone()
     new_cfg.MODEL.WEIGHTS = weights
@@ -187,4 +176,4 @@ def add_classes(run_dir: str, new_classes: Sequence[str], embeddings_file: str, 
     write_text(config, new_cfg.dump())
     logger.info("added %s: %s, %s, %s", new_classes, weights, config, class_list)
     return {"weights": weights, "config": config, "class_list": class_list, "thing_classes": thing,
-            "added_classes": new_classes, "classifier": stats}
+            "added_classes": new_classes, "classifier": record}

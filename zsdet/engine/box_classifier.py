@@ -5,7 +5,7 @@ trained with softmax cross-entropy against *soft* targets: a single-label featur
 class, a multi-label mixture spreads its target uniformly over its labels, background RoIs
 target the background column. Box regression is left as stage 1 trained it.
 """
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -30,13 +30,14 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 def fit_box_classifier(classifier: nn.Module, features: torch.Tensor, targets: torch.Tensor, *,
                        epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
-                       seed: int = 0, device: str = "cpu") -> Dict[str, float]:
-    """Train ``classifier`` in place with soft-target cross-entropy and Adam (betas 0.9, 0.999).
+                       betas: Tuple[float, float] = (0.9, 0.999), seed: int = 0,
+                       device: str = "cpu") -> Dict[str, float]:
+    """Train ``classifier`` in place with soft-target cross-entropy and Adam.
 
     Args:
         classifier: module mapping (B, d) features to (B, K + 1) logits.
         features: (n, d) float32; targets: (n, K + 1) rows summing to 1.
-        epochs, batch_size, lr, weight_decay: optimisation settings.
+        epochs, batch_size, lr, weight_decay, betas: optimisation settings.
         seed: fixes the shuffling.
 
     Returns:
@@ -56,7 +57,7 @@ def fit_box_classifier(classifier: nn.Module, features: torch.Tensor, targets: t
             rows = order[start:start + batch_size]
             yield features[rows], targets[rows]
 
-    summed = fit_module(classifier, batches, soft_cross_entropy, epochs=epochs, lr=lr, betas=(0.9, 0.999),
+    summed = fit_module(classifier, batches, soft_cross_entropy, epochs=epochs, lr=lr, betas=betas,
                         weight_decay=weight_decay, device=device, desc="box classifier")
     with torch.no_grad():
         correct = sum(int((classifier(x.to(device)).argmax(1) == t.to(device).argmax(1)).sum())

@@ -99,6 +99,13 @@ def load_state_dict_file(path: str) -> dict:
     return state
 
 
+def classifier_record(path: str) -> dict:
+    """What the classifier stage stored beside the model in ``path`` (``classifier_record``: counts,
+    training and GZSD calibration); ``{}`` for a checkpoint without one."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return ckpt.get("classifier_record", {}) if isinstance(ckpt, dict) else {}
+
+
 def load_detector_weights(model: torch.nn.Module, path: str) -> None:
     """Load ``path`` into ``model``; every box-classifier tensor must match by name and shape.
 

@@ -14,7 +14,8 @@
 5. evaluation (:func:`evaluate_task`): mAP and P / R / F1 at each K of ``MLZSL.TOP_K`` per task,
    exact and streamed within ``MLZSL.STREAM_MEMORY_MB``.
 
-Outputs in ``OUTPUT_DIR``: ``generator/``, ``classifiers.pth`` (the heads, reused by
+Outputs in ``OUTPUT_DIR``: ``generator/``, ``feature_quality.json`` / ``.png`` (the generator
+against held-out real seen rows, :mod:`zsdet.synthesis.quality`), ``classifiers.pth`` (the heads, reused by
 ``eval_only``), ``<task>_results.json`` (per-label AP), ``results.json`` (summaries, per-label AP,
 timings) and, with ``MLZSL.PLOT_BASELINE_JSON``, ``ap_change_<task>.png``.
 """
@@ -31,11 +32,14 @@ from torch import nn
 from ..data.mlzsl import ConcatSource, H5FeatureSource, MLZSLBenchmark, load_benchmark, open_source
 from ..data.seeded_rng import derive_seed
 from ..evaluation import min_memory_mb, per_label_ap_percent, report_multilabel, streamed_multilabel_metrics
+from ..evaluation.feature_quality import QUALITY_KEYS
 from ..evaluation.head_scores import HeadScores
 from ..evaluation.report import format_results_table, plot_ap_change
 from ..synthesis import (LabelSets, SynthesisTrainer, TensorFeatureSource, sample_label_sets,
                          train_multilabel_classifier, unseen_label_sets)
 from ..synthesis.distributed import resolve_device
+from ..synthesis.quality import assess, write_report
+from ..synthesis.selection import read_rows
 from ..utils.io import write_json, write_torch
 from .settings_check import check_classification_settings
 
@@ -183,13 +187,18 @@ def run_classification(cfg, eval_only: bool = False) -> Dict:
                 {t: len(s) for t, s in tests.items()})
     seconds["data"], tic = time.perf_counter() - tic, time.perf_counter()
 
-    generator, trainer, num_synth = {}, None, 0
+    generator, trainer, num_synth, quality = {}, None, 0, None
     if not eval_only and cfg.MLZSL.SYNTH_LABEL_SETS != "none":
+        s = cfg.SYNTHESIS
         trainer = SynthesisTrainer.from_config(cfg, bench.embeddings, train.feature_dim,
                                                os.path.join(out, "generator"), device,
                                                class_names=bench.class_names,
                                                embeddings_source=bench.embeddings_file)
-        generator = trainer.fit(train)
+        fit_train, val = train.split(s.VAL_FRACTION, s.SEED) if s.VAL_FRACTION > 0 else (train, None)
+        generator = trainer.fit(fit_train, val)
+        if val is not None and comm.is_main_process():  # the selected generator against held-out real rows
+            quality = write_report(assess(trainer, *read_rows(val, s.VAL_MAX_SAMPLES, s.SEED)), out,
+                                   f"{bench.name}: {s.FUSION} {s.GAN}, held-out seen training rows")
         seconds["generator"], tic = time.perf_counter() - tic, time.perf_counter()
     if not comm.is_main_process():
         return {}
@@ -199,6 +208,7 @@ def run_classification(cfg, eval_only: bool = False) -> Dict:
             with open(os.path.join(out, RESULTS)) as f:
                 trained = json.load(f)
             generator, num_synth = trained.get("generator", {}), trained.get("num_synthesized", 0)
+            quality = trained.get("feature_quality")
     else:
         synth = None
         if trainer is not None:
@@ -218,8 +228,12 @@ def run_classification(cfg, eval_only: bool = False) -> Dict:
     results = {"benchmark": bench.name, "mode": bench.mode, "fusion": cfg.SYNTHESIS.FUSION,
                "gan": cfg.SYNTHESIS.GAN, "units": "percent", "metrics": metrics,
                "per_label_ap": per_label, "generator": generator, "num_synthesized": num_synth,
+               "feature_quality": quality,
                "eval_only": eval_only, "seconds": seconds}
     table = format_results_table(metrics, cfg.MLZSL.TOP_K)
+    if quality:
+        table += "\n\nfeature quality (held-out seen rows): " + ", ".join(
+            f"{k} {quality[k]:.3g}" for k in QUALITY_KEYS)
     logger.info("%s, %s %s (percent):\n%s", bench.name, cfg.SYNTHESIS.FUSION, cfg.SYNTHESIS.GAN, table)
     write_json(os.path.join(out, RESULTS), results)
     if cfg.MLZSL.PLOT_BASELINE_JSON:

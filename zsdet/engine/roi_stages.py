@@ -5,13 +5,14 @@ Used by :class:`~zsdet.engine.ZSDPipeline` (stages ``generator``, ``classifier``
 
 * :func:`load_bank`: the RoI bank index, checked against the training set's classes;
 * :func:`foreground_rows`, :func:`generator_source`: the generator's streamed train / validation data;
+* :func:`validation_background`: real background RoIs for the generator's selection probe and report;
 * :func:`synthesis_trainer`, :func:`load_generator`: the generator of ``OUTPUT_DIR/generator``;
 * :func:`real_training_set`, :func:`synthesized_set`: the box classifier's features (n, d) float32
   and label weights (n, K + 1), background last;
 * :func:`save_with_classifier`: the detector's weights with another box classifier.
 """
 import logging
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,12 +21,14 @@ from ..data.feature_bank import FeatureBank
 from ..data.mixtures import fuse_mixtures, sample_mixture_sets
 from ..data.roi_stream import RoIBankSource
 from ..data.row_sampling import balanced_rows
+from ..data.seeded_rng import BACKGROUND_KEY, derive_seed
 from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config, class_embeddings_source
 from ..synthesis import LabelSets, SynthesisTrainer
 from ..utils.io import write_torch
 from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
 
-__all__ = ["load_bank", "foreground_rows", "generator_source", "synthesis_trainer", "load_generator",
+__all__ = ["load_bank", "foreground_rows", "generator_source", "validation_background", "synthesis_trainer",
+           "load_generator",
            "real_training_set", "synthesized_set", "save_with_classifier"]
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,23 @@ def generator_source(cfg, bank: FeatureBank, rows: np.ndarray, samples_per_epoch
                          class_balanced=f.CLASS_BALANCED)
 
 
+def validation_background(cfg, bank: FeatureBank, val_rows: np.ndarray, num_probe: int, num_held_out: int,
+                          exclude_images: Optional[np.ndarray] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Real background RoI features (data units) for the generator's selection probe and its
+    feature-quality report: up to ``num_probe`` rows of the generator's training images (for the
+    probe) and up to ``num_held_out`` rows of the validation images (the images of ``val_rows``),
+    drawn with ``SEED``; none of ``exclude_images``."""
+    bg = np.nonzero(bank.labels == bank.num_classes)[0]
+    if exclude_images is not None:
+        bg = bg[~np.isin(bank.image_ids[bg], exclude_images)]
+    held_out = np.isin(bank.image_ids[bg], np.unique(bank.image_ids[val_rows]))
+    rng = np.random.default_rng(derive_seed(cfg.SEED, BACKGROUND_KEY))
+
+    def draw(rows, n):
+        return torch.from_numpy(bank.load(np.sort(rng.choice(rows, min(n, len(rows)), replace=False))))
+    return draw(bg[~held_out], num_probe), draw(bg[held_out], num_held_out)
+
+
 def synthesis_trainer(cfg, class_names: Sequence[str], feature_dim: int, output_dir: str) -> SynthesisTrainer:
     """The generator trainer of ``cfg.SYNTHESIS`` over the class embeddings of the config's training
     set (rows named ``class_names``), writing to ``output_dir``."""
@@ -83,10 +103,11 @@ def load_generator(cfg, class_names: Sequence[str], feature_dim: int, output_dir
 
 
 def real_training_set(cfg, bank: FeatureBank, seen_ids: Sequence[int], rng: np.random.Generator,
-                      with_mixtures: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Real seen features (at most ``ZSD.CLASSIFIER.REAL_PER_CLASS`` per class), background
-    (``BG_PER_FG`` per foreground row) and, ``with_mixtures``, ``MIXTURE_RATIO`` mixtures per
-    foreground row.
+                      with_mixtures: bool, held_out_images: Optional[np.ndarray] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Real features of the classes ``seen_ids`` (at most ``ZSD.CLASSIFIER.REAL_PER_CLASS`` per
+    class), background (``BG_PER_FG`` per foreground row) and, ``with_mixtures``, ``MIXTURE_RATIO``
+    mixtures per foreground row; none from the images ``held_out_images`` (kept for calibration).
 
     Reads only the selected rows (:meth:`FeatureBank.load`, block by block): memory is
     ``REAL_PER_CLASS`` x classes x (1 + BG_PER_FG + MIXTURE_RATIO) rows, not the bank.
@@ -96,11 +117,12 @@ def real_training_set(cfg, bank: FeatureBank, seen_ids: Sequence[int], rng: np.r
     """
     c = cfg.ZSD.CLASSIFIER
     k = bank.num_classes
-    fg = bank.foreground_rows()
+    usable = np.ones(len(bank), bool) if held_out_images is None else ~np.isin(bank.image_ids, held_out_images)
+    fg = np.nonzero(usable & np.isin(bank.labels, seen_ids))[0]
     bank.check_classes(seen_ids, fg, "foreground")
     cap = c.REAL_PER_CLASS or len(fg)
     fg = fg[balanced_rows(bank.labels[fg], cap, rng)]
-    bg = np.nonzero(bank.labels == k)[0]
+    bg = np.nonzero(usable & (bank.labels == k))[0]
     bg = rng.choice(bg, min(len(bg), int(c.BG_PER_FG * len(fg))), replace=False)
     rows = np.sort(np.concatenate([fg, bg]))
     labels = torch.from_numpy(bank.labels[rows].astype(np.int64))

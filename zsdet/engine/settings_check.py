@@ -24,6 +24,7 @@ from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config, class_
 from ..evaluation.multilabel import CONVENTIONS
 from ..synthesis.checkpoint import BEST, CHECKPOINT, check_embeddings_file, embeddings_record
 from ..synthesis.settings import SynthesisSettings, check_synthesis_config
+from .synthesis_classifier import RECIPES
 
 __all__ = ["SettingsError", "check_pipeline_settings", "check_eval_only_settings", "check_classification_settings",
            "box_feature_dim"]
@@ -138,6 +139,21 @@ def check_box_classifier_settings(cfg, epochs_key: str, lr_key: str) -> None:
     at_least(cfg, "ZSD.CLASSIFIER.MIXTURE_RATIO", 0)
 
 
+def check_synthesis_classifier_settings(cfg) -> None:
+    """Stage ``classifier``: the recipe, the calibration budget and the unseen label sets."""
+    require(cfg, "ZSD.CLASSIFIER.RECIPE", lambda v: v in RECIPES, f"one of {RECIPES}")
+    within(cfg, "ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET", 0.0, 100.0)
+    if cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET > 0:
+        require(cfg, "ZSD.FEATURES.VAL_FRACTION", lambda v: 0 < v < 1,
+                "in (0, 1) (ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET calibrates on the validation images)")
+    if cfg.ZSD.CLASSIFIER.UNSEEN_MIXTURES:
+        positive(cfg, "ZSD.CLASSIFIER.MIXTURE_RATIO")
+        ls = "SYNTHESIS.LABEL_SAMPLING."
+        for key in ("UNSEEN_FRACTION", "MIXED_FRACTION", "MIXED_KEEP_SEEN"):
+            within(cfg, ls + key, 0.0, 1.0)
+        at_least(cfg, ls + "ROUNDS", 1)
+
+
 def check_evaluation_settings(cfg) -> None:
     """Stage ``evaluate``: the test datasets are registered."""
     for key in ("ZSD.TEST_ZSD", "ZSD.TEST_GZSD"):
@@ -203,6 +219,7 @@ def check_pipeline_settings(cfg, stages: Iterable[str]) -> None:
     if "classifier" in stages:
         check_box_classifier_settings(cfg, "ZSD.CLASSIFIER.EPOCHS", "ZSD.CLASSIFIER.LR")
         at_least(cfg, "SYNTHESIS.NUM_PER_CLASS", 1)
+        check_synthesis_classifier_settings(cfg)
     if "baseline" in stages:
         check_box_classifier_settings(cfg, "ZSD.BASELINE.EPOCHS", "ZSD.BASELINE.LR")
         positive(cfg, "MODEL.ZSD.SEMANTIC_TEMPERATURE")

@@ -31,13 +31,16 @@ from ..evaluation import ZSDEvaluator
 from ..evaluation.mode_evaluators import ModeEvaluators
 from ..modeling import RoIFeatureExtractor, SemanticProjectionClassifier
 from ..modeling.multi_mode import MultiModeDetector
+from ..synthesis.quality import assess, read_report, write_report
+from ..synthesis.selection import read_rows
 from ..utils.io import write_bytes
 from ..utils.ranks import LONG_WAIT, from_main, run_on_main
 from .box_classifier import fit_box_classifier, soft_targets
-from .checkpoints import checkpoint_problem, load_detector_weights
+from .checkpoints import checkpoint_problem, classifier_record, load_detector_weights
 from .detection_trainer import ZSDTrainer
 from .roi_stages import (foreground_rows, generator_source, load_bank, load_generator, real_training_set,
-                         save_with_classifier, synthesis_trainer, synthesized_set)
+                         save_with_classifier, synthesis_trainer, validation_background)
+from .synthesis_classifier import train_synthesis_classifier
 from .settings_check import check_pipeline_settings
 from .zsd_report import write_results_report
 
@@ -157,14 +160,27 @@ class ZSDPipeline:
         logger.info("generator: %d train / %d validation foreground RoIs; %d single RoIs per pass",
                     len(train_rows), len(val_rows), train.singles_per_pass)
         trainer = synthesis_trainer(self.cfg, self.split.class_names, bank.feature_dim, self.generator_dir)
-        return trainer.fit(train, generator_source(self.cfg, bank, val_rows) if len(val_rows) else None)
+        if not len(val_rows):
+            return trainer.fit(train)
+        s = self.cfg.SYNTHESIS
+        val = generator_source(self.cfg, bank, val_rows)
+        background = validation_background(self.cfg, bank, val_rows, s.VAL_SYNTH_SETS,
+                                           min(len(val_rows), s.VAL_MAX_SAMPLES))
+        result = trainer.fit(train, val, background)
+        if comm.is_main_process():  # the selected generator against the held-out real RoIs
+            report = assess(trainer, *read_rows(val, s.VAL_MAX_SAMPLES, s.SEED), background)
+            result["feature_quality"] = write_report(report, self.generator_dir,
+                                                     f"{s.FUSION} {s.GAN}, {self.train_set} validation images")
+            logger.info("generator feature quality: %s", result["feature_quality"])
+        return result
 
     # ------------------------------------------------------------------ stages 5-6
     def _classifier_stage(self, weights: str, what: str, build) -> None:
         """Frame shared by the classifier and baseline stages: skip when ``weights`` exists, else
-        rank 0 builds ``(classifier, features, soft targets, epochs, lr)`` with ``build(bank, rng)``,
-        trains the classifier and saves the detector with it. A damaged ``weights`` file (e.g. a
-        full disk) is retrained, with a warning naming it."""
+        rank 0 trains ``(classifier, record) = build(bank)`` and saves the detector with it (the
+        record as ``classifier_record``) while the other ranks wait (minutes at COCO scale, beyond the
+        default 30-minute barrier). A damaged ``weights`` file (e.g. a full disk) is retrained, with a
+        warning naming it."""
         problem = run_on_main(lambda: checkpoint_problem(self.path(weights)) if os.path.isfile(self.path(weights))
                               else "missing")
         if problem is None:
@@ -174,40 +190,36 @@ class ZSDPipeline:
             logger.warning("%s %s is unusable (%s): retraining it", what, self.path(weights), problem)
 
         def train_and_save():
-            bank = self._bank()
-            classifier, x, targets, epochs, lr = build(bank, np.random.default_rng(self.cfg.SEED))
-            c = self.cfg.ZSD.CLASSIFIER
-            stats = fit_box_classifier(classifier, x, targets, epochs=epochs, batch_size=c.BATCH_SIZE,
-                                       lr=lr, weight_decay=c.WEIGHT_DECAY, seed=self.cfg.SEED)
-            save_with_classifier(self.detector_weights, classifier, self.path(weights))
-            logger.info("%s trained: %s", what, stats)
+            classifier, record = build(self._bank())
+            save_with_classifier(self.detector_weights, classifier, self.path(weights), classifier_record=record)
+            logger.info("%s trained: %s", what, record)
 
-        # one process trains (minutes at COCO scale); the others wait beyond the default 30 minutes
         run_on_main(train_and_save, timeout=LONG_WAIT)
 
-    def _synthesis_training_set(self, bank: FeatureBank, rng: np.random.Generator):
-        """Linear classifier over seen + unseen + background; real, mixed and synthesized features."""
-        x, y = real_training_set(self.cfg, bank, self.split.seen_ids, rng, with_mixtures=True)
+    def _train_synthesis_classifier(self, bank: FeatureBank):
+        """Linear classifier over seen + unseen + background (:mod:`.synthesis_classifier`); the
+        generator's validation images are held out and calibrate it."""
+        _, val_rows = foreground_rows(self.cfg, bank, self.split.seen_ids)
         trainer = load_generator(self.cfg, self.split.class_names, bank.feature_dim, self.generator_dir)
-        syn_x, syn_y = synthesized_set(trainer, self.split.unseen_ids, self.cfg.SYNTHESIS.NUM_PER_CLASS, self.cfg.SEED)
-        logger.info("box classifier: %d real + mixed, %d synthesized unseen features", len(x), len(syn_x))
-        c = self.cfg.ZSD.CLASSIFIER
-        classifier = torch.nn.Linear(bank.feature_dim, self.split.num_classes + 1)
-        return (classifier, torch.cat([x, syn_x]), soft_targets(torch.cat([y, syn_y])), c.EPOCHS, c.LR)
+        return train_synthesis_classifier(self.cfg, bank, trainer, self.split.seen_ids, self.split.unseen_ids,
+                                          np.unique(bank.image_ids[val_rows]), self.detector_weights)
 
-    def _baseline_training_set(self, bank: FeatureBank, rng: np.random.Generator):
+    def _train_baseline(self, bank: FeatureBank):
         """Semantic-projection classifier; real seen and background features only."""
-        x, y = real_training_set(self.cfg, bank, self.split.seen_ids, rng, with_mixtures=False)
+        x, y = real_training_set(self.cfg, bank, self.split.seen_ids, np.random.default_rng(self.cfg.SEED),
+                                 with_mixtures=False)
         emb = torch.from_numpy(class_embeddings_from_config(self.cfg))
         classifier = SemanticProjectionClassifier(bank.feature_dim, emb, self.cfg.MODEL.ZSD.SEMANTIC_TEMPERATURE)
-        b = self.cfg.ZSD.BASELINE
-        return classifier, x, soft_targets(y), b.EPOCHS, b.LR
+        b, c = self.cfg.ZSD.BASELINE, self.cfg.ZSD.CLASSIFIER
+        stats = fit_box_classifier(classifier, x, soft_targets(y), epochs=b.EPOCHS, batch_size=c.BATCH_SIZE,
+                                   lr=b.LR, weight_decay=c.WEIGHT_DECAY, seed=self.cfg.SEED)
+        return classifier, {"training": stats}
 
     def run_classifier(self):
-        self._classifier_stage("model_zsd.pth", "retrained detector", self._synthesis_training_set)
+        self._classifier_stage("model_zsd.pth", "retrained detector", self._train_synthesis_classifier)
 
     def run_baseline(self):
-        self._classifier_stage("model_baseline.pth", "baseline detector", self._baseline_training_set)
+        self._classifier_stage("model_baseline.pth", "baseline detector", self._train_baseline)
 
     # ------------------------------------------------------------------ stage 7
     def evaluate_method(self, weights: str, classifier: str, name: str) -> Dict[str, Dict[str, float]]:
@@ -245,6 +257,11 @@ class ZSDPipeline:
         """Evaluate ``{name: (weights file, MODEL.ZSD.CLASSIFIER)}``; print the table, write metrics.json."""
         metrics = {name: self.evaluate_method(weights, classifier, name)
                    for name, (weights, classifier) in methods.items()}
+        if "synthesis" in metrics:
+            quality = read_report(self.generator_dir)
+            calibration = classifier_record(methods["synthesis"][0]).get("gzsd_calibration")
+            metrics["synthesis"].update({k: v for k, v in (("feature_quality", quality),
+                                                            ("gzsd_calibration", calibration)) if v})
         if comm.is_main_process():
             write_results_report(self.out, metrics)
         return metrics

@@ -5,7 +5,7 @@ from typing import Mapping
 from tabulate import tabulate
 
 from ..evaluation.top1_labels import TOP1_IOU, top1_key
-from ..utils.io import write_json
+from ..utils.io import write_json, write_text
 
 # (column header, result group, metric key)
 COLUMNS = (
@@ -35,6 +35,16 @@ TOP1_COLUMNS = (
 )
 
 
+# (column header, key) of the feature-quality block (zsdet.evaluation.feature_quality)
+QUALITY_COLUMNS = (
+    ("spread ratio", "spread_ratio"),
+    ("real-vs-synth probe acc", "real_vs_synth_acc"),
+    ("TSTR mAP", "tstr_ap"),
+    ("zeros real", "zeros_real"),
+    ("zeros synth", "zeros_synth"),
+)
+
+
 def _table(metrics, columns) -> str:
     rows = [[method] + [results.get(group, {}).get(key, float("nan")) for _, group, key in columns]
             for method, results in metrics.items()]
@@ -48,13 +58,21 @@ def format_results_table(metrics: Mapping[str, Mapping[str, Mapping[str, float]]
     seen / unseen GT objects whose highest-scoring covering detection has that label).
 
     Args:
-        metrics: ``{method: {"zsd": {...}, "gzsd": {...}}}`` as returned by ``ZSDEvaluator``.
+        metrics: ``{method: {"zsd": {...}, "gzsd": {...}}}`` as returned by ``ZSDEvaluator``, with an
+            optional ``"feature_quality"`` summary per method (printed as a third table).
     """
     table = _table(metrics, COLUMNS)
     top1 = [(header, "gzsd", top1_key(group, outcome)) for header, group, outcome in TOP1_COLUMNS]
     if any(top1[0][2] in results.get("gzsd", {}) for results in metrics.values()):
         table += ("\n\nGZSD top-1 label of each object (% of the seen / unseen objects; "
                   f"highest-scoring detection with IoU >= {TOP1_IOU}):\n" + _table(metrics, top1))
+    with_quality = {m: r for m, r in metrics.items() if r.get("feature_quality")}
+    if with_quality:
+        table += ("\n\nSynthesized vs held-out real seen features (generator/feature_quality.json; spread ratio "
+                  "~1 and probe accuracy ~0.5 mean indistinguishable):\n"
+                  + tabulate([[m] + [r["feature_quality"].get(k) for _, k in QUALITY_COLUMNS]
+                              for m, r in with_quality.items()],
+                             headers=["method"] + [h for h, _ in QUALITY_COLUMNS], floatfmt=".3g", tablefmt="pipe"))
     return table
 
 
@@ -65,8 +83,6 @@ def write_results_report(output_dir: str, metrics: Mapping[str, Mapping[str, Map
     Returns the table."""
     table = format_results_table(metrics)
     print(table, flush=True)
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "results_table.txt"), "w") as f:
-        f.write(table + "\n")
+    write_text(os.path.join(output_dir, "results_table.txt"), table + "\n")
     write_json(os.path.join(output_dir, "metrics.json"), metrics)
     return table

@@ -124,29 +124,39 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         return super().losses((scores, deltas), proposals)
 
     def mode_logits(self, scores: torch.Tensor) -> torch.Tensor:
-        """Logits (N, K + 1) with the columns the current mode excludes set to -inf."""
-        if self.mode == "seen":
-            return scores.masked_fill(self.unseen_mask, float("-inf"))
-        if self.mode == "zsd":
-            return scores.masked_fill(self.seen_mask, float("-inf"))
-        return scores - self.seen_logit_bias * self.seen_mask.to(scores.dtype)
-
-    def grouped_probs(self, scores: torch.Tensor) -> torch.Tensor:
-        """SUZOD's GZSD probabilities (N, K + 1) from separate seen and unseen softmaxes."""
-        p_seen = F.softmax(scores.masked_fill(self.unseen_mask, float("-inf")), dim=-1)
-        p_unseen = F.softmax(scores.masked_fill(self.seen_mask, float("-inf")), dim=-1)
-        floored = p_seen * (p_seen >= self.gzsd_seen_thresh)
-        probs = torch.where(self.unseen_mask, p_unseen, floored)
-        probs[:, -1] = (p_seen[:, -1] + p_unseen[:, -1]) / 2
-        return probs
+        """Logits (N, K + 1) of modes "seen" and "zsd", the columns the mode excludes set to -inf."""
+        excluded = self.unseen_mask if self.mode == "seen" else self.seen_mask
+        return scores.masked_fill(excluded, float("-inf"))
 
     def predict_probs(self, predictions, proposals):
         scores, _ = predictions
-        if self.mode == "gzsd" and self.gzsd_scoring == "grouped":
-            probs = self.grouped_probs(scores)
+        if self.mode == "gzsd":
+            probs = gzsd_probs(scores, self.unseen_mask, self.gzsd_scoring, self.seen_logit_bias,
+                               self.gzsd_seen_thresh)
         else:
             probs = F.softmax(self.mode_logits(scores), dim=-1)
         return probs.split([len(p) for p in proposals], dim=0)
+
+
+def gzsd_probs(scores: torch.Tensor, unseen_mask: torch.Tensor, scoring: str, seen_logit_bias: float = 0.0,
+               seen_thresh: float = 0.3) -> torch.Tensor:
+    """GZSD class probabilities (N, K + 1) of logits ``scores`` (N, K + 1), background last.
+
+    ``unseen_mask``: (K + 1,) bool, True for unseen columns. ``"joint"``: one softmax after
+    subtracting ``seen_logit_bias`` from the seen logits. ``"grouped"`` (SUZOD): separate softmaxes
+    over [seen, background] and [unseen, background], seen probabilities below ``seen_thresh`` set to
+    0, the background column the mean of the two background probabilities.
+    """
+    seen_mask = ~unseen_mask
+    seen_mask[-1] = False
+    if scoring == "joint":
+        return F.softmax(scores - seen_logit_bias * seen_mask.to(scores.dtype), dim=-1)
+    p_seen = F.softmax(scores.masked_fill(unseen_mask, float("-inf")), dim=-1)
+    p_unseen = F.softmax(scores.masked_fill(seen_mask, float("-inf")), dim=-1)
+    floored = p_seen * (p_seen >= seen_thresh)
+    probs = torch.where(unseen_mask, p_unseen, floored)
+    probs[:, -1] = (p_seen[:, -1] + p_unseen[:, -1]) / 2
+    return probs
 
 
 def zsd_split_from_config(cfg):

@@ -22,6 +22,7 @@ import torch
 
 from ..utils.io import write_torch
 from .label_sets import LabelSets
+from .settings import SynthesisSettings
 
 __all__ = ["CHECKPOINT", "BEST", "FORMAT", "embeddings_fingerprint", "embeddings_record", "check_embeddings_file",
            "load_checkpoint", "save_last", "restore_last", "save_best", "load_best"]
@@ -127,8 +128,9 @@ def restore_last(trainer, path: str) -> int:
     _check_embeddings(state, trainer.embeddings, trainer.output_dir, path)
     saved = state["settings"]
     saved["betas"] = tuple(saved["betas"])
+    legacy = dataclasses.asdict(SynthesisSettings())  # a field a checkpoint lacks had its default
     changed = sorted(k for k, v in dataclasses.asdict(trainer.s).items()
-                     if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+                     if k not in RESUMABLE_CHANGES and saved.get(k, legacy[k]) != v)
     if changed:
         raise ValueError(f"{path} was written with different settings ({', '.join(k.upper() for k in changed)}); "
                          "use a new OUTPUT_DIR or SYNTHESIS.RESUME=False")

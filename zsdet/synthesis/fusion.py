@@ -21,9 +21,13 @@ from .amp_linear import AmpLinear
 from .label_sets import LabelSets
 from .networks import OUTPUT_ACTIVATIONS, ConditionalGenerator, at_least_float32, init_weights, output_activation
 
-__all__ = ["FUSIONS", "SetIndex", "index_label_sets", "CrossLevelFusion", "MultiLabelGenerator"]
+__all__ = ["FUSIONS", "CLF_INPUTS", "CLF_INITS", "BRANCH_NOISES", "SetIndex", "index_label_sets",
+           "CrossLevelFusion", "MultiLabelGenerator"]
 
 FUSIONS = ("alf", "flf", "clf")
+CLF_INPUTS = ("activated", "pre_activation")  # what the CLF block fuses (SYNTHESIS.CLF_INPUT)
+CLF_INITS = ("random", "identity")  # how the CLF block starts (SYNTHESIS.CLF_INIT)
+BRANCH_NOISES = ("shared", "separate")  # noise of G_a and G_f in CLF (SYNTHESIS.CLF_BRANCH_NOISE)
 
 
 @dataclass
@@ -97,11 +101,15 @@ class CrossLevelFusion(nn.Module):
     ``o``, and adds a sigmoid after the mean. We follow the paper; dropout is configurable
     (``SYNTHESIS.CLF_DROPOUT``) and the output activation is the generator's.
 
+    ``identity_init``: W^O and f's second FC layer start at zero, so the block starts as the mean of
+    its two inputs (a residual block that learns what to add to it) instead of a random mixing.
+
     Args:
         dim: feature dim d (divisible by heads); heads: H; ff_hidden: hidden units of f.
+        dropout: on the attention weights and on o; identity_init: see above.
     """
 
-    def __init__(self, dim: int, heads: int, ff_hidden: int, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, ff_hidden: int, dropout: float = 0.0, identity_init: bool = False):
         super().__init__()
         if dim % heads:
             raise ValueError(f"feature dim {dim} is not divisible by SYNTHESIS.CLF_HEADS={heads}")
@@ -112,6 +120,9 @@ class CrossLevelFusion(nn.Module):
         self.ff2 = AmpLinear(ff_hidden, dim)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         init_weights(self)
+        if identity_init:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.ff2.weight)
 
     def forward(self, x_f: torch.Tensor, x_a: torch.Tensor) -> torch.Tensor:
         """x_f, x_a: (B, d) -> fused (B, d) before the output activation."""
@@ -135,23 +146,39 @@ class MultiLabelGenerator(nn.Module):
         class_embeddings: (C, a) float tensor (rows indexed by class id).
         feature_dim: d; noise_dim: nz; hidden: hidden units of G_a / G_f.
         heads, ff_hidden, dropout: CLF block settings (ignored otherwise).
-        out_act: "sigmoid" | "relu" | "none", applied to G_a / G_f outputs and to the fused output.
+        out_act: one of ``OUTPUT_ACTIVATIONS``, applied to the generator's output.
+        clf_input: ``"activated"`` (paper, official code): the block fuses x_f and x_a after the
+            output activation and the activation is applied again to its output;
+            ``"pre_activation"``: it fuses G_f's (mean over the set's labels) and G_a's outputs
+            before any activation, and the activation is applied once, to its output.
+        clf_init: ``"random"`` (official) or ``"identity"`` (:class:`CrossLevelFusion`).
+        branch_noise: ``"shared"`` (paper: one z for G_a and G_f) or ``"separate"``: z (B, 2 nz)
+            is split into one noise per branch.
     """
 
     def __init__(self, fusion: str, class_embeddings: torch.Tensor, feature_dim: int, noise_dim: int,
                  hidden: int, heads: int = 8, ff_hidden: int = 8192, dropout: float = 0.0,
-                 out_act: str = "sigmoid"):
+                 out_act: str = "sigmoid", *, clf_input: str = "activated", clf_init: str = "random",
+                 branch_noise: str = "shared"):
         super().__init__()
-        if fusion not in FUSIONS:
-            raise ValueError(f"SYNTHESIS.FUSION must be one of {FUSIONS}, got {fusion!r}")
-        if out_act not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"SYNTHESIS.OUTPUT_ACTIVATION must be one of {OUTPUT_ACTIVATIONS}, got {out_act!r}")
+        for key, value, choices in (("FUSION", fusion, FUSIONS), ("OUTPUT_ACTIVATION", out_act, OUTPUT_ACTIVATIONS),
+                                    ("CLF_INPUT", clf_input, CLF_INPUTS), ("CLF_INIT", clf_init, CLF_INITS),
+                                    ("CLF_BRANCH_NOISE", branch_noise, BRANCH_NOISES)):
+            if value not in choices:
+                raise ValueError(f"SYNTHESIS.{key} must be one of {choices}, got {value!r}")
         self.fusion, self.out_act, self.noise_dim = fusion, out_act, noise_dim
+        self.clf_input, self.branch_noise = clf_input, branch_noise
         self.register_buffer("class_embeddings", torch.as_tensor(class_embeddings, dtype=torch.float32).clone())
         emb_dim = self.class_embeddings.shape[1]
         self.g_a = ConditionalGenerator(noise_dim, emb_dim, hidden, feature_dim) if fusion != "flf" else None
         self.g_f = ConditionalGenerator(noise_dim, emb_dim, hidden, feature_dim) if fusion != "alf" else None
-        self.fuse = CrossLevelFusion(feature_dim, heads, ff_hidden, dropout) if fusion == "clf" else None
+        self.fuse = (CrossLevelFusion(feature_dim, heads, ff_hidden, dropout, clf_init == "identity")
+                     if fusion == "clf" else None)
+
+    @property
+    def input_noise_dim(self) -> int:
+        """Columns of the noise ``z`` that :meth:`forward` takes (2 nz for CLF with separate noise)."""
+        return self.noise_dim * (2 if self.fusion == "clf" and self.branch_noise == "separate" else 1)
 
     def mean_embedding(self, sets: SetIndex) -> torch.Tensor:
         """e_mu (B, a): mean class embedding of each set (eq. 1)."""
@@ -168,7 +195,7 @@ class MultiLabelGenerator(nn.Module):
         return mean_over_sets(output_activation(pairs, self.out_act, full_precision=final), sets)
 
     def forward(self, z: torch.Tensor, sets: SetIndex, e_mu: torch.Tensor = None) -> torch.Tensor:
-        """z: (B, nz) noise; sets: B label sets on z's device; e_mu: optional precomputed (B, a).
+        """z: (B, input_noise_dim) noise; sets: B label sets on z's device; e_mu: optional precomputed (B, a).
 
         Returns:
             (B, d) float32 synthesized features in generator units.
@@ -178,5 +205,9 @@ class MultiLabelGenerator(nn.Module):
         e_mu = self.mean_embedding(sets) if e_mu is None else e_mu
         if self.fusion == "alf":
             return self.alf(z, e_mu)
-        return output_activation(self.fuse(self.flf(z, sets, final=False), self.alf(z, e_mu, final=False)),
+        z_f, z_a = z.chunk(2, dim=1) if self.branch_noise == "separate" else (z, z)
+        if self.clf_input == "pre_activation":
+            pairs = self.g_f.forward_pairs(z_f, self.class_embeddings, sets.pair_set, sets.pair_class)
+            return output_activation(self.fuse(mean_over_sets(pairs, sets), self.g_a(z_a, e_mu)), self.out_act)
+        return output_activation(self.fuse(self.flf(z_f, sets, final=False), self.alf(z_a, e_mu, final=False)),
                                  self.out_act)

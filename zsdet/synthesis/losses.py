@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 __all__ = ["gradient_penalty", "critic_loss", "generator_adversarial_loss", "vae_loss", "multilabel_bce",
-           "RECON_LOSSES"]
+           "mode_seeking_penalty", "RECON_LOSSES"]
 
 RECON_LOSSES = ("bce", "mse")
 
@@ -79,3 +79,12 @@ def vae_loss(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, log_var: to
 def multilabel_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean binary cross-entropy of (B, K) logits against {0, 1} targets (f-CLSWGAN's eq. 7 term)."""
     return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+
+
+def mode_seeking_penalty(fake_1: torch.Tensor, fake_2: torch.Tensor, z_1: torch.Tensor, z_2: torch.Tensor,
+                         eps: float = 1e-5) -> torch.Tensor:
+    """Mode-seeking term ``1 / (L_ms + eps)`` with ``L_ms = mean|G(z_1) - G(z_2)| / mean|z_1 - z_2|``
+    for two noise samples of the same label sets (MSGAN; SUZOD's generator loss, weight 0.01): large
+    when the generator ignores its noise. fake_*: (B, d); z_*: (B, nz)."""
+    ratio = (fake_1.float() - fake_2.float()).abs().mean() / (z_1.float() - z_2.float()).abs().mean()
+    return 1.0 / (ratio + eps)

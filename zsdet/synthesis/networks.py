@@ -20,7 +20,7 @@ from .amp_linear import AmpLinear
 __all__ = ["ConditionalMLP", "ConditionalGenerator", "Critic", "Encoder", "init_weights", "OUTPUT_ACTIVATIONS",
            "PAIR_ROW_MULTIPLE", "at_least_float32", "output_activation"]
 
-OUTPUT_ACTIVATIONS = ("sigmoid", "relu", "none")
+OUTPUT_ACTIVATIONS = ("sigmoid", "clamp", "relu", "none")
 PAIR_ROW_MULTIPLE = 64  # (set, label) pair rows are padded to a multiple of this (see forward_pairs)
 
 
@@ -40,11 +40,17 @@ def at_least_float32(t: torch.Tensor) -> torch.Tensor:
 
 def output_activation(h: torch.Tensor, kind: str, full_precision: bool = True) -> torch.Tensor:
     """Generator output non-linearity; ``full_precision``: evaluated in at least float32 (for final
-    outputs: a bf16 sigmoid saturates to exactly 1 early, which breaks the BCE reconstruction)."""
+    outputs: a bf16 sigmoid saturates to exactly 1 early, which breaks the BCE reconstruction).
+
+    ``"sigmoid"`` (official): in (0, 1), never exactly 0; ``"clamp"``: ``min(max(h, 0), 1)``, in
+    [0, 1] like the min-max-scaled real features and exactly 0 where post-ReLU box features are 0;
+    ``"relu"``: unbounded above; ``"none"``: the identity."""
     if full_precision:
         h = at_least_float32(h)
     if kind == "sigmoid":
         return torch.sigmoid(h)
+    if kind == "clamp":
+        return h.clamp(0, 1)
     if kind == "relu":
         return F.relu(h)
     return h

@@ -5,7 +5,7 @@ from typing import Tuple
 
 import torch
 
-from .fusion import FUSIONS
+from .fusion import BRANCH_NOISES, CLF_INITS, CLF_INPUTS, FUSIONS
 from .losses import RECON_LOSSES
 from .networks import OUTPUT_ACTIVATIONS
 from .scaling import SCALINGS
@@ -19,7 +19,8 @@ AMP_DTYPES = {"none": None, "bfloat16": torch.bfloat16}
 @dataclasses.dataclass
 class SynthesisSettings:
     """Hyper-parameters of :class:`SynthesisTrainer`; field ``x`` is config key ``SYNTHESIS.X``
-    (see ``zsdet/config.py`` for each meaning)."""
+    (see ``zsdet/config.py`` for each meaning). A field's default is the behaviour of checkpoints
+    written before the field existed."""
 
     fusion: str = "clf"
     gan: str = "fclswgan"
@@ -30,6 +31,10 @@ class SynthesisSettings:
     clf_heads: int = 8
     clf_ff_hidden: int = 8192
     clf_dropout: float = 0.1
+    clf_input: str = "activated"
+    clf_init: str = "random"
+    clf_branch_noise: str = "shared"
+    mode_seeking_weight: float = 0.0
     output_activation: str = "sigmoid"
     feature_scaling: str = "minmax"
     lr: float = 1e-4
@@ -69,9 +74,13 @@ class SynthesisSettings:
 
         for field, choices in (("fusion", FUSIONS), ("gan", GANS), ("amp_dtype", tuple(AMP_DTYPES)),
                                ("vae_recon", RECON_LOSSES), ("output_activation", OUTPUT_ACTIVATIONS),
-                               ("feature_scaling", SCALINGS)):
+                               ("feature_scaling", SCALINGS), ("clf_input", CLF_INPUTS), ("clf_init", CLF_INITS),
+                               ("clf_branch_noise", BRANCH_NOISES)):
             if getattr(self, field) not in choices:
                 raise bad(field, f"one of {choices}")
+        if self.gan == "fvaegan" and self.mode_seeking_weight:
+            raise ValueError("SYNTHESIS.MODE_SEEKING_WEIGHT applies to GAN 'fclswgan' only, got "
+                             f"{self.mode_seeking_weight!r} with 'fvaegan'")
         if self.gan == "fvaegan" and self.vae_recon == "bce" and self.output_activation != "sigmoid":
             raise ValueError("SYNTHESIS.VAE_RECON='bce' needs SYNTHESIS.OUTPUT_ACTIVATION='sigmoid' "
                              f"(got {self.output_activation!r}); use VAE_RECON='mse' otherwise")
@@ -83,7 +92,7 @@ class SynthesisSettings:
             if getattr(self, field) < 1:
                 raise bad(field, ">= 1")
         for field in ("noise_dim", "max_set_size", "patience", "lambda_gp", "cls_weight", "gamma_d", "gamma_g",
-                      "val_ridge", "lr", "cls_pretrain_lr"):
+                      "val_ridge", "lr", "cls_pretrain_lr", "mode_seeking_weight"):
             if not getattr(self, field) >= 0:
                 raise bad(field, ">= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from contextlib import nullcontext
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.utils import comm
@@ -38,7 +38,7 @@ from .classifiers import fit_linear_multilabel
 from .distributed import per_rank_batch, resolve_device, shards_by_rank, wrap_for_ranks
 from .fusion import MultiLabelGenerator, index_label_sets
 from .label_sets import LabelSets
-from .losses import critic_loss, generator_adversarial_loss, multilabel_bce, vae_loss
+from .losses import critic_loss, generator_adversarial_loss, mode_seeking_penalty, multilabel_bce, vae_loss
 from .metrics_log import STAT_NAMES, MetricsLog, TimedIterator
 from .networks import Critic, Encoder
 from .scaling import FeatureScaler
@@ -90,9 +90,11 @@ class SynthesisTrainer:
             torch.manual_seed(derive_seed(settings.seed, INIT_KEY))
             self.generator = MultiLabelGenerator(
                 settings.fusion, emb, self.feature_dim, self.noise_dim, settings.gen_hidden, settings.clf_heads,
-                settings.clf_ff_hidden, settings.clf_dropout, settings.output_activation).to(self.device)
+                settings.clf_ff_hidden, settings.clf_dropout, settings.output_activation, clf_input=settings.clf_input,
+                clf_init=settings.clf_init, branch_noise=settings.clf_branch_noise).to(self.device)
             self.critic = Critic(self.feature_dim, self.emb_dim, settings.disc_hidden).to(self.device)
-            self.encoder = (Encoder(self.feature_dim, self.emb_dim, settings.enc_hidden, self.noise_dim).to(self.device)
+            self.encoder = (Encoder(self.feature_dim, self.emb_dim, settings.enc_hidden,
+                                    self.generator.input_noise_dim).to(self.device)
                             if settings.gan == "fvaegan" else None)
         # fused: one pass over the state; AmpAdam: one pass for bf16-trained AmpLinear weights too
         adam = dict(lr=settings.lr, betas=tuple(settings.betas), fused=True)
@@ -199,13 +201,19 @@ class SynthesisTrainer:
         return checkpoint.load_best(self, path or os.path.join(self.output_dir, BEST))
 
     # ------------------------------------------------------------------ training
-    def fit(self, train: FeatureSource, val: Optional[FeatureSource] = None) -> Dict[str, float]:
+    def fit(self, train: FeatureSource, val: Optional[FeatureSource] = None,
+            background: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+            epoch_callback: Optional[Callable[[int], None]] = None) -> Dict[str, float]:
         """Train (or resume) for ``EPOCHS`` epochs with model selection; ends with the best generator loaded.
 
         Args:
             train: seen training features. When ``val`` is None and ``VAL_FRACTION > 0`` the
                 validation split is carved from it with ``train.split(VAL_FRACTION, SEED)``.
             val: held-out real seen features for model selection (never test data).
+            background: optional real background features (probe rows (b, d), held-out rows
+                (b', d), data units) for the selection probe (:mod:`.selection`).
+            epoch_callback: called with the epoch after each epoch (e.g. to score the generator of
+                every epoch; training does not depend on what it does with the trainer).
         Returns:
             {"best_epoch", "best_val_map", "epochs_run", "stopped_early"}.
         """
@@ -229,7 +237,7 @@ class SynthesisTrainer:
             self._prepare(train)
         if val is not None:
             self._val = validation_set(val, self.s.val_max_samples, self.s.val_synth_sets, self.s.seed,
-                                       self.train_sets, self.seen_classes, self.scaler, self.device)
+                                       self.train_sets, self.seen_classes, self.scaler, self.device, background)
         self._wrap_models()
         log = MetricsLog(self.output_dir, keep_epochs_below=start) if comm.is_main_process() else None
         seen_dev = self.seen_classes.to(self.device)
@@ -255,6 +263,8 @@ class SynthesisTrainer:
                 self._save_checkpoint(epoch)
             done = epoch + 1
             logger.info("synthesis epoch %d: %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
+            if epoch_callback is not None:
+                epoch_callback(epoch)
         if log is not None:
             log.close()
         comm.synchronize()
@@ -331,7 +341,8 @@ class SynthesisTrainer:
         sets = [LabelSets.from_multi_hot(y) for _, y in group]
         critic_index = index_label_sets(LabelSets.cat(sets), self.num_classes)
         last = sets[-1]
-        g_index = index_label_sets(LabelSets.cat([last, last]) if s.gan == "fvaegan" else last, self.num_classes)
+        two_samples = s.gan == "fvaegan" or s.mode_seeking_weight > 0  # two generator samples per set
+        g_index = index_label_sets(LabelSets.cat([last, last]) if two_samples else last, self.num_classes)
         sizes = [len(x) for x, _ in group]
         x_all, y_last = self._to_device(torch.cat([x for x, _ in group]), group[-1][1])
         if self.device.type == "cuda":
@@ -349,8 +360,11 @@ class SynthesisTrainer:
         with self._autocast():
             with torch.no_grad():
                 fake_all = self.generator(self._noise(len(x_all), gen), critic_index, e_mu_all)
-            if s.gan == "fclswgan":
+            if s.gan == "fclswgan" and not s.mode_seeking_weight:
                 fake = self.G(self._noise(len(x), gen), g_index, e_mu)
+            elif s.gan == "fclswgan":  # two samples of the same sets for the mode-seeking term, in one call
+                z, z_2 = self._noise(len(x), gen), self._noise(len(x), gen)
+                fake, fake_2 = self.G(torch.cat([z, z_2]), g_index, e_mu.repeat(2, 1)).split(len(x))
             else:  # reconstruction from the encoder's z and a prior sample, in one generator call
                 mu, log_var = self.E(x, e_mu)
                 z_enc = self._noise(len(x), gen) * torch.exp(0.5 * log_var.float()) + mu.float()
@@ -384,6 +398,8 @@ class SynthesisTrainer:
             else:
                 rec, kl = vae_loss(recon, x, mu, log_var, s.vae_recon)
                 loss_g, cls = rec + kl + s.gamma_g * adv, zero
+            if s.mode_seeking_weight:
+                loss_g = loss_g + s.mode_seeking_weight * mode_seeking_penalty(fake, fake_2, z, z_2)
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_e is not None:
             self.opt_e.zero_grad(set_to_none=True)
@@ -396,7 +412,7 @@ class SynthesisTrainer:
         return torch.cat([d_stats, torch.stack([loss_g, adv, cls, rec, kl]).detach()])
 
     def _noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        return torch.randn(n, self.noise_dim, device=self.device, generator=gen)
+        return torch.randn(n, self.generator.input_noise_dim, device=self.device, generator=gen)
 
     def _synthesis_noise(self, start: int, n: int, seed: int) -> torch.Tensor:
         """Noise rows ``start .. start + n - 1`` of the stream ``seed``, independent of the batching:

@@ -1,0 +1,44 @@
+"""GZSD calibration: the seen-logit bias is the largest within the seen-accuracy budget, and it is
+folded into the classifier exactly as the predictor's SEEN_LOGIT_BIAS would apply it."""
+import pytest
+import torch
+
+from zsdet.engine.gzsd_calibration import BIAS_GRID, choose_seen_bias, fold_seen_bias, top1_accuracy
+from zsdet.modeling.zsd_predictor import gzsd_probs
+
+SEEN, UNSEEN, K = [0, 1, 2], [3, 4], 5
+
+
+def test_bias_is_the_largest_within_the_budget():
+    # 100 seen RoIs of class 0 whose seen logit beats the best unseen logit by margins 0.0 .. 9.9
+    margins = torch.arange(100) * 0.1
+    logits = torch.full((100, K + 1), -10.0)
+    logits[:, 0] = margins
+    logits[:, 3] = 0.0
+    labels = torch.zeros(100, dtype=torch.long)
+    # joint scoring: a RoI stays right while bias <= margin (ties go to the first column, class 0);
+    # a budget of 5 points of 100 RoIs lets the 5 smallest margins flip
+    choice = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=5.0)
+    assert choice["seen_top1_at_0"] == 100.0 and choice["seen_top1"] == 95.0
+    assert choice["seen_logit_bias"] == pytest.approx(0.5) and choice["num_rois"] == 100
+    assert choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=50.0)["seen_logit_bias"] == pytest.approx(5.0)
+    assert choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=100.0)["seen_logit_bias"] == BIAS_GRID[-1]
+
+
+def test_folding_the_bias_equals_the_predictors_joint_bias():
+    torch.manual_seed(0)
+    classifier = torch.nn.Linear(8, K + 1)
+    x = torch.randn(20, 8)
+    unseen_mask = torch.zeros(K + 1, dtype=torch.bool)
+    unseen_mask[UNSEEN] = True
+    expected = gzsd_probs(classifier(x), unseen_mask, "joint", seen_logit_bias=2.5)
+    fold_seen_bias(classifier, SEEN, 2.5)
+    torch.testing.assert_close(gzsd_probs(classifier(x), unseen_mask, "joint"), expected)
+    labels = torch.randint(0, 3, (20,))
+    assert top1_accuracy(classifier(x), labels, unseen_mask, "grouped", 0.3, 0.0) == top1_accuracy(
+        classifier(x) + 2.5 * torch.tensor([1, 1, 1, 0, 0, 0.0]), labels, unseen_mask, "grouped", 0.3, 2.5)
+
+
+def test_no_held_out_rois_is_an_error():
+    with pytest.raises(ValueError, match="held-out real seen RoIs"):
+        choose_seen_bias(torch.zeros(0, K + 1), torch.zeros(0, dtype=torch.long), UNSEEN, "joint", 0.3, 5.0)

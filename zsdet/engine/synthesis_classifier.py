@@ -1,0 +1,172 @@
+"""Stage 6 of the synthesis method: the box classifier retrained on real and synthesized RoI features.
+
+:func:`train_synthesis_classifier` returns ``nn.Linear(d, C + 1)`` (the generator's C classes,
+background last) and a record of how it was built, for the pipeline (``classifier`` stage),
+:func:`~zsdet.engine.add_classes.add_classes` and the validation benchmark.
+
+Training set (``ZSD.CLASSIFIER``; no row of the validation images, which calibrate it):
+
+* real: seen RoI features (``REAL_PER_CLASS`` per class), background (``BG_PER_FG`` per
+  foreground row) and mixtures of 2-3 seen RoIs (``MIXTURE_RATIO`` per row), as the generator saw;
+* synthesized: ``SYNTHESIS.NUM_PER_CLASS`` features of every unseen class alone and, with
+  ``UNSEEN_MIXTURES``, ``MIXTURE_RATIO`` times as many multi-label features of label sets with
+  unseen classes (unseen-only and seen + unseen), drawn from the real sets by the paper's label
+  sampling (``SYNTHESIS.LABEL_SAMPLING``, :func:`~zsdet.synthesis.sample_label_sets`): the
+  classifier meets unseen classes inside mixtures as it meets seen ones.
+
+Recipes (``RECIPE``): ``"joint"`` trains all columns together with soft-target cross-entropy
+(:func:`~zsdet.engine.box_classifier.fit_box_classifier`); ``"suzod"`` is SUZOD's (protocol §7-8):
+a separate [unseen, background] classifier trained on the synthesized unseen features and
+``2 x NUM_PER_CLASS`` real background RoIs (cross-entropy, Adam 1e-4, betas (0.5, 0.999), batch 32,
+15 epochs), whose unseen rows replace the detector's and whose background row is blended with the
+detector's (0.35 detector, 0.65 new); the seen rows stay the stage-1 detector's.
+
+Calibration (``SEEN_ACCURACY_BUDGET`` > 0): :mod:`.gzsd_calibration` on the validation images' real
+seen RoIs, folded into the seen biases.
+"""
+import logging
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.feature_bank import FeatureBank
+from ..data.seeded_rng import CALIBRATION_KEY, UNSEEN_SETS_KEY, derive_seed
+from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
+from .box_classifier import fit_box_classifier, soft_targets
+from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
+from .gzsd_calibration import choose_seen_bias, fold_seen_bias
+from .roi_stages import real_training_set, synthesized_set
+
+__all__ = ["RECIPES", "SUZOD_RECIPE", "train_synthesis_classifier", "unseen_mixture_sets", "widen_labels"]
+
+logger = logging.getLogger(__name__)
+
+RECIPES = ("joint", "suzod")
+# SUZOD's unseen classifier (docs/zsd_protocol.md §7-8)
+SUZOD_RECIPE = {"lr": 1e-4, "betas": (0.5, 0.999), "batch_size": 32, "epochs": 15, "background_per_class": 2,
+                "detector_background_share": 0.35}
+
+
+def widen_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Label weights (n, K + 1), background last, with zero columns inserted before the background
+    column up to (n, num_classes + 1)."""
+    extra = num_classes + 1 - y.shape[1]
+    return torch.cat([y[:, :-1], y.new_zeros(len(y), extra), y[:, -1:]], 1) if extra else y
+
+
+def unseen_mixture_sets(cfg, real_sets: LabelSets, class_embeddings: torch.Tensor, seen_ids: Sequence[int],
+                        unseen_ids: Sequence[int], num: int, seed: int) -> LabelSets:
+    """``num`` label sets of 2+ classes with at least one unseen class, drawn from the paper's label
+    sampling of ``real_sets`` (unseen-only sets and seen + unseen sets; ``SYNTHESIS.LABEL_SAMPLING``)."""
+    ls = cfg.SYNTHESIS.LABEL_SAMPLING
+    sets = sample_label_sets(real_sets, class_embeddings, seen_ids, unseen_ids, seen_fraction=0.0,
+                             unseen_fraction=ls.UNSEEN_FRACTION, mixed_fraction=ls.MIXED_FRACTION,
+                             mixed_keep_seen=ls.MIXED_KEEP_SEEN, rounds=ls.ROUNDS, seed=seed)
+    multi = sets[torch.nonzero(sets.sizes() >= 2)[:, 0]]
+    if not len(multi):
+        raise ValueError("ZSD.CLASSIFIER.UNSEEN_MIXTURES: the label sampling gave no set of two or more classes "
+                         "(are there real mixtures, ZSD.CLASSIFIER.MIXTURE_RATIO > 0?)")
+    gen = torch.Generator().manual_seed(seed)
+    return multi[torch.randint(len(multi), (num,), generator=gen)]
+
+
+def _suzod_classifier(cfg, detector_weights: str, bank: FeatureBank, syn_x: torch.Tensor, syn_y: torch.Tensor,
+                      unseen_ids: Sequence[int], held_out: np.ndarray, rng: np.random.Generator
+                      ) -> Tuple[nn.Linear, Dict]:
+    """SUZOD's recipe (module docstring); syn_y (n, C + 1)."""
+    r, c = SUZOD_RECIPE, len(syn_y[0]) - 1
+    state = load_state_dict_file(detector_weights)
+    weight, bias = state[CLASSIFIER_PREFIX + "weight"], state[CLASSIFIER_PREFIX + "bias"]
+    bg = np.nonzero((bank.labels == bank.num_classes) & ~held_out)[0]
+    bg = np.sort(rng.choice(bg, min(len(bg), r["background_per_class"] * cfg.SYNTHESIS.NUM_PER_CLASS), replace=False))
+    cols = list(unseen_ids) + [c]
+    x = torch.cat([syn_x, torch.from_numpy(bank.load(bg))])
+    y = torch.cat([syn_y[:, cols], torch.zeros(len(bg), len(cols)).index_fill_(1, torch.tensor([len(cols) - 1]), 1)])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.SEED)
+        unseen_head = nn.Linear(bank.feature_dim, len(cols))
+    stats = fit_box_classifier(unseen_head, x, soft_targets(y), epochs=r["epochs"], batch_size=r["batch_size"],
+                               lr=r["lr"], betas=r["betas"], seed=cfg.SEED)
+    classifier = nn.Linear(bank.feature_dim, c + 1)
+    with torch.no_grad():
+        classifier.weight.zero_()
+        classifier.bias.zero_()
+        k = bank.num_classes
+        classifier.weight[:k], classifier.bias[:k] = weight[:k], bias[:k]
+        classifier.weight[list(unseen_ids)] = unseen_head.weight[:-1]
+        classifier.bias[list(unseen_ids)] = unseen_head.bias[:-1]
+        share = r["detector_background_share"]
+        classifier.weight[c] = share * weight[k] + (1 - share) * unseen_head.weight[-1]
+        classifier.bias[c] = share * bias[k] + (1 - share) * unseen_head.bias[-1]
+    return classifier, {"unseen_head": stats, "background_rows": int(len(bg))}
+
+
+def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer, seen_ids: Sequence[int],
+                               unseen_ids: Sequence[int], held_out_images: np.ndarray,
+                               detector_weights: Optional[str] = None,
+                               excluded_images: Optional[np.ndarray] = None) -> Tuple[nn.Linear, Dict]:
+    """The synthesis method's box classifier (module docstring).
+
+    Args:
+        bank: the RoI bank; trainer: the loaded generator (its C classes are the classifier's).
+        seen_ids / unseen_ids: classes with real / synthesized features.
+        held_out_images: validation images: none of their RoIs is trained on; their seen RoIs
+            calibrate the classifier.
+        detector_weights: the stage-1 detector (recipe "suzod" starts from its classifier).
+        excluded_images: more images never trained on nor calibrated on (the validation benchmark's).
+    Returns:
+        (classifier ``nn.Linear(d, C + 1)``, record of counts, training and calibration).
+    """
+    c, num_classes = cfg.ZSD.CLASSIFIER, trainer.num_classes
+    rng = np.random.default_rng(cfg.SEED)
+    unused = held_out_images if excluded_images is None else np.union1d(held_out_images, excluded_images)
+    x, y = real_training_set(cfg, bank, seen_ids, rng, with_mixtures=True, held_out_images=unused)
+    y = widen_labels(y, num_classes)
+    syn_x, syn_y = synthesized_set(trainer, unseen_ids, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SEED)
+    record = {"recipe": c.RECIPE, "real_and_mixed": len(x), "synthesized_single": len(syn_x), "synthesized_sets": 0}
+    if c.UNSEEN_MIXTURES:
+        real_sets = LabelSets.from_multi_hot(y[y[:, :-1].sum(1) > 0, :-1])
+        num = int(c.MIXTURE_RATIO * len(syn_x))
+        sets = unseen_mixture_sets(cfg, real_sets, trainer.generator.class_embeddings.cpu(), seen_ids, unseen_ids,
+                                   num, derive_seed(cfg.SEED, UNSEEN_SETS_KEY))
+        mix_x, mix_y = trainer.synthesize(sets, 1, seed=derive_seed(cfg.SEED, UNSEEN_SETS_KEY))
+        syn_x = torch.cat([syn_x, mix_x])
+        syn_y = torch.cat([syn_y, torch.cat([mix_y, mix_y.new_zeros(len(mix_y), 1)], 1)])  # no background mass
+        record["synthesized_sets"] = len(mix_x)
+    logger.info("box classifier (%s): %d real + mixed, %d synthesized single-label, %d synthesized multi-label "
+                "features", c.RECIPE, len(x), record["synthesized_single"], record["synthesized_sets"])
+    held_out = np.isin(bank.image_ids, held_out_images)
+    if c.RECIPE == "suzod":
+        classifier, record["training"] = _suzod_classifier(cfg, detector_weights, bank, syn_x, syn_y, unseen_ids,
+                                                           np.isin(bank.image_ids, unused), rng)
+    else:
+        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
+            torch.manual_seed(cfg.SEED)
+            classifier = nn.Linear(bank.feature_dim, num_classes + 1)
+        record["training"] = fit_box_classifier(classifier, torch.cat([x, syn_x]), soft_targets(torch.cat([y, syn_y])),
+                                                epochs=c.EPOCHS, batch_size=c.BATCH_SIZE, lr=c.LR,
+                                                weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED)
+    if c.SEEN_ACCURACY_BUDGET > 0:
+        record["gzsd_calibration"] = calibrate(cfg, bank, classifier, seen_ids, unseen_ids, held_out)
+    return classifier, record
+
+
+def calibrate(cfg, bank: FeatureBank, classifier: nn.Linear, seen_ids: Sequence[int], unseen_ids: Sequence[int],
+              held_out: np.ndarray) -> Dict:
+    """Choose the seen-logit bias on the held-out seen RoIs (at most ``SYNTHESIS.VAL_MAX_SAMPLES`` of
+    them) and fold it into ``classifier`` (:mod:`.gzsd_calibration`)."""
+    rows = np.nonzero(held_out & np.isin(bank.labels, seen_ids))[0]
+    rng = np.random.default_rng(derive_seed(cfg.SEED, CALIBRATION_KEY))
+    rows = np.sort(rng.choice(rows, min(len(rows), cfg.SYNTHESIS.VAL_MAX_SAMPLES), replace=False))
+    with torch.no_grad():
+        logits = classifier(torch.from_numpy(bank.load(rows)))
+    z = cfg.MODEL.ZSD
+    choice = choose_seen_bias(logits, torch.from_numpy(bank.labels[rows].astype(np.int64)), unseen_ids,
+                              z.GZSD_SCORING, z.GZSD_SEEN_THRESH, cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET)
+    fold_seen_bias(classifier, seen_ids, choice["seen_logit_bias"])
+    logger.info("GZSD calibration on %d held-out seen RoIs: seen-logit bias %.2f (seen top-1 %.1f%% -> %.1f%%, "
+                "budget %.1f points, %s scoring)", choice["num_rois"], choice["seen_logit_bias"],
+                choice["seen_top1_at_0"], choice["seen_top1"], choice["budget"], choice["scoring"])
+    return choice
