@@ -223,6 +223,7 @@ def run_row(args, impl, device_name, dtype_name):
 
     import zsdet
     from zsdet.synthesis import LabelSets, SynthesisTrainer, TensorFeatureSource
+    from zsdet.synthesis.distributed import step_groups
 
     device, amp = torch.device(device_name), DTYPES[dtype_name]
     emb, x, y, synth_y = make_problem(args, device)
@@ -239,7 +240,7 @@ def run_row(args, impl, device_name, dtype_name):
         source = TensorFeatureSource(x, y)
         trainer._prepare(source)
         trainer._wrap_models()
-        groups = list(trainer._groups(source, 0))
+        groups = list(step_groups(source, 0, trainer.s, trainer._usable))
         gen = torch.Generator(device).manual_seed(0)
         seen = trainer.seen_classes.to(device)
         step = lambda group: trainer._iteration(group, gen, seen)  # noqa: E731

@@ -1,5 +1,4 @@
 """The pseudo-unseen validation protocol's RoI-level figures on constructed logits."""
-import numpy as np
 import pytest
 import torch
 

@@ -13,6 +13,7 @@ from zsdet.synthesis import (
     train_multilabel_classifier,
     unseen_label_sets,
 )
+from zsdet.synthesis.distributed import step_groups, usable_batches
 
 from synthesis_helpers import compositional_problem, small_cfg
 
@@ -206,7 +207,7 @@ def test_training_batches_are_full_batches_of_usable_samples(tiny, tmp_path):
     y[::7] = 0  # no label
     source = TensorFeatureSource(tiny.x_train, y)
     trainer = build(small_cfg(BATCH_SIZE=16, CRITIC_ITERS=2), tiny, tmp_path)
-    batches = list(trainer._usable_batches(source, epoch=0))
+    batches = list(usable_batches(source, 0, trainer.s, trainer._usable))
     assert batches and all(len(x) == len(yb) == 16 for x, yb in batches)
     stream = [(x, yb) for j in range(2) for x, yb in source.iter_batches(16, j, trainer.s.seed)]
     x_all, y_all = torch.cat([x for x, _ in stream]), torch.cat([yb for _, yb in stream])
@@ -214,7 +215,7 @@ def test_training_batches_are_full_batches_of_usable_samples(tiny, tmp_path):
     expected = x_all[usable][:16 * len(batches)]
     assert torch.equal(torch.cat([x for x, _ in batches]), expected)
     assert int(usable.sum()) - len(expected) < 16  # only an incomplete last batch is dropped
-    groups = list(trainer._groups(source, epoch=0))
+    groups = list(step_groups(source, 0, trainer.s, trainer._usable))
     assert len(groups) == len(batches) // 2 and all(len(g) == 2 for g in groups)
 
 
@@ -261,7 +262,7 @@ def test_no_host_device_sync_inside_an_iteration(tiny, tmp_path, gan):
     source = TensorFeatureSource(tiny.x_train, tiny.y_train)
     trainer._prepare(source)
     trainer._wrap_models()
-    groups = list(trainer._groups(source, 0))
+    groups = list(step_groups(source, 0, trainer.s, trainer._usable))
     gen = torch.Generator("cuda").manual_seed(0)
     seen = trainer.seen_classes.cuda()
     trainer._iteration(groups[0], gen, seen)  # warm-up (lazy CUDA initialisation may sync)

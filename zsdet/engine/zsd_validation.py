@@ -33,7 +33,6 @@ from ..data.seeded_rng import derive_seed
 from ..data.zsd_split import ZeroShotSplit
 from ..evaluation import average_precision_per_label
 from ..modeling.zsd_predictor import gzsd_probs
-from ..synthesis import LabelSets
 from ..synthesis.quality import assess
 from .roi_stages import generator_source, synthesis_trainer, validation_background
 from .synthesis_classifier import train_synthesis_classifier

@@ -1,5 +1,5 @@
 """Devices and data-parallel ranks of the generator's training (detectron2's ``launch``)."""
-from typing import Optional
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 from detectron2.utils import comm
@@ -8,7 +8,9 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data.feature_source import FeatureSource
 from .amp_linear import set_grad_mode
 
-__all__ = ["resolve_device", "per_rank_batch", "shards_by_rank", "wrap_for_ranks"]
+__all__ = ["resolve_device", "per_rank_batch", "shards_by_rank", "wrap_for_ranks", "usable_batches", "step_groups"]
+
+Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
@@ -50,3 +52,49 @@ def wrap_for_ranks(module: Optional[torch.nn.Module], device: torch.device) -> O
     set_grad_mode(module, "autograd")
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
+
+
+def usable_batches(train: FeatureSource, epoch: int, settings, usable: Callable[..., Optional[Batch]]
+                   ) -> Iterator[Batch]:
+    """Batches of exactly ``per_rank_batch(BATCH_SIZE)`` usable samples (CPU) from the epoch's
+    ``CRITIC_ITERS`` passes: a step's batch over all ranks is ``BATCH_SIZE``.
+
+    ``usable(x, y)`` keeps a batch's usable samples (or returns None); the dropped ones are refilled
+    from the following samples, so the matrix products keep their shapes from batch to batch (on
+    the CPU oneDNN compiles a kernel for every new shape); an incomplete last batch is dropped.
+    Every rank reads the same stream, unless the source shards itself (:func:`shards_by_rank`):
+    then each rank reads only its own share.
+    """
+    k, bs = settings.critic_iters, per_rank_batch(settings.batch_size)
+    xs, ys, n = [], [], 0
+    for j in range(k):
+        passes = (train.iter_rank_batches(bs, epoch * k + j, settings.seed, comm.get_rank(), comm.get_world_size())
+                  if shards_by_rank(train) else train.iter_batches(bs, epoch * k + j, settings.seed))
+        for batch in passes:
+            batch = usable(*batch)
+            if batch is None:
+                continue
+            xs.append(batch[0])
+            ys.append(batch[1])
+            n += len(batch[0])
+            while n >= bs:
+                x, y = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+                yield x[:bs], y[:bs]
+                n -= bs
+                xs, ys = ([x[bs:]], [y[bs:]]) if n else ([], [])  # no empty piece: no copy when all usable
+
+
+def step_groups(train: FeatureSource, epoch: int, settings, usable: Callable[..., Optional[Batch]]
+                ) -> Iterator[List[Batch]]:
+    """This rank's groups of ``CRITIC_ITERS`` full batches of usable samples (:func:`usable_batches`),
+    one group per generator step; every rank gets the same number of groups (DDP needs equal step
+    counts)."""
+    k, world, rank = settings.critic_iters, comm.get_world_size(), comm.get_rank()
+    if shards_by_rank(train):  # this rank's own stream: all of its batches are its share
+        world, rank = 1, 0
+    chunk = []
+    for batch in usable_batches(train, epoch, settings, usable):
+        chunk.append(batch)
+        if len(chunk) == k * world:
+            yield chunk[rank * k:(rank + 1) * k]
+            chunk = []

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from contextlib import nullcontext
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from detectron2.utils import comm
@@ -35,7 +35,7 @@ from . import checkpoint
 from .amp_adam import AmpAdam
 from .checkpoint import BEST, CHECKPOINT, embeddings_record
 from .classifiers import fit_linear_multilabel
-from .distributed import per_rank_batch, resolve_device, shards_by_rank, wrap_for_ranks
+from .distributed import per_rank_batch, resolve_device, step_groups, wrap_for_ranks
 from .fusion import MultiLabelGenerator, index_label_sets
 from .label_sets import LabelSets
 from .losses import critic_loss, generator_adversarial_loss, mode_seeking_penalty, multilabel_bce, vae_loss
@@ -272,46 +272,6 @@ class SynthesisTrainer:
         return {"best_epoch": self.best["epoch"], "best_val_map": self.best["score"], "epochs_run": done,
                 "stopped_early": done < self.s.epochs}
 
-    def _usable_batches(self, train: FeatureSource, epoch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of exactly BATCH_SIZE / world size usable samples from the epoch's CRITIC_ITERS
-        passes (CPU): a step's batch over all ranks is BATCH_SIZE.
-
-        Samples dropped by ``_usable`` are refilled from the following ones, so the matrix products
-        keep their shapes from batch to batch (on the CPU oneDNN compiles a kernel for every new
-        shape); an incomplete last batch is dropped. Every rank reads the same stream, unless the
-        source shards itself (:func:`shards_by_rank`): then each rank reads only its own share.
-        """
-        k, bs = self.s.critic_iters, per_rank_batch(self.s.batch_size)
-        xs, ys, n = [], [], 0
-        for j in range(k):
-            passes = (train.iter_rank_batches(bs, epoch * k + j, self.s.seed, comm.get_rank(), comm.get_world_size())
-                      if shards_by_rank(train) else train.iter_batches(bs, epoch * k + j, self.s.seed))
-            for batch in passes:
-                batch = self._usable(*batch)
-                if batch is None:
-                    continue
-                xs.append(batch[0])
-                ys.append(batch[1])
-                n += len(batch[0])
-                while n >= bs:
-                    x, y = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
-                    yield x[:bs], y[:bs]
-                    n -= bs
-                    xs, ys = ([x[bs:]], [y[bs:]]) if n else ([], [])  # no empty piece: no copy when all usable
-
-    def _groups(self, train: FeatureSource, epoch: int) -> Iterator[List[Tuple[torch.Tensor, torch.Tensor]]]:
-        """This rank's groups of CRITIC_ITERS full batches of usable samples, one group per generator
-        step; every rank gets the same number of groups (DDP needs equal step counts)."""
-        k, world, rank = self.s.critic_iters, comm.get_world_size(), comm.get_rank()
-        if shards_by_rank(train):  # this rank's own stream: all of its batches are its share
-            world, rank = 1, 0
-        chunk = []
-        for batch in self._usable_batches(train, epoch):
-            chunk.append(batch)
-            if len(chunk) == k * world:
-                yield chunk[rank * k:(rank + 1) * k]
-                chunk = []
-
     def _to_device(self, *tensors):
         pin = self.device.type == "cuda"
         return [t.pin_memory().to(self.device, non_blocking=True) if pin else t.to(self.device) for t in tensors]
@@ -325,7 +285,7 @@ class SynthesisTrainer:
         steps = 0
         for m in self.trained_modules().values():
             m.train()
-        groups = TimedIterator(self._groups(train, epoch))
+        groups = TimedIterator(step_groups(train, epoch, self.s, self._usable))
         for group in tqdm(groups, total=len(train) // self.s.batch_size, desc=f"synthesis epoch {epoch}",
                           disable=not comm.is_main_process(), leave=False):
             sums += self._iteration(group, gen, seen_dev)
