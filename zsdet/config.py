@@ -61,7 +61,8 @@ def _add_synthesis_config(cfg: CN) -> None:
     s.CLF_INIT = "random"  # CLF block init: "random" (official) or "identity" (W^O, f's last FC = 0: starts as mean(x_f, x_a))
     s.CLF_BRANCH_NOISE = "shared"  # noise of G_a and G_f in CLF: "shared" (paper: one z) or "separate" (one z each)
     s.MODE_SEEKING_WEIGHT = 0.0  # weight of 1 / (mean|G(z1)-G(z2)| / mean|z1-z2| + 1e-5) in G's loss (SUZOD: 0.01; fclswgan)
-    s.OUTPUT_ACTIVATION = "sigmoid"  # generator output: "sigmoid" (official; (0,1)), "clamp" ([0,1], exact zeros), "relu", "none"
+    s.OUTPUT_ACTIVATION = "sigmoid"  # generator output: "sigmoid" (official; (0,1)), "clamp" / "sparse_sigmoid" ([0,1], exact
+    # zeros; zsdet.synthesis.networks.output_activation), "relu", "none"
     s.FEATURE_SCALING = "minmax"  # "minmax": per-dim [0, 1] scaling fitted on training data (official), "none"
     s.LR = 1e-4  # Adam learning rate of G, D and E
     s.BETAS = (0.5, 0.999)  # Adam betas of G, D and E

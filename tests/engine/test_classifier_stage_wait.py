@@ -26,13 +26,13 @@ def _worker(rank, world, init_file, out):
     try:
         pipeline = ZSDPipeline(get_zsdet_cfg(str(CONFIG), ["OUTPUT_DIR", out]))
         pipeline._bank = lambda: None
-        zsd_pipeline.save_with_classifier = lambda detector, classifier, path: torch.save({}, path)
+        zsd_pipeline.save_with_classifier = lambda detector, classifier, path, **extra: torch.save({}, path)
 
-        def slow(bank, rng):
+        def slow(bank):
             time.sleep(TRAINING_SECONDS)
-            return torch.nn.Linear(2, 2), torch.rand(4, 2), torch.eye(2)[[0, 1, 0, 1]], 1, 0.1
+            return torch.nn.Linear(2, 2), {}
 
-        def failing(bank, rng):
+        def failing(bank):
             raise ValueError("RoI bank has no foreground row of seen class(es) ['red circle']")
 
         pipeline._classifier_stage("model_zsd.pth", "retrained detector", slow)

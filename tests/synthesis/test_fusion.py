@@ -171,3 +171,12 @@ def test_clamp_activation_gives_exact_zeros_and_bounds():
 def test_unknown_clf_options_name_the_key(key, value):
     with pytest.raises(ValueError, match=f"SYNTHESIS.{'CLF_BRANCH_NOISE' if key == 'branch_noise' else key.upper()}"):
         MultiLabelGenerator("clf", torch.randn(C, A), D, NZ, hidden=4, heads=H, **{key: value})
+
+
+def test_sparse_sigmoid_activation():
+    from zsdet.synthesis.networks import SPARSE_MARGIN, output_activation
+    h = torch.tensor([-10.0, -1.0, 0.0, 1.0, 10.0], dtype=torch.float64)
+    out = output_activation(h, "sparse_sigmoid")
+    expected = ((1 + 2 * SPARSE_MARGIN) * torch.sigmoid(h) - SPARSE_MARGIN).clamp(0, 1)
+    torch.testing.assert_close(out, expected)
+    assert out[0] == 0 and out[-1] == 1 and out[2] == pytest.approx(0.5) and 0 < out[1] < out[3] < 1

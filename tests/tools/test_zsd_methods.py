@@ -9,7 +9,7 @@ from zsdet.config import get_zsdet_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "benchmarks", "zsd_methods.py")
-METHODS = ["baseline", "single_label", "alf", "flf", "clf"]
+METHODS = ["baseline", "single_label", "alf", "flf", "clf_official", "clf"]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def _cfg(method):
 def test_presets_define_the_method_rows(bench):
     assert list(bench.METHODS) == METHODS
     cfgs = {m: _cfg(m) for m in METHODS}
-    assert len({c.OUTPUT_DIR for c in cfgs.values()}) == 5
+    assert len({c.OUTPUT_DIR for c in cfgs.values()}) == 6
     for method, cfg in cfgs.items():
         assert cfg.DATASETS.TRAIN == ("zsd_dense_train",) and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 40
         assert cfg.ZSD.STAGES[:2] == ["detector", "features"] and cfg.ZSD.STAGES[-1] == "evaluate"
@@ -36,6 +36,11 @@ def test_presets_define_the_method_rows(bench):
         c = cfgs[method]
         assert c.SYNTHESIS.FUSION == method and "generator" in c.ZSD.STAGES
         assert c.ZSD.MIXTURES.RATIO > 0 and c.ZSD.CLASSIFIER.MIXTURE_RATIO > 0
+    official = cfgs["clf_official"]  # the paper's CLF as the official code builds it
+    assert official.SYNTHESIS.FUSION == "clf" and official.SYNTHESIS.OUTPUT_ACTIVATION == "sigmoid"
+    assert (official.SYNTHESIS.CLF_INPUT, official.SYNTHESIS.CLF_INIT, official.SYNTHESIS.CLF_DROPOUT) == (
+        "activated", "random", 0.1)
+    assert official.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET == 0 and not official.ZSD.CLASSIFIER.UNSEEN_MIXTURES
     single = cfgs["single_label"]
     assert single.ZSD.MIXTURES.RATIO == 0 and single.ZSD.CLASSIFIER.MIXTURE_RATIO == 0
     # everything before stage 3 is shared, so one detector and RoI bank serve every row
@@ -80,18 +85,18 @@ def test_benchmark_runs_shared_stages_once_then_each_method_and_seed(bench, tmp_
     bench.main(["--seeds", "2", "--output-dir", str(tmp_path)])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [(d["method"], d["seed"]) for d in lines] == [(m, s) for s in (0, 1) for m in METHODS]
-    assert lines[-1]["zsd_recall50"] == 51.0 and lines[-1]["zsd_map50"] == 25.5
+    assert lines[-1]["zsd_recall50"] == 61.0 and lines[-1]["zsd_map50"] == 30.5
     assert lines[0]["gzsd_hm_recall50"] == 10.0 and lines[0]["gzsd_hm_map50"] == 10.0
     assert calls[0][:3] == ("clf.yaml", "shared", ["detector", "features"])
-    assert all("detector" not in c[2] for c in calls[1:]) and len(calls) == 11
+    assert all("detector" not in c[2] for c in calls[1:]) and len(calls) == 13
     assert calls[1][2] == ["baseline", "evaluate"] and calls[-1][2] == ["generator", "classifier", "evaluate"]
     assert [c[1] for c in calls[1:3]] == [os.path.join("baseline", "seed0"), os.path.join("single_label", "seed0")]
     table = open(tmp_path / "results_table.md").read()
-    assert "| clf | 51.5 ± 0.7 | 50.5 ± 0.7 |" in table
+    assert "| clf | 61.5 ± 0.7 | 60.5 ± 0.7 |" in table
     assert "| red striped circle | 5.2 / 1.0 | 10.2 / 1.0 |" in table  # per-class means over seeds
     assert os.path.getsize(tmp_path / "zsd_methods.png") > 0
     summary = json.load(open(tmp_path / "summary.json"))
-    assert len(summary["runs"]) == 10
+    assert len(summary["runs"]) == 12
 
     calls.clear()  # resume: finished runs are not run again
     bench.main(["--seeds", "3", "--methods", "clf", "--output-dir", str(tmp_path), "--quick"])

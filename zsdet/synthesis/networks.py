@@ -20,7 +20,8 @@ from .amp_linear import AmpLinear
 __all__ = ["ConditionalMLP", "ConditionalGenerator", "Critic", "Encoder", "init_weights", "OUTPUT_ACTIVATIONS",
            "PAIR_ROW_MULTIPLE", "at_least_float32", "output_activation"]
 
-OUTPUT_ACTIVATIONS = ("sigmoid", "clamp", "relu", "none")
+OUTPUT_ACTIVATIONS = ("sigmoid", "clamp", "sparse_sigmoid", "relu", "none")
+SPARSE_MARGIN = 0.1  # "sparse_sigmoid": the sigmoid stretched to (-m, 1 + m), then clamped to [0, 1]
 PAIR_ROW_MULTIPLE = 64  # (set, label) pair rows are padded to a multiple of this (see forward_pairs)
 
 
@@ -44,13 +45,17 @@ def output_activation(h: torch.Tensor, kind: str, full_precision: bool = True) -
 
     ``"sigmoid"`` (official): in (0, 1), never exactly 0; ``"clamp"``: ``min(max(h, 0), 1)``, in
     [0, 1] like the min-max-scaled real features and exactly 0 where post-ReLU box features are 0;
-    ``"relu"``: unbounded above; ``"none"``: the identity."""
+    ``"sparse_sigmoid"``: ``clamp((1 + 2m) sigmoid(h) - m, 0, 1)`` with m = ``SPARSE_MARGIN``: smooth
+    like the sigmoid in between, exactly 0 (or 1) beyond it; ``"relu"``: unbounded above;
+    ``"none"``: the identity."""
     if full_precision:
         h = at_least_float32(h)
     if kind == "sigmoid":
         return torch.sigmoid(h)
     if kind == "clamp":
         return h.clamp(0, 1)
+    if kind == "sparse_sigmoid":
+        return ((1 + 2 * SPARSE_MARGIN) * torch.sigmoid(h) - SPARSE_MARGIN).clamp(0, 1)
     if kind == "relu":
         return F.relu(h)
     return h
