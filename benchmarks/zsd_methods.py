@@ -101,16 +101,20 @@ def parse_args(argv=None):
 
 
 def train_net(config: str, output_dir: str, stages, opts) -> dict:
-    """Run ``tools/train_net.py`` (log: ``output_dir/log.txt``).
+    """Run ``tools/train_net.py`` with a leaf of ``configs/dense`` (:func:`run_logged`)."""
+    return run_logged([sys.executable, os.path.join(ROOT, "tools", "train_net.py"),
+                       "--config-file", os.path.join(CONFIG_DIR, config), "--stages", ",".join(stages),
+                       "OUTPUT_DIR", output_dir, *opts], output_dir)
+
+
+def run_logged(cmd, output_dir: str) -> dict:
+    """Run ``cmd`` from the repository root, its output appended to ``output_dir/log.txt``.
 
     Returns ``{"wall_s", "cpu_s"}`` (also written to ``output_dir/run_time.json``): its wall time
     and the CPU time (user + system) of the process and its children, which on busy shared cores
     approximates its wall time on one idle core. Raises ``RuntimeError`` naming the log when it fails."""
     os.makedirs(output_dir, exist_ok=True)
     log = os.path.join(output_dir, "log.txt")
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"),
-           "--config-file", os.path.join(CONFIG_DIR, config), "--stages", ",".join(stages),
-           "OUTPUT_DIR", output_dir, *opts]
     tic, cpu = time.perf_counter(), _children_cpu_seconds()
     with open(log, "a") as f:
         code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
