@@ -26,7 +26,7 @@ def key_and_value(key, value):
 
 
 @pytest.mark.parametrize("key,value", [
-    ("SYNTHESIS.CLF_HEADS", 7),  # 256-d box features: found only after detector + bank before
+    ("SYNTHESIS.CLF_HEADS", 7),  # with SYNTHESIS.FUSION clf: 256-d box features, found only after detector + bank before
     ("SYNTHESIS.GAN", "wgan"),
     ("SYNTHESIS.LR", -0.1),
     ("SYNTHESIS.VAL_FRACTION", 1.0),
@@ -46,7 +46,7 @@ def test_pipeline_checks_every_stage_before_the_first(tmp_path, monkeypatch, key
     ran = []
     for stage in STAGES:
         monkeypatch.setattr(ZSDPipeline, f"run_{stage}", lambda self, s=stage: ran.append(s))
-    cfg = tiny_cfg(tmp_path, key, str(value))
+    cfg = tiny_cfg(tmp_path, "SYNTHESIS.FUSION", "clf", key, str(value))
     with pytest.raises(ValueError, match=key_and_value(key, value)):
         ZSDPipeline(cfg).run()
     assert ran == []  # no stage started
@@ -103,7 +103,7 @@ def test_train_net_reports_a_bad_setting_in_one_line_before_training(tmp_path):
     """The tool itself: exit status 1, one line naming key and value, no stack trace, nothing trained."""
     env = dict(os.environ, OMP_NUM_THREADS="1", DETECTRON2_DATASETS=str(tmp_path / "datasets"))
     proc = subprocess.run([sys.executable, str(REPO / "tools/train_net.py"), "--config-file", TINY,
-                           "OUTPUT_DIR", str(tmp_path / "out"), "SYNTHESIS.CLF_HEADS", "7"],
+                           "OUTPUT_DIR", str(tmp_path / "out"), "SYNTHESIS.FUSION", "clf", "SYNTHESIS.CLF_HEADS", "7"],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
