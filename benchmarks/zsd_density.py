@@ -10,7 +10,7 @@ figure). Output: one JSON line per (method, seed, bin) with ``method, seed, bin,
 unseen_gt, zsd_recall40/50/60, zsd_map50`` (percent), a table of mean ± std over seeds, written
 to ``<out>/density.jsonl`` and ``<out>/density_table.md``.
 
-    python benchmarks/zsd_density.py            # 5 methods, seed 0, bins 5-7,8-9,10,11-12
+    python benchmarks/zsd_density.py            # the 6 methods, seed 0, bins 5-7,8-9,10,11-12
     python benchmarks/zsd_density.py --seeds 3 --methods alf,clf --bins 5-8,9-12
 """
 import argparse
