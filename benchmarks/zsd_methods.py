@@ -6,7 +6,7 @@ Six method rows (``configs/dense/<method>.yaml``, each runnable alone with ``too
 * ``single_label``: SUZOD-style f-CLSWGAN on single-label RoI features, no mixtures anywhere;
 * ``clf_official``: the paper's CLF as the official code builds it, with the previous classifier stage;
 * ``alf``, ``flf``, ``clf``: fusion generators trained with multi-label RoI mixtures and the
-  improved settings chosen on validation (``clf``: the default method, CLF without collapse).
+  settings chosen on validation (``alf``: the default method; ``clf``: CLF without collapse).
 
 Stages 1-2 (detector, RoI bank) run once, into ``<out>/shared`` with ``configs/dense/clf.yaml``
 (the leaves differ only after stage 2). Every (method, seed) then runs its own stages in
@@ -24,7 +24,7 @@ mean ± std over seeds (ZSD Recall@100 at IoU .4/.5/.6, ZSD mAP .5, GZSD seen / 
 and mAP), written with a per-unseen-class table (``results_table.md``), ``summary.json`` and the
 bar chart ``zsd_methods.png`` into ``<out>``.
 
-    python benchmarks/zsd_methods.py                 # 5 methods x 3 seeds (about an hour on 2 cores)
+    python benchmarks/zsd_methods.py                 # 6 methods x 3 seeds (about 45 min on 2 cores)
     python benchmarks/zsd_methods.py --quick         # 1 seed, tiny set, short schedules (plumbing only)
     python benchmarks/zsd_methods.py --methods single_label,clf --seeds 5
 """
@@ -51,10 +51,15 @@ RUN_TIME_FILE = "run_time.json"  # wall and CPU seconds of a finished run, in it
 # --quick: every stage on the 40/10/20-image zsd_dense_tiny set (same classes and embeddings,
 # 96-px images upscaled to 192), a 100-iteration detector, a 3-epoch generator: it checks the
 # plumbing in minutes; its numbers rank nothing
-QUICK_OPTS = ("DATASETS.TRAIN", "('zsd_dense_tiny_train',)", "DATASETS.TEST", "('zsd_dense_tiny_val',)",
-              "ZSD.TEST_ZSD", "zsd_dense_tiny_test_zsd", "ZSD.TEST_GZSD", "zsd_dense_tiny_test_gzsd",
-              "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "100", "SOLVER.STEPS", "(75,)",
-              "SOLVER.WARMUP_ITERS", "30", "SYNTHESIS.EPOCHS", "3")
+def dataset_opts(prefix: str):
+    """Config overrides that point every stage at the registered set ``<prefix>_*``."""
+    return ("DATASETS.TRAIN", f"('{prefix}_train',)", "DATASETS.TEST", f"('{prefix}_val',)",
+            "ZSD.TEST_ZSD", f"{prefix}_test_zsd", "ZSD.TEST_GZSD", f"{prefix}_test_gzsd")
+
+
+QUICK_SCHEDULE = ("SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "100", "SOLVER.STEPS", "(75,)",
+                  "SOLVER.WARMUP_ITERS", "30", "SYNTHESIS.EPOCHS", "3")
+QUICK_OPTS = dataset_opts("zsd_dense_tiny") + QUICK_SCHEDULE
 # JSON-line keys -> (result group, metric key) of metrics.json
 HEADLINE = {"zsd_recall50": ("zsd", "recall@100_iou0.5"), "zsd_map50": ("zsd", "mAP_iou0.5"),
             "gzsd_hm_recall50": ("gzsd", "hm_recall@100_iou0.5"),

@@ -109,3 +109,44 @@ def test_registration_generates_on_first_use(tmp_path):
     records = DatasetCatalog.get("test_dense_reg_train")
     assert len(records) == 12 and all(os.path.isfile(r["file_name"]) for r in records)
     assert "zsd_dense_train" in DatasetCatalog and "zsd_dense_tiny_test_gzsd" in DatasetCatalog
+
+
+def test_held_out_world_hides_its_classes_from_training_and_the_real_unseen_from_every_image(tmp_path):
+    """A validation world: 8 seen classes held out as unseen, the real unseen classes in no image,
+    the same class list and embeddings, and the base set's folder names unchanged."""
+    base = DenseScenesConfig(**SMALL)
+    world = DenseScenesConfig(**dense_scenes.held_out_world(1, **SMALL))
+    held_out = sorted(set(world.unseen_ids) - set(base.unseen_ids))
+    assert len(held_out) == 8 and set(held_out) <= set(base.seen_ids)
+    assert world.absent_ids == base.unseen_ids and world.class_names == base.class_names
+    assert DenseScenesConfig(**dense_scenes.held_out_world(2, **SMALL)).unseen_ids != world.unseen_ids
+    np.testing.assert_array_equal(dense_scenes.dense_class_embeddings(world),
+                                  dense_scenes.dense_class_embeddings(base))
+    assert DenseScenesConfig().digest() == "98dd43ac"  # absent unset: the folder of before
+    out = str(tmp_path / "world")
+    ensure_generated(out, world, dense_scenes.generate_dense_dataset)
+    json_ids = lambda ids: {i + 1 for i in ids}  # noqa: E731
+    for split in ("train", "val"):
+        assert {a["category_id"] for a in read_split(out, split)["annotations"]} <= json_ids(world.seen_ids)
+    gzsd = read_split(out, "test_gzsd")
+    drawn = {a["category_id"] for a in gzsd["annotations"]}
+    assert not drawn & json_ids(base.unseen_ids) and drawn & json_ids(held_out) and drawn & json_ids(world.seen_ids)
+    first = {}  # the first object of every validation image is a held-out class
+    for a in sorted(gzsd["annotations"], key=lambda a: a["id"]):
+        first.setdefault(a["image_id"], a["category_id"])
+    assert len(first) == SMALL["num_test"] and set(first.values()) <= json_ids(held_out)
+
+
+def test_absent_classes_must_be_unseen_and_leave_one_drawn():
+    unseen = DenseScenesConfig().unseen
+    with pytest.raises(ValueError, match="absent classes"):
+        DenseScenesConfig(absent=(("red", "solid", "circle"),))  # a seen class
+    with pytest.raises(ValueError, match="absent classes"):
+        DenseScenesConfig(absent=unseen)  # nothing unseen left to draw
+
+
+def test_held_out_worlds_are_registered():
+    for split in range(dense_scenes.HELD_OUT_SPLITS):
+        meta = MetadataCatalog.get(f"zsd_dense_heldout{split}_test_zsd")
+        assert len(meta.unseen_classes) == 16 and len(meta.seen_classes) == 24
+        assert f"zsd_dense_tiny_heldout{split}_train" in DatasetCatalog.list()

@@ -34,6 +34,7 @@ class DenseScenesConfig(GeneratedSetConfig):
     Attributes:
         colours, textures, shapes: attribute values (keys of ``PALETTE``, ``TEXTURES``, ``SHAPES``).
         unseen: (colour, texture, shape) triples held out as unseen classes.
+        absent: unseen triples drawn in no image (:func:`held_out_world`).
         image_size: side of the square images, px.
         objects_per_image: inclusive (min, max) objects drawn per image.
         object_size: inclusive (min, max) side of an object's unrotated outline, px.
@@ -55,6 +56,7 @@ class DenseScenesConfig(GeneratedSetConfig):
         ("magenta", "striped", "square"), ("red", "solid", "triangle"),
         ("green", "striped", "cross"), ("blue", "solid", "circle"),
     )
+    absent: Tuple[Tuple[str, str, str], ...] = ()
     image_size: int = 192
     objects_per_image: Tuple[int, int] = (5, 12)
     object_size: Tuple[int, int] = (20, 52)
@@ -245,6 +247,24 @@ def register_zsd_dense(prefix: str = "zsd_dense", root: Optional[str] = None, **
                                      [PALETTE[c] for c, _, _ in config.class_triples])
 
 
+def held_out_world(split: int, **generator_options) -> dict:
+    """Generator options of a validation world of ``DenseScenesConfig(**generator_options)``: 8 of its
+    seen classes, drawn by ``split``, become unseen, and its unseen classes are ``absent`` (in no
+    image). Its detector never sees the 8 held-out classes, as the real detector never sees the
+    unseen ones, while no real unseen object is drawn; its ``test_*`` images are validation images
+    of the 8. Same classes and embeddings as the base set."""
+    base = DenseScenesConfig(**generator_options)
+    held_out = np.sort(np.random.default_rng([split, 7717]).choice(np.asarray(base.seen_ids), 8, replace=False))
+    triples = base.class_triples
+    return dict(generator_options, unseen=tuple(base.unseen) + tuple(triples[i] for i in held_out),
+                absent=tuple(base.unseen))
+
+
+HELD_OUT_SPLITS = 3
+TINY_OPTIONS = dict(image_size=96, objects_per_image=(3, 6), object_size=(14, 30), distractor_size=(8, 20),
+                    num_train=40, num_val=10, num_test=20)
 register_zsd_dense("zsd_dense")
-register_zsd_dense("zsd_dense_tiny", image_size=96, objects_per_image=(3, 6), object_size=(14, 30),
-                   distractor_size=(8, 20), num_train=40, num_val=10, num_test=20)
+register_zsd_dense("zsd_dense_tiny", **TINY_OPTIONS)
+for _split in range(HELD_OUT_SPLITS):  # validation worlds (benchmarks/zsd_held_out_validation.py)
+    register_zsd_dense(f"zsd_dense_heldout{_split}", **held_out_world(_split))
+    register_zsd_dense(f"zsd_dense_tiny_heldout{_split}", **held_out_world(_split, **TINY_OPTIONS))

@@ -61,6 +61,8 @@ class GeneratedSetConfig:
     """Base of the generator options of a generated set (module docstring).
 
     A subclass is a frozen dataclass with the fields ``unseen`` (the unseen attribute tuples),
+    optionally ``absent`` (unseen attribute tuples drawn in no image: a validation world whose
+    held-out seen classes play the unseen ones while the real unseen classes stay out of sight),
     ``objects_per_image`` (inclusive range), ``image_size``, ``num_train`` / ``num_val`` /
     ``num_test`` and ``seed``, and sets ``NAME`` (progress label, default folder),
     ``DESCRIPTION``, ``ATTRIBUTE_FIELDS`` (the fields holding the values of each attribute, in
@@ -95,6 +97,10 @@ class GeneratedSetConfig:
         if orphans:
             raise ValueError(f"unseen attributes {orphans} occur in no seen class, so they cannot be learnt "
                              "from seen data")
+        absent = getattr(self, "absent", ())
+        if not set(absent) <= set(self.unseen) or len(set(absent)) == len(set(self.unseen)):
+            raise ValueError(f"absent classes {absent} must be unseen classes, and at least one unseen "
+                             "class must be drawn")
         if not 1 <= self.objects_per_image[0] <= self.objects_per_image[1]:
             raise ValueError(f"objects_per_image {self.objects_per_image} must be 1 <= min <= max")
         if min(self.num_train, self.num_val, self.num_test) < 1:
@@ -118,9 +124,17 @@ class GeneratedSetConfig:
         unseen = set(self.unseen_ids)
         return [i for i in range(len(self.class_attributes)) if i not in unseen]
 
+    @property
+    def absent_ids(self) -> List[int]:
+        """Unseen classes drawn in no image (``absent``; none unless the subclass has the field)."""
+        return sorted(self.class_attributes.index(t) for t in getattr(self, "absent", ()))
+
     def digest(self) -> str:
         """8 hex digits identifying the generated content (options + generator version)."""
-        blob = json.dumps([self.generator_version, dataclasses.asdict(self)], sort_keys=True)
+        options = dataclasses.asdict(self)
+        if not options.get("absent", True):  # added later: unset, it keeps the folder names of before
+            del options["absent"]
+        blob = json.dumps([self.generator_version, options], sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:8]
 
     def generate(self, out_dir: str) -> None:
@@ -129,12 +143,17 @@ class GeneratedSetConfig:
 
 
 def image_classes(rng: np.random.Generator, config: GeneratedSetConfig, image_set: str) -> np.ndarray:
-    """Class ids of one image: seen-only for train/val; test: one unseen first, then any class."""
+    """Class ids of one image: seen-only for train/val; test: one unseen first, then any class
+    (with ``absent`` classes: one drawn unseen class first, then seen or drawn unseen ones)."""
     count = rng.integers(config.objects_per_image[0], config.objects_per_image[1] + 1)
     if image_set != "test":
         return rng.choice(config.seen_ids, count)
-    others = rng.integers(0, len(config.class_names), count - 1)
-    return np.concatenate([rng.choice(config.unseen_ids, 1), others])
+    if not config.absent_ids:
+        others = rng.integers(0, len(config.class_names), count - 1)
+        return np.concatenate([rng.choice(config.unseen_ids, 1), others])
+    drawn_unseen = [i for i in config.unseen_ids if i not in set(config.absent_ids)]
+    first = rng.choice(drawn_unseen, 1)
+    return np.concatenate([first, rng.choice(np.asarray(config.seen_ids + drawn_unseen), count - 1)])
 
 
 def write_generated_dataset(out_dir: str, config: GeneratedSetConfig, render: RenderFn,

@@ -1,0 +1,132 @@
+"""Benchmark: candidate settings scored on validation worlds whose held-out classes the detector never saw.
+
+Each split k is the registered set ``zsd_dense_heldout<k>``
+(:func:`zsdet.data.datasets.dense_scenes.held_out_world`): the dense scenes' 40 classes and
+embeddings, 8 seen classes held out as unseen, the real unseen classes in no image. Its training
+images hold the other 24 seen classes only, so its detector and box head never see the held-out
+classes, as the real ones never see the unseen classes; its ``test_*`` images are validation
+images of the held-out classes. No test image of ``zsd_dense`` and no real unseen object is read.
+
+Per split, stages 1-2 (detector, RoI bank) run once into ``<out>/split<k>/shared``; every
+candidate x seed then runs its own stages in ``<out>/split<k>/<candidate>/seed<s>`` with links to
+them (as ``benchmarks/zsd_methods.py``). A candidate is a leaf of ``configs/dense`` with config
+overrides: ``--candidate NAME CONFIG [KEY VALUE ...]``; the defaults are the default method
+(``alf``) and ALF with the settings it had before they were chosen on the generator-only
+pseudo-unseen protocol (``alf_before``). A run whose ``metrics.json`` exists is not run again.
+
+Output: one JSON line per (candidate, split, seed), a table of mean ± std over every split and seed
+(``results_table.md``, with the mean of each split) and ``summary.json`` in ``<out>``.
+
+    python benchmarks/zsd_held_out_validation.py                   # 2 candidates x splits 0-1 x seeds 0-1
+    python benchmarks/zsd_held_out_validation.py --splits 0,1,2 --candidate clf clf.yaml \\
+        --candidate alf_bg1 alf.yaml ZSD.CLASSIFIER.BG_PER_FG 1.0
+    python benchmarks/zsd_held_out_validation.py --quick          # tiny worlds, short schedules: plumbing only
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+sys.path.insert(0, ROOT)  # run from a checkout without installing
+
+from zsd_methods import (QUICK_SCHEDULE, SHARED_CONFIG, SHARED_STAGES, dataset_opts, json_line,  # noqa: E402
+                         link_shared, mean_std, method_stages, run_result, train_net)
+
+from zsdet.data.datasets.dense_scenes import HELD_OUT_SPLITS  # noqa: E402
+from zsdet.utils.io import write_json, write_text  # noqa: E402
+
+DEFAULT_CANDIDATES = (
+    ("alf", "alf.yaml"),
+    ("alf_before", "alf.yaml", "SYNTHESIS.OUTPUT_ACTIVATION", "sigmoid", "SYNTHESIS.EPOCHS", "12",
+     "ZSD.CLASSIFIER.BG_PER_FG", "1.0", "ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET", "0.0"),
+)
+# (header, JSON-line key of zsd_methods.HEADLINE, digits)
+COLUMNS = (("ZSD R@100 .5", "zsd_recall50", 1), ("ZSD mAP .5", "zsd_map50", 1), ("GZSD HM mAP .5", "gzsd_hm_map50", 1),
+           ("top-1 unseen as seen", "top1_unseen_as_seen", 1), ("top-1 seen right", "top1_seen_correct", 1),
+           ("spread ratio", "spread_ratio", 2), ("real-vs-synth probe acc", "real_vs_synth_acc", 2))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--candidate", nargs="+", action="append", metavar="NAME CONFIG [KEY VALUE]",
+                   help="a candidate: its name, a leaf of configs/dense and overrides (repeatable)")
+    p.add_argument("--splits", default="0,1", help=f"comma-separated validation worlds, of 0..{HELD_OUT_SPLITS - 1}")
+    p.add_argument("--seeds", type=int, default=2, help="seeds per candidate and split")
+    p.add_argument("--quick", action="store_true", help="the tiny worlds and short schedules (ranks nothing)")
+    p.add_argument("--output-dir", default=os.path.join("output", "zsd_held_out_validation"))
+    args = p.parse_args(argv)
+    args.candidates = [tuple(c) for c in args.candidate] if args.candidate else list(DEFAULT_CANDIDATES)
+    bad = [c for c in args.candidates if len(c) < 2 or len(c) % 2 or not
+           os.path.isfile(os.path.join(ROOT, "configs", "dense", c[1]))]
+    if bad or len({c[0] for c in args.candidates}) != len(args.candidates):
+        p.error(f"--candidate NAME CONFIG [KEY VALUE ...] with distinct names and CONFIG a file of "
+                f"configs/dense; got {bad or args.candidates}")
+    try:
+        args.splits = [int(k) for k in args.splits.split(",")]
+    except ValueError:
+        args.splits = []
+    if not args.splits or not all(0 <= k < HELD_OUT_SPLITS for k in args.splits) or args.seeds < 1:
+        p.error(f"--splits: a subset of 0..{HELD_OUT_SPLITS - 1}; --seeds >= 1")
+    args.output_dir = os.path.abspath(args.output_dir)
+    return args
+
+
+def world_opts(split: int, quick: bool):
+    """Overrides that point every stage at validation world ``split`` (tiny and short with ``quick``)."""
+    if quick:
+        return dataset_opts(f"zsd_dense_tiny_heldout{split}") + QUICK_SCHEDULE
+    return dataset_opts(f"zsd_dense_heldout{split}")
+
+
+def format_table(lines, candidates, splits) -> str:
+    header = "| candidate | " + " | ".join(h for h, _, _ in COLUMNS) + " |"
+    rows = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name in candidates:
+        runs = [line for line in lines if line["candidate"] == name]
+        cells = []
+        for _, key, digits in COLUMNS:
+            mean, std = mean_std([line[key] for line in runs])
+            per_split = [mean_std([line[key] for line in runs if line["split"] == k])[0] for k in splits]
+            cells.append("n/a" if mean != mean else f"{mean:.{digits}f} ± {std:.{digits}f} ("
+                         + ", ".join(f"{v:.{digits}f}" for v in per_split) + ")")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return (f"mean ± std over splits {splits} x seeds, then (the mean of each split); percent, but spread "
+            "and probe accuracy\n" + "\n".join(rows))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tic, lines = time.perf_counter(), []
+    for split in args.splits:
+        opts = list(world_opts(split, args.quick))
+        shared = os.path.join(args.output_dir, f"split{split}", "shared")
+        if not os.path.isfile(os.path.join(shared, "roi_bank", "COMPLETE")):
+            print(f"[held-out validation] split {split}: detector and RoI bank -> {shared}", flush=True)
+            train_net(SHARED_CONFIG, shared, SHARED_STAGES, opts)
+        for seed in range(args.seeds):
+            for name, config, *overrides in args.candidates:
+                run_dir = os.path.join(args.output_dir, f"split{split}", name, f"seed{seed}")
+                metrics_file = os.path.join(run_dir, "metrics.json")
+                method = config[:-len(".yaml")]
+                if not os.path.isfile(metrics_file):
+                    print(f"[held-out validation] split {split}, {name}, seed {seed} -> {run_dir}", flush=True)
+                    link_shared(shared, run_dir)
+                    train_net(config, run_dir, method_stages(method),
+                              [*opts, "SEED", str(seed), "SYNTHESIS.SEED", str(seed), *overrides])
+                line = {"candidate": name, "split": split, **json_line(method, seed, run_result(method, metrics_file))}
+                lines.append(line)
+                print(json.dumps(line), flush=True)
+    table = format_table(lines, [c[0] for c in args.candidates], args.splits)
+    print(table, flush=True)
+    write_text(os.path.join(args.output_dir, "results_table.md"), table + "\n")
+    write_json(os.path.join(args.output_dir, "summary.json"),
+               {"candidates": [list(c) for c in args.candidates], "splits": args.splits, "seeds": args.seeds,
+                "quick": args.quick, "wall_seconds": time.perf_counter() - tic, "runs": lines})
+    print(f"[held-out validation] wrote {args.output_dir}/results_table.md, summary.json", flush=True)
+
+
+if __name__ == "__main__":
+    main()

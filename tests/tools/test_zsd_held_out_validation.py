@@ -1,0 +1,69 @@
+"""The plumbing of benchmarks/zsd_held_out_validation.py (stages faked): one detector and RoI bank per
+validation world, every candidate x seed on it with its overrides, a table over splits and seeds."""
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "benchmarks", "zsd_held_out_validation.py")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    spec = importlib.util.spec_from_file_location("zsd_held_out_validation", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_world_trains_its_own_detector_and_runs_every_candidate(bench, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake_train_net(config, output_dir, stages, opts):
+        calls.append((config, os.path.relpath(output_dir, tmp_path), list(stages), list(opts)))
+        if "detector" in stages:
+            os.makedirs(os.path.join(output_dir, "roi_bank"))
+            open(os.path.join(output_dir, "roi_bank", "COMPLETE"), "w").close()
+            open(os.path.join(output_dir, "model_final.pth"), "w").close()
+            return
+        assert os.path.isfile(os.path.join(output_dir, "roi_bank", "COMPLETE"))  # linked to the world's
+        split = int(opts[opts.index("DATASETS.TRAIN") + 1].split("heldout")[1][0])
+        value = 10.0 * split + int(opts[opts.index("SEED") + 1]) + (5.0 if "sigmoid" in opts else 0.0)
+        result = {"zsd": {"recall@100_iou0.5": value, "mAP_iou0.5": value / 2},
+                  "gzsd": {"hm_mAP_iou0.5": value, "top1_unseen_other_group": 50.0, "top1_seen_correct": 40.0},
+                  "feature_quality": {"spread_ratio": 1.0, "real_vs_synth_acc": 0.8}}
+        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+            json.dump({"synthesis": result}, f)
+
+    monkeypatch.setattr(bench, "train_net", fake_train_net)
+    bench.main(["--splits", "0,2", "--seeds", "2", "--output-dir", str(tmp_path)])
+    shared = [c for c in calls if "detector" in c[2]]
+    assert [c[1] for c in shared] == [os.path.join("split0", "shared"), os.path.join("split2", "shared")]
+    assert shared[1][3][:2] == ["DATASETS.TRAIN", "('zsd_dense_heldout2_train',)"]
+    runs = [c for c in calls if "detector" not in c[2]]
+    assert len(runs) == 2 * 2 * 2 and all(c[2] == ["generator", "classifier", "evaluate"] for c in runs)
+    before = [c for c in runs if "alf_before" in c[1]]
+    assert len(before) == 4 and all("sigmoid" in c[3] and "ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET" in c[3] for c in before)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(d["candidate"], d["split"], d["seed"]) for d in lines][:3] == [
+        ("alf", 0, 0), ("alf_before", 0, 0), ("alf", 0, 1)]
+    table = open(tmp_path / "results_table.md").read()
+    assert "| alf | 10.5 ± 11.6 (0.5, 20.5) |" in table and "| alf_before | 15.5 ± 11.6 (5.5, 25.5) |" in table
+
+    calls.clear()  # resume: finished runs are kept; a new candidate runs on the same worlds, --quick is tiny
+    bench.main(["--splits", "0", "--seeds", "1", "--output-dir", str(tmp_path), "--candidate", "clf", "clf.yaml"])
+    assert [c[1] for c in calls] == [os.path.join("split0", "clf", "seed0")]
+    quick = bench.world_opts(1, quick=True)
+    assert quick[1] == "('zsd_dense_tiny_heldout1_train',)" and "SOLVER.MAX_ITER" in quick
+
+
+@pytest.mark.parametrize("argv", [["--splits", "3"], ["--splits", "a"], ["--seeds", "0"],
+                                  ["--candidate", "x", "no_such.yaml"], ["--candidate", "x", "alf.yaml", "KEY"],
+                                  ["--candidate", "x", "alf.yaml", "--candidate", "x", "flf.yaml"]])
+def test_bad_arguments_are_refused(bench, argv):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
