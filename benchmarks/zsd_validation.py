@@ -3,7 +3,9 @@
 Runs the pseudo-unseen protocol (:mod:`zsdet.engine.zsd_validation`) on the dense scenes' RoI bank
 of the training images, for candidate settings x pseudo-unseen splits x seeds: each split holds
 ``--num-pseudo`` of the 32 seen classes out of generator training and scores the retrained
-classifier on the RoIs of held-out training images. The test images are never read.
+classifier on the RoIs of held-out training images. The test images are never read. The detector
+has seen the pseudo-unseen classes, so this can misrank settings for never-seen classes; for those
+choices use ``benchmarks/zsd_held_out_validation.py`` (held out of the detector too).
 
 Candidates are leaves of ``configs/dense`` with optional overrides::
 

@@ -1,36 +1,19 @@
 """The plumbing of benchmarks/zsd_held_out_validation.py (stages faked): one detector and RoI bank per
 validation world, every candidate x seed on it with its overrides, a table over splits and seeds."""
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(ROOT, "benchmarks", "zsd_held_out_validation.py")
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    spec = importlib.util.spec_from_file_location("zsd_held_out_validation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("benchmarks/zsd_held_out_validation.py")
 
 
-def test_each_world_trains_its_own_detector_and_runs_every_candidate(bench, tmp_path, monkeypatch, capsys):
-    calls = []
-
-    def fake_train_net(config, output_dir, stages, opts):
-        calls.append((config, os.path.relpath(output_dir, tmp_path), list(stages), list(opts)))
-        if "detector" in stages:
-            os.makedirs(os.path.join(output_dir, "roi_bank"))
-            open(os.path.join(output_dir, "roi_bank", "COMPLETE"), "w").close()
-            open(os.path.join(output_dir, "model_final.pth"), "w").close()
-            return
-        assert os.path.isfile(os.path.join(output_dir, "roi_bank", "COMPLETE"))  # linked to the world's
+def test_each_world_trains_its_own_detector_and_runs_every_candidate(bench, tmp_path, monkeypatch, capsys,
+                                                                      fake_train_net):
+    def write_metrics(config, output_dir, opts):
         split = int(opts[opts.index("DATASETS.TRAIN") + 1].split("heldout")[1][0])
         value = 10.0 * split + int(opts[opts.index("SEED") + 1]) + (5.0 if "sigmoid" in opts else 0.0)
         result = {"zsd": {"recall@100_iou0.5": value, "mAP_iou0.5": value / 2},
@@ -39,7 +22,8 @@ def test_each_world_trains_its_own_detector_and_runs_every_candidate(bench, tmp_
         with open(os.path.join(output_dir, "metrics.json"), "w") as f:
             json.dump({"synthesis": result}, f)
 
-    monkeypatch.setattr(bench, "train_net", fake_train_net)
+    train_net, calls = fake_train_net(write_metrics)
+    monkeypatch.setattr(bench, "train_net", train_net)
     bench.main(["--splits", "0,2", "--seeds", "2", "--output-dir", str(tmp_path)])
     shared = [c for c in calls if "detector" in c[2]]
     assert [c[1] for c in shared] == [os.path.join("split0", "shared"), os.path.join("split2", "shared")]

@@ -57,31 +57,23 @@ def _fake_metrics(method, seed):
     return {"baseline" if method == "baseline" else "synthesis": {"zsd": zsd, "gzsd": gzsd}}
 
 
-def test_benchmark_runs_shared_stages_once_then_each_method_and_seed(bench, tmp_path, monkeypatch, capsys):
-    calls = []
+def test_benchmark_runs_shared_stages_once_then_each_method_and_seed(bench, tmp_path, monkeypatch, capsys,
+                                                                   fake_train_net):
+    def write_metrics(config, output_dir, opts):
+        method, seed = config[:-5], int(opts[opts.index("SYNTHESIS.SEED") + 1])
+        metrics = _fake_metrics(method, seed)
+        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f)
+        name, = metrics
+        inference = os.path.join(output_dir, "inference", f"{name}_zsd")
+        os.makedirs(inference)
+        per_class = [{"class": "red striped circle", "AP_iou0.5": metrics[name]["zsd"]["mAP_iou0.5"],
+                      "recall@100_iou0.5": 1.0}]
+        with open(os.path.join(inference, "zsd_results.json"), "w") as f:
+            json.dump({"per_class": per_class}, f)
 
-    def fake_train_net(config, output_dir, stages, opts):
-        calls.append((config, os.path.relpath(output_dir, tmp_path), list(stages), list(opts)))
-        if "detector" in stages:
-            os.makedirs(os.path.join(output_dir, "roi_bank"))
-            open(os.path.join(output_dir, "roi_bank", "COMPLETE"), "w").close()
-            open(os.path.join(output_dir, "model_final.pth"), "w").close()
-        else:
-            assert os.path.isfile(os.path.join(output_dir, "roi_bank", "COMPLETE"))  # linked
-            method, seed = config[:-5], int(opts[opts.index("SYNTHESIS.SEED") + 1])
-            metrics = _fake_metrics(method, seed)
-            with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-                json.dump(metrics, f)
-            name, = metrics
-            inference = os.path.join(output_dir, "inference", f"{name}_zsd")
-            os.makedirs(inference)
-            per_class = [{"class": "red striped circle", "AP_iou0.5": metrics[name]["zsd"]["mAP_iou0.5"],
-                          "recall@100_iou0.5": 1.0}]
-            with open(os.path.join(inference, "zsd_results.json"), "w") as f:
-                json.dump({"per_class": per_class}, f)
-        return {"wall_s": 1.0, "cpu_s": 1.0}
-
-    monkeypatch.setattr(bench, "train_net", fake_train_net)
+    train_net, calls = fake_train_net(write_metrics)
+    monkeypatch.setattr(bench, "train_net", train_net)
     bench.main(["--seeds", "2", "--output-dir", str(tmp_path)])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [(d["method"], d["seed"]) for d in lines] == [(m, s) for s in (0, 1) for m in METHODS]

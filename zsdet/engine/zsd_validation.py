@@ -19,7 +19,11 @@ score it at the RoI level, the true unseen columns left out:
   the validation images against synthesized features), ``seen_quality`` that of the seen classes.
 
 The pseudo-unseen classes were seen by the detector, so their RoI features separate better than
-those of real unseen classes: the protocol ranks settings, its absolute figures are optimistic.
+those of real unseen classes, and the protocol can rank settings the wrong way for classes the
+detector never saw (it did for the output activation, docs/feature_quality.md): choices about the
+unseen classes belong on the validation worlds of ``benchmarks/zsd_held_out_validation.py``, which
+train their own detector without the held-out classes. This protocol is cheaper (one shared bank)
+and remains useful for what the detector does not affect, e.g. collapse or epoch curves.
 """
 import os
 from dataclasses import dataclass
