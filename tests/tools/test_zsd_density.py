@@ -1,7 +1,5 @@
 """benchmarks/zsd_density.py: density bins and per-bin ZSD scoring on a hand-made test set."""
 import argparse
-import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -9,17 +7,12 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode, Boxes, Instances
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(ROOT, "benchmarks", "zsd_density.py")
 DATASET = "test_zsd_density_hand_made"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("zsd_density", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("benchmarks/zsd_density.py")
 
 
 def test_bins_are_parsed_and_assigned(bench):

@@ -1,5 +1,4 @@
 """Method presets of configs/dense and the plumbing of benchmarks/zsd_methods.py (stages faked)."""
-import importlib.util
 import json
 import os
 
@@ -8,16 +7,12 @@ import pytest
 from zsdet.config import get_zsdet_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SCRIPT = os.path.join(ROOT, "benchmarks", "zsd_methods.py")
 METHODS = ["baseline", "single_label", "alf", "flf", "clf_official", "clf"]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("zsd_methods", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script("benchmarks/zsd_methods.py")
 
 
 def _cfg(method):
