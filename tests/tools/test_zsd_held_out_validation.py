@@ -29,18 +29,22 @@ def test_each_world_trains_its_own_detector_and_runs_every_candidate(bench, tmp_
     assert [c[1] for c in shared] == [os.path.join("split0", "shared"), os.path.join("split2", "shared")]
     assert shared[1][3][:2] == ["DATASETS.TRAIN", "('zsd_dense_heldout2_train',)"]
     runs = [c for c in calls if "detector" not in c[2]]
-    assert len(runs) == 2 * 2 * 2 and all(c[2] == ["generator", "classifier", "evaluate"] for c in runs)
-    before = [c for c in runs if "alf_before" in c[1]]
-    assert len(before) == 4 and all("sigmoid" in c[3] and "ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET" in c[3] for c in before)
+    assert len(runs) == 2 * 2 * 9 and all(c[2] == ["generator", "classifier", "evaluate"] for c in runs)
+    no_calibration = [c for c in runs if "alf_no_calibration" in c[1]]
+    assert len(no_calibration) == 4 and all(c[3][-2:] == ["ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET", "0.0"]
+                                            for c in no_calibration)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [(d["candidate"], d["split"], d["seed"]) for d in lines][:3] == [
-        ("alf", 0, 0), ("alf_before", 0, 0), ("alf", 0, 1)]
+        ("clf", 0, 0), ("clf_sigmoid_bg1", 0, 0), ("alf", 0, 0)]
+    assert lines[1]["selection_score"] == (2.5 + 5.0) / 2  # mean of ZSD mAP and GZSD HM mAP
     table = open(tmp_path / "results_table.md").read()
-    assert "| alf | 10.5 ± 11.6 (0.5, 20.5) |" in table and "| alf_before | 15.5 ± 11.6 (5.5, 25.5) |" in table
+    assert "| clf | 7.9 ± 8.7 (0.4, 15.4) | 10.5 ± 11.6 (0.5, 20.5) |" in table
+    assert "| clf_sigmoid_bg1 | 11.6 ± 8.7 (4.1, 19.1) | 15.5 ± 11.6 (5.5, 25.5) |" in table
 
     calls.clear()  # resume: finished runs are kept; a new candidate runs on the same worlds, --quick is tiny
-    bench.main(["--splits", "0", "--seeds", "1", "--output-dir", str(tmp_path), "--candidate", "clf", "clf.yaml"])
-    assert [c[1] for c in calls] == [os.path.join("split0", "clf", "seed0")]
+    bench.main(["--splits", "0", "--seeds", "1", "--output-dir", str(tmp_path), "--candidate", "clf_30ep", "clf.yaml",
+                "SYNTHESIS.EPOCHS", "30"])
+    assert [c[1] for c in calls] == [os.path.join("split0", "clf_30ep", "seed0")]
     quick = bench.world_opts(1, quick=True)
     assert quick[1] == "('zsd_dense_tiny_heldout1_train',)" and "SOLVER.MAX_ITER" in quick
 
