@@ -129,6 +129,12 @@ class GeneratedSetConfig:
         """Unseen classes drawn in no image (``absent``; none unless the subclass has the field)."""
         return sorted(self.class_attributes.index(t) for t in getattr(self, "absent", ()))
 
+    @property
+    def drawn_unseen_ids(self) -> List[int]:
+        """Unseen classes that test images may show: all but the ``absent`` ones."""
+        absent = set(self.absent_ids)
+        return [i for i in self.unseen_ids if i not in absent]
+
     def digest(self) -> str:
         """8 hex digits identifying the generated content (options + generator version)."""
         options = dataclasses.asdict(self)
@@ -151,7 +157,7 @@ def image_classes(rng: np.random.Generator, config: GeneratedSetConfig, image_se
     if not config.absent_ids:
         others = rng.integers(0, len(config.class_names), count - 1)
         return np.concatenate([rng.choice(config.unseen_ids, 1), others])
-    drawn_unseen = [i for i in config.unseen_ids if i not in set(config.absent_ids)]
+    drawn_unseen = config.drawn_unseen_ids
     first = rng.choice(drawn_unseen, 1)
     return np.concatenate([first, rng.choice(np.asarray(config.seen_ids + drawn_unseen), count - 1)])
 
