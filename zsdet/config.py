@@ -154,6 +154,8 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.CLASSIFIER.RECIPE = "joint"  # "joint" (all columns trained together) or "suzod" (SUZOD: unseen head + bg blend)
     p.CLASSIFIER.SEEN_ACCURACY_BUDGET = 0.0  # GZSD calibration: largest seen-logit bias costing <= this many points of
     # seen top-1 accuracy on the validation images' seen RoIs, folded into the classifier (0 = none)
+    p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real
+    # distribution, fitted on the seen training RoIs and features synthesized for their label sets
 
     p.BASELINE = CN()  # semantic-projection baseline, trained on seen features only
     p.BASELINE.EPOCHS = 10  # passes over the training features

@@ -32,6 +32,7 @@ def key_and_value(key, value):
     ("SYNTHESIS.VAL_FRACTION", 1.0),
     ("ZSD.CLASSIFIER.BATCH_SIZE", 0),  # was "range() arg 3 must not be zero"
     ("ZSD.CLASSIFIER.EPOCHS", 0),
+    ("ZSD.CLASSIFIER.ALIGN_SYNTHESIZED", "histogram"),
     ("ZSD.BASELINE.EPOCHS", -1),  # was "expected non-negative integer"
     ("SOLVER.IMS_PER_BATCH", 0),  # detectron2 / fvcore messages named no key
     ("SOLVER.MAX_ITER", 0),

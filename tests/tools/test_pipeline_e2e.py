@@ -141,6 +141,32 @@ def test_suzod_recipe_and_unseen_mixtures(run_dir):
     assert len(sets) == 50 and bool((multi_hot.sum(1) >= 2).all()) and bool(multi_hot[:, unseen].any(1).all())
 
 
+def test_quantile_alignment_of_synthesized_features(run_dir):
+    """ALIGN_SYNTHESIZED quantile fits on the real training foreground, reports the probe before /
+    after on the validation images' seen RoIs, and changes the unseen columns only through the
+    synthesized features (the real rows and the seed are the same)."""
+    from zsdet.engine.roi_stages import foreground_rows, load_bank, load_generator
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+
+    out, _ = run_dir
+    cfg = cfg_for(out)
+    cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET = 0.0
+    split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
+    bank = load_bank(str(out / "roi_bank"), split, cfg.DATASETS.TRAIN[0])
+    trainer = load_generator(cfg, split.class_names, bank.feature_dim, str(out / "generator"))
+    _, val_rows = foreground_rows(cfg, bank, split.seen_ids)
+    held_out = np.unique(bank.image_ids[val_rows])
+    plain, plain_record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
+    cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED = "quantile"
+    aligned, record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
+    a = record["alignment"]
+    assert "alignment" not in plain_record and a["method"] == "quantile"
+    assert a["fit_rows"] > 0 and a["probe_rows"] >= 4
+    assert 0 <= a["real_vs_synth_acc_after"] <= 1 and 0 <= a["real_vs_synth_acc_before"] <= 1
+    assert record["real_and_mixed"] == plain_record["real_and_mixed"]
+    assert not torch.equal(aligned.weight, plain.weight)
+
+
 def test_validation_protocol_runs_on_a_bank(run_dir, tmp_path):
     from zsdet.engine.roi_stages import load_bank
     from zsdet.engine.zsd_validation import pseudo_unseen_split, run_protocol

@@ -24,6 +24,7 @@ QUALITY_KEY = 2 ** 31 + 3  # the feature-quality report's synthesis noise and pr
 BACKGROUND_KEY = 2 ** 31 + 4  # background RoIs of the generator's selection probe
 UNSEEN_SETS_KEY = 2 ** 31 + 5  # the box classifier's synthesized label sets with unseen classes
 CALIBRATION_KEY = 2 ** 31 + 6  # the held-out RoIs of the GZSD calibration
+ALIGNMENT_KEY = 2 ** 31 + 7  # the synthesis noise of the box classifier's quantile alignment
 
 
 def derive_seed(*keys: int) -> int:

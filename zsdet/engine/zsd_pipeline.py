@@ -259,9 +259,10 @@ class ZSDPipeline:
                    for name, (weights, classifier) in methods.items()}
         if "synthesis" in metrics:
             quality = read_report(self.generator_dir)
-            calibration = classifier_record(methods["synthesis"][0]).get("gzsd_calibration")
+            record = classifier_record(methods["synthesis"][0])
             metrics["synthesis"].update({k: v for k, v in (("feature_quality", quality),
-                                                            ("gzsd_calibration", calibration)) if v})
+                                                            ("gzsd_calibration", record.get("gzsd_calibration")),
+                                                            ("alignment", record.get("alignment"))) if v})
         if comm.is_main_process():
             write_results_report(self.out, metrics)
         return metrics
