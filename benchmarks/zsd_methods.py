@@ -66,6 +66,7 @@ HEADLINE = {"zsd_recall50": ("zsd", "recall@100_iou0.5"), "zsd_map50": ("zsd", "
             "gzsd_hm_map50": ("gzsd", "hm_mAP_iou0.5"),
             "spread_ratio": ("feature_quality", "spread_ratio"),
             "real_vs_synth_acc": ("feature_quality", "real_vs_synth_acc"),
+            "real_vs_synth_acc_aligned": ("alignment", "real_vs_synth_acc_after"),
             "tstr_ap": ("feature_quality", "tstr_ap"),
             "top1_unseen_as_seen": ("gzsd", "top1_unseen_other_group"),
             "top1_seen_correct": ("gzsd", "top1_seen_correct")}
@@ -73,6 +74,7 @@ HEADLINE = {"zsd_recall50": ("zsd", "recall@100_iou0.5"), "zsd_map50": ("zsd", "
 TABLE_COLUMNS = COLUMNS + (
     ("spread ratio", "feature_quality", "spread_ratio"),
     ("real-vs-synth probe acc", "feature_quality", "real_vs_synth_acc"),
+    ("probe acc, aligned", "alignment", "real_vs_synth_acc_after"),
     ("TSTR mAP", "feature_quality", "tstr_ap"),
     ("top-1 unseen as seen", "gzsd", "top1_unseen_other_group"),
     ("top-1 seen right", "gzsd", "top1_seen_correct"),

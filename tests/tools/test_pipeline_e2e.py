@@ -50,8 +50,12 @@ def test_every_stage_produces_its_artifact(run_dir):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"synthesis", "baseline"}
-    calibrated = cfg_for(out).ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET > 0
-    assert set(metrics["synthesis"]) == {"zsd", "gzsd", "feature_quality"} | ({"gzsd_calibration"} if calibrated else set())
+    c = cfg_for(out).ZSD.CLASSIFIER
+    assert set(metrics["synthesis"]) == ({"zsd", "gzsd", "feature_quality"}
+                                         | ({"gzsd_calibration"} if c.SEEN_ACCURACY_BUDGET > 0 else set())
+                                         | ({"alignment"} if c.ALIGN_SYNTHESIZED != "none" else set()))
+    if c.ALIGN_SYNTHESIZED != "none":
+        assert 0 <= metrics["synthesis"]["alignment"]["real_vs_synth_acc_after"] <= 1
     assert set(metrics["baseline"]) == {"zsd", "gzsd"}
     for method in metrics.values():
         assert "recall@100_iou0.5" in method["zsd"] and "hm_mAP_iou0.5" in method["gzsd"]
@@ -150,7 +154,7 @@ def test_quantile_alignment_of_synthesized_features(run_dir):
 
     out, _ = run_dir
     cfg = cfg_for(out)
-    cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET = 0.0
+    cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET, cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED = 0.0, "none"
     split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
     bank = load_bank(str(out / "roi_bank"), split, cfg.DATASETS.TRAIN[0])
     trainer = load_generator(cfg, split.class_names, bank.feature_dim, str(out / "generator"))
