@@ -47,7 +47,8 @@ from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
 from .gzsd_calibration import choose_seen_bias, fold_seen_bias
 from .roi_stages import real_training_set, synthesized_set
 
-__all__ = ["RECIPES", "ALIGNMENTS", "SUZOD_RECIPE", "fit_alignment", "train_synthesis_classifier", "unseen_mixture_sets", "widen_labels"]
+__all__ = ["RECIPES", "ALIGNMENTS", "SUZOD_RECIPE", "fit_alignment", "train_synthesis_classifier",
+           "unseen_mixture_sets", "widen_labels"]
 
 logger = logging.getLogger(__name__)
 
