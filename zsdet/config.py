@@ -61,6 +61,9 @@ def _add_synthesis_config(cfg: CN) -> None:
     s.CLF_INIT = "random"  # CLF block init: "random" (official) or "identity" (W^O, f's last FC = 0: starts as mean(x_f, x_a))
     s.CLF_BRANCH_NOISE = "shared"  # noise of G_a and G_f in CLF: "shared" (paper: one z) or "separate" (one z each)
     s.MODE_SEEKING_WEIGHT = 0.0  # weight of 1 / (mean|G(z1)-G(z2)| / mean|z1-z2| + 1e-5) in G's loss (SUZOD: 0.01; fclswgan)
+    s.SEMANTIC_WEIGHT = 0.0  # weight of the semantic cycle term 1 - cos(R(x~), e_mu) in G's loss, R: a ridge
+    # regressor of embeddings on real seen features (zsdet.synthesis.semantic_cycle); 0 = off (paper)
+    s.SEMANTIC_UNSEEN = True  # the cycle term also on single unseen classes (their embeddings only)
     s.OUTPUT_ACTIVATION = "sigmoid"  # generator output: "sigmoid" (official; (0,1)), "clamp" / "sparse_sigmoid" ([0,1], exact
     # zeros; zsdet.synthesis.networks.output_activation), "relu", "none"
     s.FEATURE_SCALING = "minmax"  # "minmax": per-dim [0, 1] scaling fitted on training data (official), "none"

@@ -69,9 +69,9 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("gan", ["fvaegan", "fclswgan"])
-def test_kill_and_resume_equals_uninterrupted_run(tiny, tmp_path, monkeypatch, gan):
-    cfg = small_cfg(FUSION="clf", GAN=gan, EPOCHS=3, CLF_DROPOUT=0.2)  # dropout: exercises the RNG streams
+@pytest.mark.parametrize("gan,extra", [("fvaegan", {}), ("fclswgan", {}), ("fclswgan", {"SEMANTIC_WEIGHT": 1.0})])
+def test_kill_and_resume_equals_uninterrupted_run(tiny, tmp_path, monkeypatch, gan, extra):
+    cfg = small_cfg(FUSION="clf", GAN=gan, EPOCHS=3, CLF_DROPOUT=0.2, **extra)  # dropout: exercises the RNG streams
     train = TensorFeatureSource(tiny.x_train, tiny.y_train)
     build(cfg, tiny, tmp_path / "straight").fit(train)
 
@@ -255,9 +255,9 @@ def test_train_multilabel_classifier_learns_a_separable_problem():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("gan", ["fclswgan", "fvaegan"])
-def test_no_host_device_sync_inside_an_iteration(tiny, tmp_path, gan):
-    cfg = small_cfg(GAN=gan, FUSION="clf", DEVICE="cuda", AMP_DTYPE="bfloat16")
+@pytest.mark.parametrize("gan,extra", [("fclswgan", {}), ("fvaegan", {}), ("fclswgan", {"SEMANTIC_WEIGHT": 1.0})])
+def test_no_host_device_sync_inside_an_iteration(tiny, tmp_path, gan, extra):
+    cfg = small_cfg(GAN=gan, FUSION="clf", DEVICE="cuda", AMP_DTYPE="bfloat16", **extra)
     trainer = build(cfg, tiny, tmp_path)
     source = TensorFeatureSource(tiny.x_train, tiny.y_train)
     trainer._prepare(source)

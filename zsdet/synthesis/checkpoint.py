@@ -138,6 +138,9 @@ def restore_last(trainer, path: str) -> int:
     if "seen_classifier" in state["models"]:
         trainer.seen_classifier = torch.nn.Linear(trainer.feature_dim, len(trainer.seen_classes)).to(trainer.device)
         trainer.seen_classifier.requires_grad_(False)
+    if "semantic_regressor" in state["models"]:
+        trainer.semantic_regressor = torch.nn.Linear(trainer.feature_dim, trainer.emb_dim).to(trainer.device)
+        trainer.semantic_regressor.requires_grad_(False)
     for k, m in trainer.trained_modules().items():
         m.load_state_dict(state["models"][k])
     for k, o in trainer.optimizers().items():

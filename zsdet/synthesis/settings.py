@@ -35,6 +35,8 @@ class SynthesisSettings:
     clf_init: str = "random"
     clf_branch_noise: str = "shared"
     mode_seeking_weight: float = 0.0
+    semantic_weight: float = 0.0
+    semantic_unseen: bool = True
     output_activation: str = "sigmoid"
     feature_scaling: str = "minmax"
     lr: float = 1e-4
@@ -92,7 +94,7 @@ class SynthesisSettings:
             if getattr(self, field) < 1:
                 raise bad(field, ">= 1")
         for field in ("noise_dim", "max_set_size", "patience", "lambda_gp", "cls_weight", "gamma_d", "gamma_g",
-                      "val_ridge", "lr", "cls_pretrain_lr", "mode_seeking_weight"):
+                      "val_ridge", "lr", "cls_pretrain_lr", "mode_seeking_weight", "semantic_weight"):
             if not getattr(self, field) >= 0:
                 raise bad(field, ">= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

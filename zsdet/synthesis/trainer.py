@@ -6,7 +6,8 @@ multi-hot), keeps the epoch that :mod:`.selection` scores best, and synthesizes 
 label sets. A generator iteration (official Generative_MLZSL semantics) is ``CRITIC_ITERS`` critic
 steps on fresh real batches, then one generator step on the last one (f-CLSWGAN: ``-E[D(x~)] +
 CLS_WEIGHT * BCE(f_cls(x~), y)``, f_cls a frozen linear head fitted on the real seen features;
-f-VAEGAN: ``recon + KL + GAMMA_G * -E[D(x~)]``, critic loss scaled by GAMMA_D). An epoch is
+f-VAEGAN: ``recon + KL + GAMMA_G * -E[D(x~)]``, critic loss scaled by GAMMA_D; either + the
+semantic cycle term of :mod:`.semantic_cycle` when ``SEMANTIC_WEIGHT > 0``). An epoch is
 ``CRITIC_ITERS`` passes over the source; samples without a usable label set are dropped and every
 batch refilled to BATCH_SIZE. Training stops after ``PATIENCE`` epochs without improvement.
 
@@ -43,6 +44,7 @@ from .metrics_log import STAT_NAMES, MetricsLog, TimedIterator
 from .networks import Critic, Encoder
 from .scaling import FeatureScaler
 from .selection import probe_map, validation_set
+from .semantic_cycle import fit_semantic_regressor, semantic_cycle_loss, unseen_singles
 from .settings import AMP_DTYPES, SynthesisSettings, check_synthesis_config
 
 __all__ = ["SynthesisTrainer"]
@@ -104,9 +106,11 @@ class SynthesisTrainer:
         self.seen_classes = None  # public: (S,) int64 classes with a positive in the training split
         self.train_sets = None  # public: LabelSets of the usable training samples (CPU), e.g. for sample_label_sets
         self.seen_classifier = None  # f_cls (f-CLSWGAN)
+        self.semantic_regressor = None  # R: x -> e of the semantic cycle term (SEMANTIC_WEIGHT > 0)
         self.best = {"score": float("-inf"), "epoch": -1, "bad_epochs": 0}
         self.skipped = 0  # samples of the current pass / epoch without usable label set
         self._val = None
+        self._cycle_unseen = None  # LabelSets of the unseen singles of the semantic cycle term, or None
 
     @classmethod
     def from_config(cls, cfg, class_embeddings, feature_dim: int, output_dir: str, device=None, *,
@@ -163,6 +167,8 @@ class SynthesisTrainer:
         self.scaler.to(self.device)
         if self.s.gan == "fclswgan":
             self._fit_seen_classifier(train)
+        if self.s.semantic_weight > 0:
+            self._fit_semantic_regressor(train)
 
     def _fit_seen_classifier(self, train: FeatureSource) -> None:
         def batches(epoch):
@@ -175,11 +181,31 @@ class SynthesisTrainer:
             lr=self.s.cls_pretrain_lr, seed=self.s.seed, device=self.device, desc="seen classifier f_cls")
         self.seen_classifier.requires_grad_(False)
 
+    def _fit_semantic_regressor(self, train: FeatureSource) -> None:
+        def batches():
+            for x, y in every_sample(train, 4096, self.s.seed):
+                batch = self._usable(x, y)
+                if batch is not None:
+                    x, index = self.scaler.transform(batch[0].to(self.device)), self._device_index(batch[1])
+                    yield x, self.generator.mean_embedding(index)
+        self.semantic_regressor = fit_semantic_regressor(batches(), self.feature_dim, self.emb_dim, self.device)
+
+    def _device_index(self, y: torch.Tensor):
+        """The generator's set index of (B, C) multi-hot CPU labels, on the device."""
+        return index_label_sets(LabelSets.from_multi_hot(y), self.num_classes).to(self.device)
+
+    @property
+    def unseen_classes(self) -> torch.Tensor:
+        """(U,) int64 CPU: the class ids without a positive in the training split."""
+        unseen = torch.ones(self.num_classes, dtype=torch.bool)
+        unseen[self.seen_classes] = False
+        return unseen.nonzero()[:, 0]
+
     # ------------------------------------------------------------------ checkpoints
     def trained_modules(self) -> Dict[str, torch.nn.Module]:
         """The networks of a training checkpoint, by name."""
         models = {"generator": self.generator, "critic": self.critic, "encoder": self.encoder,
-                  "seen_classifier": self.seen_classifier}
+                  "seen_classifier": self.seen_classifier, "semantic_regressor": self.semantic_regressor}
         return {name: m for name, m in models.items() if m is not None}
 
     def optimizers(self) -> Dict[str, torch.optim.Optimizer]:
@@ -238,6 +264,9 @@ class SynthesisTrainer:
         if val is not None:
             self._val = validation_set(val, self.s.val_max_samples, self.s.val_synth_sets, self.s.seed,
                                        self.train_sets, self.seen_classes, self.scaler, self.device, background)
+        self._cycle_unseen = (unseen_singles(self.unseen_classes, per_rank_batch(self.s.batch_size))
+                              if self.s.semantic_weight > 0 and self.s.semantic_unseen and len(self.unseen_classes)
+                              else None)
         self._wrap_models()
         log = MetricsLog(self.output_dir, keep_epochs_below=start) if comm.is_main_process() else None
         seen_dev = self.seen_classes.to(self.device)
@@ -302,7 +331,11 @@ class SynthesisTrainer:
         critic_index = index_label_sets(LabelSets.cat(sets), self.num_classes)
         last = sets[-1]
         two_samples = s.gan == "fvaegan" or s.mode_seeking_weight > 0  # two generator samples per set
-        g_index = index_label_sets(LabelSets.cat([last, last]) if two_samples else last, self.num_classes)
+        # the generator call's sets: the last batch's (twice for two samples), then the unseen singles
+        # of the semantic cycle term, in one call (one forward per backward under DDP)
+        unseen = self._cycle_unseen
+        g_index = index_label_sets(LabelSets.cat([last] * (1 + two_samples) + ([unseen] if unseen else [])),
+                                   self.num_classes)
         sizes = [len(x) for x, _ in group]
         x_all, y_last = self._to_device(torch.cat([x for x, _ in group]), group[-1][1])
         if self.device.type == "cuda":
@@ -312,6 +345,8 @@ class SynthesisTrainer:
         x_all = self.scaler.transform(x_all)
         e_mu_all = self.generator.mean_embedding(critic_index)
         x, e_mu = x_all[-sizes[-1]:], e_mu_all[-sizes[-1]:]  # the generator step's batch
+        n_u = len(unseen) if unseen else 0
+        e_u = self.generator.mean_embedding(g_index)[-n_u:] if n_u else e_mu[:0]  # (n_u, a)
 
         # Every generator forward of this iteration uses the same weights G_t, and none depends on D:
         # run them first, in one autocast region (G's weights are cast to bf16 once). The critic
@@ -321,15 +356,17 @@ class SynthesisTrainer:
             with torch.no_grad():
                 fake_all = self.generator(self._noise(len(x_all), gen), critic_index, e_mu_all)
             if s.gan == "fclswgan" and not s.mode_seeking_weight:
-                fake = self.G(self._noise(len(x), gen), g_index, e_mu)
+                fake, fake_u = self.G(self._noise(len(x) + n_u, gen), g_index,
+                                      torch.cat([e_mu, e_u])).split([len(x), n_u])
             elif s.gan == "fclswgan":  # two samples of the same sets for the mode-seeking term, in one call
                 z, z_2 = self._noise(len(x), gen), self._noise(len(x), gen)
-                fake, fake_2 = self.G(torch.cat([z, z_2]), g_index, e_mu.repeat(2, 1)).split(len(x))
+                fake, fake_2, fake_u = self.G(torch.cat([z, z_2, self._noise(n_u, gen)]), g_index,
+                                              torch.cat([e_mu, e_mu, e_u])).split([len(x), len(x), n_u])
             else:  # reconstruction from the encoder's z and a prior sample, in one generator call
                 mu, log_var = self.E(x, e_mu)
                 z_enc = self._noise(len(x), gen) * torch.exp(0.5 * log_var.float()) + mu.float()
-                recon, fake = self.G(torch.cat([z_enc, self._noise(len(x), gen)]), g_index,
-                                     e_mu.repeat(2, 1)).split(len(x))
+                recon, fake, fake_u = self.G(torch.cat([z_enc, self._noise(len(x) + n_u, gen)]), g_index,
+                                             torch.cat([e_mu, e_mu, e_u])).split([len(x), len(x), n_u])
 
         mix_all = torch.rand(len(x_all), device=self.device, generator=gen)
         d_stats = torch.zeros(3, device=self.device)
@@ -360,6 +397,12 @@ class SynthesisTrainer:
                 loss_g, cls = rec + kl + s.gamma_g * adv, zero
             if s.mode_seeking_weight:
                 loss_g = loss_g + s.mode_seeking_weight * mode_seeking_penalty(fake, fake_2, z, z_2)
+            cycle = zero
+            if self.semantic_regressor is not None:  # seen rows' term + unseen singles' term
+                cycle = semantic_cycle_loss(self.semantic_regressor, fake, e_mu)
+                if n_u:
+                    cycle = cycle + semantic_cycle_loss(self.semantic_regressor, fake_u, e_u)
+                loss_g = loss_g + s.semantic_weight * cycle
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_e is not None:
             self.opt_e.zero_grad(set_to_none=True)
@@ -369,7 +412,7 @@ class SynthesisTrainer:
             self.opt_e.step()
         self.critic.requires_grad_(True)
         d_stats = d_stats / len(sizes)
-        return torch.cat([d_stats, torch.stack([loss_g, adv, cls, rec, kl]).detach()])
+        return torch.cat([d_stats, torch.stack([loss_g, adv, cls, rec, kl, cycle]).detach()])
 
     def _noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
         return torch.randn(n, self.generator.input_noise_dim, device=self.device, generator=gen)
