@@ -5,9 +5,11 @@ default) for each fusion row and seed and prints a table of ZSL / GZSL mAP and F
 generator's feature-quality figures (mean ± std over seeds; one JSON line per run):
 
 * ``alf``, ``flf``, ``clf``: the paper's fusions as the official code builds them;
-* ``clf_fixed``: CLF without collapse (pre-activation fusion, identity init, no dropout).
+* ``clf_fixed``: CLF without collapse (pre-activation fusion, identity init, no dropout);
+* ``alf_cycle``, ``clf_cycle``, ``clf_fixed_cycle``: the same with the semantic cycle term
+  (``SYNTHESIS.SEMANTIC_WEIGHT 1.0``, :mod:`zsdet.synthesis.semantic_cycle`).
 
-    python benchmarks/mlzsl_fusions.py                    # 4 rows x 3 seeds -> output/mlzsl_fusions/
+    python benchmarks/mlzsl_fusions.py                    # 7 rows x 3 seeds -> output/mlzsl_fusions/
     python benchmarks/mlzsl_fusions.py --rows alf,clf --seeds 1
 
 Each run is a ``train_mlzsl.py`` process in ``<out>/<row>/seed<k>`` (log in ``log.txt``); a run whose
@@ -24,9 +26,12 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from zsd_methods import mean_std, run_logged  # noqa: E402
 
 CONFIG = os.path.join(ROOT, "configs", "classification", "synthetic.yaml")
+CLF_FIXED = ["SYNTHESIS.FUSION", "clf", "SYNTHESIS.CLF_INPUT", "pre_activation", "SYNTHESIS.CLF_INIT", "identity",
+             "SYNTHESIS.CLF_DROPOUT", "0.0"]
+CYCLE = ["SYNTHESIS.SEMANTIC_WEIGHT", "1.0"]
 ROWS = {"alf": ["SYNTHESIS.FUSION", "alf"], "flf": ["SYNTHESIS.FUSION", "flf"], "clf": ["SYNTHESIS.FUSION", "clf"],
-        "clf_fixed": ["SYNTHESIS.FUSION", "clf", "SYNTHESIS.CLF_INPUT", "pre_activation",
-                      "SYNTHESIS.CLF_INIT", "identity", "SYNTHESIS.CLF_DROPOUT", "0.0"]}
+        "clf_fixed": CLF_FIXED, "alf_cycle": ["SYNTHESIS.FUSION", "alf", *CYCLE],
+        "clf_cycle": ["SYNTHESIS.FUSION", "clf", *CYCLE], "clf_fixed_cycle": [*CLF_FIXED, *CYCLE]}
 # (header, path in results.json, digits)
 TABLE = (("ZSL mAP", "metrics/zsl/mAP", 1), ("ZSL F1@3", "metrics/zsl/F1@3", 1), ("GZSL mAP", "metrics/gzsl/mAP", 1),
          ("GZSL F1@3", "metrics/gzsl/F1@3", 1), ("spread ratio", "feature_quality/spread_ratio", 2),

@@ -144,6 +144,8 @@ def test_clear_errors_for_bad_inputs(tiny, tmp_path):
         build(small_cfg(GAN="wgan"), tiny, tmp_path)
     with pytest.raises(ValueError, match="OUTPUT_ACTIVATION='sigmoid'"):
         build(small_cfg(GAN="fvaegan", OUTPUT_ACTIVATION="relu"), tiny, tmp_path)
+    with pytest.raises(ValueError, match=r"SYNTHESIS.SEMANTIC_WEIGHT must be >= 0, got -1.0"):
+        build(small_cfg(SEMANTIC_WEIGHT=-1.0), tiny, tmp_path)
 
 
 class NaNSource(TensorFeatureSource):
