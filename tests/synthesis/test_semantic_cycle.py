@@ -5,10 +5,10 @@ import json
 
 import pytest
 import torch
-from torch import nn
 
 from zsdet.synthesis import SynthesisTrainer, TensorFeatureSource
-from zsdet.synthesis.semantic_cycle import fit_semantic_regressor, semantic_cycle_loss, unseen_singles
+from zsdet.synthesis.semantic_cycle import (SemanticRegressor, fit_semantic_regressor, semantic_cycle_loss,
+                                            unseen_singles)
 
 from synthesis_helpers import compositional_problem, small_cfg
 
@@ -22,30 +22,38 @@ def linear_data(n=3000, d=12, a=5, seed=0):
 
 def test_regressor_recovers_a_linear_map_whatever_the_batching():
     x, e = linear_data()
-    whole = fit_semantic_regressor([(x, e)], 12, 5, "cpu")
-    batched = fit_semantic_regressor(zip(x.split(401), e.split(401)), 12, 5, "cpu")
+    whole = fit_semantic_regressor(lambda: [(x, e)], 12, 5, "cpu")
+    batched = fit_semantic_regressor(lambda: zip(x.split(401), e.split(401)), 12, 5, "cpu")
     assert torch.allclose(whole.weight, batched.weight, atol=1e-5)
     assert torch.allclose(whole.bias, batched.bias, atol=1e-5)
     assert not whole.weight.requires_grad
     with torch.no_grad():
         cos = torch.cosine_similarity(whole(x), e, dim=1)
     assert cos.mean() > 0.99
+    assert whole.real_loss.item() == pytest.approx(1 - cos.mean().item(), abs=1e-5)
+    assert batched.real_loss.item() == pytest.approx(whole.real_loss.item(), abs=1e-6)
 
 
 def test_regressor_without_data_is_an_error():
     with pytest.raises(ValueError, match="no training feature"):
-        fit_semantic_regressor([], 4, 2, "cpu")
+        fit_semantic_regressor(lambda: [], 4, 2, "cpu")
 
 
 def test_cycle_loss_on_known_cases():
-    identity = nn.Linear(3, 3)
+    identity = SemanticRegressor(3, 3)
     with torch.no_grad():
         identity.weight.copy_(torch.eye(3))
         identity.bias.zero_()
+        identity.real_loss.fill_(0.25)
     e = torch.tensor([[1.0, 0, 0], [0, 2.0, 0]])
     assert semantic_cycle_loss(identity, 3 * e, e).item() == pytest.approx(0, abs=1e-6)  # same direction
     assert semantic_cycle_loss(identity, e.flip(0), e).item() == pytest.approx(1)  # orthogonal
     assert semantic_cycle_loss(identity, -e, e).item() == pytest.approx(2)  # opposite
+    # the floor: only what the batch mean exceeds the real features' mean loss
+    assert semantic_cycle_loss(identity, e.flip(0), e, floor=True).item() == pytest.approx(0.75)
+    assert semantic_cycle_loss(identity, 3 * e, e, floor=True).item() == 0
+    half = torch.stack([3 * e[0], e[0]])  # losses 0 and 1: mean 0.5
+    assert semantic_cycle_loss(identity, half, e, floor=True).item() == pytest.approx(0.25)
 
 
 def test_unseen_singles_are_balanced_single_classes():

@@ -69,7 +69,8 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("gan,extra", [("fvaegan", {}), ("fclswgan", {}), ("fclswgan", {"SEMANTIC_WEIGHT": 1.0})])
+@pytest.mark.parametrize("gan,extra", [("fvaegan", {}), ("fclswgan", {}),
+                                       ("fclswgan", {"SEMANTIC_WEIGHT": 1.0, "SEMANTIC_FLOOR": True})])
 def test_kill_and_resume_equals_uninterrupted_run(tiny, tmp_path, monkeypatch, gan, extra):
     cfg = small_cfg(FUSION="clf", GAN=gan, EPOCHS=3, CLF_DROPOUT=0.2, **extra)  # dropout: exercises the RNG streams
     train = TensorFeatureSource(tiny.x_train, tiny.y_train)

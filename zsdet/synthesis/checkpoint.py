@@ -22,6 +22,7 @@ import torch
 
 from ..utils.io import write_torch
 from .label_sets import LabelSets
+from .semantic_cycle import SemanticRegressor
 from .settings import SynthesisSettings
 
 __all__ = ["CHECKPOINT", "BEST", "FORMAT", "embeddings_fingerprint", "embeddings_record", "check_embeddings_file",
@@ -139,7 +140,7 @@ def restore_last(trainer, path: str) -> int:
         trainer.seen_classifier = torch.nn.Linear(trainer.feature_dim, len(trainer.seen_classes)).to(trainer.device)
         trainer.seen_classifier.requires_grad_(False)
     if "semantic_regressor" in state["models"]:
-        trainer.semantic_regressor = torch.nn.Linear(trainer.feature_dim, trainer.emb_dim).to(trainer.device)
+        trainer.semantic_regressor = SemanticRegressor(trainer.feature_dim, trainer.emb_dim).to(trainer.device)
         trainer.semantic_regressor.requires_grad_(False)
     for k, m in trainer.trained_modules().items():
         m.load_state_dict(state["models"][k])

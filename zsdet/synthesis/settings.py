@@ -37,6 +37,7 @@ class SynthesisSettings:
     mode_seeking_weight: float = 0.0
     semantic_weight: float = 0.0
     semantic_unseen: bool = True
+    semantic_floor: bool = False
     output_activation: str = "sigmoid"
     feature_scaling: str = "minmax"
     lr: float = 1e-4

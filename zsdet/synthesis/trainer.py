@@ -188,7 +188,7 @@ class SynthesisTrainer:
                 if batch is not None:
                     x, index = self.scaler.transform(batch[0].to(self.device)), self._device_index(batch[1])
                     yield x, self.generator.mean_embedding(index)
-        self.semantic_regressor = fit_semantic_regressor(batches(), self.feature_dim, self.emb_dim, self.device)
+        self.semantic_regressor = fit_semantic_regressor(batches, self.feature_dim, self.emb_dim, self.device)
 
     def _device_index(self, y: torch.Tensor):
         """The generator's set index of (B, C) multi-hot CPU labels, on the device."""
@@ -399,9 +399,9 @@ class SynthesisTrainer:
                 loss_g = loss_g + s.mode_seeking_weight * mode_seeking_penalty(fake, fake_2, z, z_2)
             cycle = zero
             if self.semantic_regressor is not None:  # seen rows' term + unseen singles' term
-                cycle = semantic_cycle_loss(self.semantic_regressor, fake, e_mu)
+                cycle = semantic_cycle_loss(self.semantic_regressor, fake, e_mu, s.semantic_floor)
                 if n_u:
-                    cycle = cycle + semantic_cycle_loss(self.semantic_regressor, fake_u, e_u)
+                    cycle = cycle + semantic_cycle_loss(self.semantic_regressor, fake_u, e_u, s.semantic_floor)
                 loss_g = loss_g + s.semantic_weight * cycle
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_e is not None:
