@@ -7,6 +7,9 @@ images hold the other 24 seen classes only, so its detector and box head never s
 classes, as the real ones never see the unseen classes; its ``test_*`` images are validation
 images of the held-out classes. No test image of ``zsd_dense`` and no real unseen object is read.
 
+``--held-out-classes 4`` uses the worlds ``zsd_dense_heldout<k>_h4`` instead: 4 classes held out, 28
+left for training (the test scenes train on 32).
+
 Per split, stages 1-2 (detector, RoI bank) run once into ``<out>/split<k>/shared``; every
 candidate x seed then runs its own stages in ``<out>/split<k>/<candidate>/seed<s>`` with links to
 them (as ``benchmarks/zsd_methods.py``). A candidate is a leaf of ``configs/dense`` with config
@@ -36,7 +39,7 @@ sys.path.insert(0, ROOT)  # run from a checkout without installing
 from zsd_methods import (QUICK_SCHEDULE, SHARED_CONFIG, SHARED_STAGES, dataset_opts, json_line,  # noqa: E402
                          link_shared, mean_std, method_stages, run_result, train_net)
 
-from zsdet.data.datasets.dense_scenes import HELD_OUT_SPLITS  # noqa: E402
+from zsdet.data.datasets.dense_scenes import HELD_OUT_SPLITS, WORLD_SIZES  # noqa: E402
 from zsdet.utils.io import write_json, write_text  # noqa: E402
 
 SIGMOID, CLAMP = ("SYNTHESIS.OUTPUT_ACTIVATION", "sigmoid"), ("SYNTHESIS.OUTPUT_ACTIVATION", "clamp")
@@ -68,6 +71,9 @@ def parse_args(argv=None):
                    help="a candidate: its name, a leaf of configs/dense and overrides (repeatable)")
     p.add_argument("--splits", default="0,1,2", help=f"comma-separated validation worlds, of 0..{HELD_OUT_SPLITS - 1}")
     p.add_argument("--seeds", type=int, default=2, help="seeds per candidate and split")
+    p.add_argument("--held-out-classes", type=int, default=8, choices=WORLD_SIZES,
+                   help="seen classes held out per world (8: zsd_dense_heldout<k>; 4: zsd_dense_heldout<k>_h4, "
+                        "28 training classes)")
     p.add_argument("--quick", action="store_true", help="the tiny worlds and short schedules (ranks nothing)")
     p.add_argument("--output-dir", default=os.path.join("output", "zsd_held_out_validation"))
     args = p.parse_args(argv)
@@ -92,11 +98,13 @@ def selection_score(line) -> float:
     return (line["zsd_map50"] + line["gzsd_hm_map50"]) / 2
 
 
-def world_opts(split: int, quick: bool):
-    """Overrides that point every stage at validation world ``split`` (tiny and short with ``quick``)."""
+def world_opts(split: int, quick: bool, held_out_classes: int = 8):
+    """Overrides that point every stage at validation world ``split`` with ``held_out_classes``
+    held-out classes (tiny and short with ``quick``)."""
+    suffix = "" if held_out_classes == 8 else f"_h{held_out_classes}"
     if quick:
-        return dataset_opts(f"zsd_dense_tiny_heldout{split}") + QUICK_SCHEDULE
-    return dataset_opts(f"zsd_dense_heldout{split}")
+        return dataset_opts(f"zsd_dense_tiny_heldout{split}{suffix}") + QUICK_SCHEDULE
+    return dataset_opts(f"zsd_dense_heldout{split}{suffix}")
 
 
 def format_table(lines, candidates, splits) -> str:
@@ -119,7 +127,7 @@ def main(argv=None):
     args = parse_args(argv)
     tic, lines = time.perf_counter(), []
     for split in args.splits:
-        opts = list(world_opts(split, args.quick))
+        opts = list(world_opts(split, args.quick, args.held_out_classes))
         shared = os.path.join(args.output_dir, f"split{split}", "shared")
         if not os.path.isfile(os.path.join(shared, "roi_bank", "COMPLETE")):
             print(f"[held-out validation] split {split}: detector and RoI bank -> {shared}", flush=True)

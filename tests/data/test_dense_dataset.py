@@ -150,3 +150,6 @@ def test_held_out_worlds_are_registered():
         meta = MetadataCatalog.get(f"zsd_dense_heldout{split}_test_zsd")
         assert len(meta.unseen_classes) == 16 and len(meta.seen_classes) == 24
         assert f"zsd_dense_tiny_heldout{split}_train" in DatasetCatalog.list()
+        small = MetadataCatalog.get(f"zsd_dense_heldout{split}_h4_test_zsd")
+        assert len(small.unseen_classes) == 12 and len(small.seen_classes) == 28
+        assert f"zsd_dense_tiny_heldout{split}_h4_train" in DatasetCatalog.list()

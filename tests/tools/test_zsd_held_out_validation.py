@@ -47,9 +47,11 @@ def test_each_world_trains_its_own_detector_and_runs_every_candidate(bench, tmp_
     assert [c[1] for c in calls] == [os.path.join("split0", "clf_30ep", "seed0")]
     quick = bench.world_opts(1, quick=True)
     assert quick[1] == "('zsd_dense_tiny_heldout1_train',)" and "SOLVER.MAX_ITER" in quick
+    assert bench.world_opts(2, False, 4)[1] == "('zsd_dense_heldout2_h4_train',)"
+    assert bench.parse_args(["--held-out-classes", "4"]).held_out_classes == 4
 
 
-@pytest.mark.parametrize("argv", [["--splits", "3"], ["--splits", "a"], ["--seeds", "0"],
+@pytest.mark.parametrize("argv", [["--splits", "3"], ["--splits", "a"], ["--seeds", "0"], ["--held-out-classes", "5"],
                                   ["--candidate", "x", "no_such.yaml"], ["--candidate", "x", "alf.yaml", "KEY"],
                                   ["--candidate", "x", "alf.yaml", "--candidate", "x", "flf.yaml"]])
 def test_bad_arguments_are_refused(bench, argv):

@@ -247,24 +247,28 @@ def register_zsd_dense(prefix: str = "zsd_dense", root: Optional[str] = None, **
                                      [PALETTE[c] for c, _, _ in config.class_triples])
 
 
-def held_out_world(split: int, **generator_options) -> dict:
-    """Generator options of a validation world of ``DenseScenesConfig(**generator_options)``: 8 of its
-    seen classes, drawn by ``split``, become unseen, and its unseen classes are ``absent`` (in no
-    image). Its detector never sees the 8 held-out classes, as the real detector never sees the
-    unseen ones, while no real unseen object is drawn; its ``test_*`` images are validation images
-    of the 8. Same classes and embeddings as the base set."""
+def held_out_world(split: int, num_held_out: int = 8, **generator_options) -> dict:
+    """Generator options of a validation world of ``DenseScenesConfig(**generator_options)``:
+    ``num_held_out`` of its seen classes, drawn by ``split``, become unseen, and its unseen classes are
+    ``absent`` (in no image). Its detector never sees the held-out classes, as the real detector never
+    sees the unseen ones, while no real unseen object is drawn; its ``test_*`` images are validation
+    images of the held-out classes. Same classes and embeddings as the base set."""
     base = DenseScenesConfig(**generator_options)
-    held_out = np.sort(np.random.default_rng([split, 7717]).choice(np.asarray(base.seen_ids), 8, replace=False))
+    held_out = np.sort(np.random.default_rng([split, 7717]).choice(np.asarray(base.seen_ids), num_held_out,
+                                                                    replace=False))
     triples = base.class_triples
     return dict(generator_options, unseen=tuple(base.unseen) + tuple(triples[i] for i in held_out),
                 absent=tuple(base.unseen))
 
 
 HELD_OUT_SPLITS = 3
+WORLD_SIZES = (8, 4)  # held-out classes per validation world: zsd_dense_heldout<k> (8), zsd_dense_heldout<k>_h4 (4)
 TINY_OPTIONS = dict(image_size=96, objects_per_image=(3, 6), object_size=(14, 30), distractor_size=(8, 20),
                     num_train=40, num_val=10, num_test=20)
 register_zsd_dense("zsd_dense")
 register_zsd_dense("zsd_dense_tiny", **TINY_OPTIONS)
 for _split in range(HELD_OUT_SPLITS):  # validation worlds (benchmarks/zsd_held_out_validation.py)
-    register_zsd_dense(f"zsd_dense_heldout{_split}", **held_out_world(_split))
-    register_zsd_dense(f"zsd_dense_tiny_heldout{_split}", **held_out_world(_split, **TINY_OPTIONS))
+    for _size in WORLD_SIZES:
+        _suffix = "" if _size == 8 else f"_h{_size}"
+        register_zsd_dense(f"zsd_dense_heldout{_split}{_suffix}", **held_out_world(_split, _size))
+        register_zsd_dense(f"zsd_dense_tiny_heldout{_split}{_suffix}", **held_out_world(_split, _size, **TINY_OPTIONS))
