@@ -38,7 +38,9 @@ class SemanticRegressor(nn.Linear):
 def fit_semantic_regressor(batches: Callable[[], Iterable[Tuple[torch.Tensor, torch.Tensor]]], feature_dim: int,
                            embed_dim: int, device) -> SemanticRegressor:
     """Ridge regression of embeddings on features, from streamed batches, in float64 (two passes:
-    the fit, then the real features' mean cycle loss).
+    the fit, then the real features' mean cycle loss). The ridge convention of
+    :func:`zsdet.evaluation.feature_quality.ridge_probe_scores`, accumulated as a Gram matrix so that
+    memory does not grow with the number of rows.
 
     Args:
         batches: ``batches()`` yields ``(x (B, d), e (B, a))`` on ``device``: scaled real features and

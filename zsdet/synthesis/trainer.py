@@ -111,6 +111,7 @@ class SynthesisTrainer:
         self.skipped = 0  # samples of the current pass / epoch without usable label set
         self._val = None
         self._cycle_unseen = None  # LabelSets of the unseen singles of the semantic cycle term, or None
+        self._cycle_unseen_emb = None  # (n_u, a) their embeddings on the device
 
     @classmethod
     def from_config(cls, cfg, class_embeddings, feature_dim: int, output_dir: str, device=None, *,
@@ -186,13 +187,9 @@ class SynthesisTrainer:
             for x, y in every_sample(train, 4096, self.s.seed):
                 batch = self._usable(x, y)
                 if batch is not None:
-                    x, index = self.scaler.transform(batch[0].to(self.device)), self._device_index(batch[1])
-                    yield x, self.generator.mean_embedding(index)
+                    index = index_label_sets(LabelSets.from_multi_hot(batch[1]), self.num_classes).to(self.device)
+                    yield self.scaler.transform(batch[0].to(self.device)), self.generator.mean_embedding(index)
         self.semantic_regressor = fit_semantic_regressor(batches, self.feature_dim, self.emb_dim, self.device)
-
-    def _device_index(self, y: torch.Tensor):
-        """The generator's set index of (B, C) multi-hot CPU labels, on the device."""
-        return index_label_sets(LabelSets.from_multi_hot(y), self.num_classes).to(self.device)
 
     @property
     def unseen_classes(self) -> torch.Tensor:
@@ -264,9 +261,9 @@ class SynthesisTrainer:
         if val is not None:
             self._val = validation_set(val, self.s.val_max_samples, self.s.val_synth_sets, self.s.seed,
                                        self.train_sets, self.seen_classes, self.scaler, self.device, background)
-        self._cycle_unseen = (unseen_singles(self.unseen_classes, per_rank_batch(self.s.batch_size))
-                              if self.s.semantic_weight > 0 and self.s.semantic_unseen and len(self.unseen_classes)
-                              else None)
+        if self.s.semantic_weight > 0 and self.s.semantic_unseen and len(self.unseen_classes):
+            self._cycle_unseen = unseen_singles(self.unseen_classes, per_rank_batch(self.s.batch_size))
+            self._cycle_unseen_emb = self.generator.class_embeddings[self._cycle_unseen.idx[:, 0].to(self.device)]
         self._wrap_models()
         log = MetricsLog(self.output_dir, keep_epochs_below=start) if comm.is_main_process() else None
         seen_dev = self.seen_classes.to(self.device)
@@ -346,7 +343,7 @@ class SynthesisTrainer:
         e_mu_all = self.generator.mean_embedding(critic_index)
         x, e_mu = x_all[-sizes[-1]:], e_mu_all[-sizes[-1]:]  # the generator step's batch
         n_u = len(unseen) if unseen else 0
-        e_u = self.generator.mean_embedding(g_index)[-n_u:] if n_u else e_mu[:0]  # (n_u, a)
+        e_u = self._cycle_unseen_emb if n_u else e_mu[:0]  # (n_u, a)
 
         # Every generator forward of this iteration uses the same weights G_t, and none depends on D:
         # run them first, in one autocast region (G's weights are cast to bf16 once). The critic
