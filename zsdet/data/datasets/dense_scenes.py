@@ -261,7 +261,7 @@ def held_out_world(split: int, num_held_out: int = 8, **generator_options) -> di
                 absent=tuple(base.unseen))
 
 
-HELD_OUT_SPLITS = 3
+HELD_OUT_SPLITS = 9  # validation worlds zsd_dense_heldout0 ... zsd_dense_heldout8
 WORLD_SIZES = (8, 4)  # held-out classes per validation world: zsd_dense_heldout<k> (8), zsd_dense_heldout<k>_h4 (4)
 TINY_OPTIONS = dict(image_size=96, objects_per_image=(3, 6), object_size=(14, 30), distractor_size=(8, 20),
                     num_train=40, num_val=10, num_test=20)
