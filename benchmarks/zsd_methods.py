@@ -6,7 +6,7 @@ Six method rows (``configs/dense/<method>.yaml``, each runnable alone with ``too
 * ``single_label``: SUZOD-style f-CLSWGAN on single-label RoI features, no mixtures anywhere;
 * ``clf_official``: the paper's CLF as the official code builds it, with the previous classifier stage;
 * ``alf``, ``flf``, ``clf``: fusion generators trained with multi-label RoI mixtures and the
-  settings chosen on validation (``clf``: CLF without collapse, the default method).
+  settings chosen on validation (``flf``: the default method; ``clf``: CLF without collapse).
 
 Stages 1-2 (detector, RoI bank) run once, into ``<out>/shared`` with ``configs/dense/clf.yaml``
 (the leaves differ only after stage 2). Every (method, seed) then runs its own stages in

@@ -44,6 +44,24 @@ def test_presets_define_the_method_rows(bench):
         assert all(cfg[k] == cfgs["clf"][k] for k in keys) and cfg.ZSD.FEATURES == cfgs["clf"].ZSD.FEATURES
 
 
+
+def test_shipped_configs_run_the_default_method():
+    """The shapes demo and the COCO config run the dense `flf` row's method (the default chosen on
+    the validation worlds); the `clf` row keeps the fixed CLF's own settings."""
+    flf, clf = _cfg("flf"), _cfg("clf")
+    synthesis_keys = ("FUSION", "GAN", "OUTPUT_ACTIVATION")
+    classifier_keys = ("BG_PER_FG", "SEEN_ACCURACY_BUDGET", "ALIGN_SYNTHESIZED", "UNSEEN_MIXTURES", "MIXTURE_RATIO")
+    for leaf in ("shapes/zsd_shapes_R18_FPN.yaml", "COCO-ZSD/faster_rcnn_R_101_FPN_65_15.yaml"):
+        cfg = get_zsdet_cfg(os.path.join(ROOT, "configs", leaf))
+        assert [cfg.SYNTHESIS[k] for k in synthesis_keys] == [flf.SYNTHESIS[k] for k in synthesis_keys] == [
+            "flf", "fclswgan", "sigmoid"], leaf
+        assert [cfg.ZSD.CLASSIFIER[k] for k in classifier_keys] == [flf.ZSD.CLASSIFIER[k] for k in classifier_keys]
+    assert flf.SYNTHESIS.EPOCHS == 12 and flf.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET == 5.0
+    assert (clf.SYNTHESIS.OUTPUT_ACTIVATION, clf.SYNTHESIS.CLF_INPUT, clf.SYNTHESIS.CLF_INIT, clf.SYNTHESIS.CLF_DROPOUT,
+            clf.SYNTHESIS.EPOCHS) == ("clamp", "pre_activation", "identity", 0.0, 24)
+    assert (clf.ZSD.CLASSIFIER.BG_PER_FG, clf.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED) == (0.5, "quantile")
+
+
 def _fake_metrics(method, seed):
     value = 10.0 * (METHODS.index(method) + 1) + seed
     zsd = {"recall@100_iou0.4": value + 1, "recall@100_iou0.5": value, "recall@100_iou0.6": value - 1,
