@@ -49,9 +49,10 @@ def test_each_world_trains_its_own_detector_and_runs_every_candidate(bench, tmp_
     assert quick[1] == "('zsd_dense_tiny_heldout1_train',)" and "SOLVER.MAX_ITER" in quick
     assert bench.world_opts(2, False, 4)[1] == "('zsd_dense_heldout2_h4_train',)"
     assert bench.parse_args(["--held-out-classes", "4"]).held_out_classes == 4
+    assert bench.parse_args(["--splits", "3,8"]).splits == [3, 8]  # the fifth round's worlds
 
 
-@pytest.mark.parametrize("argv", [["--splits", "3"], ["--splits", "a"], ["--seeds", "0"], ["--held-out-classes", "5"],
+@pytest.mark.parametrize("argv", [["--splits", "9"], ["--splits", "a"], ["--seeds", "0"], ["--held-out-classes", "5"],
                                   ["--candidate", "x", "no_such.yaml"], ["--candidate", "x", "alf.yaml", "KEY"],
                                   ["--candidate", "x", "alf.yaml", "--candidate", "x", "flf.yaml"]])
 def test_bad_arguments_are_refused(bench, argv):
