@@ -141,11 +141,13 @@ def dense_class_embeddings(config: DenseScenesConfig) -> np.ndarray:
 def attribute_r2(config: DenseScenesConfig) -> float:
     """Held-out linear R² of the attribute codes from the embeddings: ridge regression (with
     intercept, ridge ``_R2_RIDGE``) fitted on the seen classes, R² of the unseen classes' codes
-    against the seen classes' mean code."""
+    against the seen classes' mean code. ``absent`` unseen classes are left out: of a validation
+    world (:func:`held_out_world`) it scores the held-out classes."""
     codes = attribute_codes(config)
     x = np.concatenate([dense_class_embeddings(config).astype(np.float64),
                         np.ones((len(codes), 1))], axis=1)
-    seen, unseen = config.seen_ids, config.unseen_ids
+    absent = {config.class_triples.index(t) for t in config.absent}
+    seen, unseen = config.seen_ids, [i for i in config.unseen_ids if i not in absent]
     gram = x[seen].T @ x[seen] + _R2_RIDGE * np.eye(x.shape[1])
     coef = np.linalg.solve(gram, x[seen].T @ codes[seen])
     residual = ((x[unseen] @ coef - codes[unseen]) ** 2).sum()
