@@ -156,6 +156,7 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.CLASSIFIER.MIXTURE_RATIO = 0.25  # real mixtures per real single-label seen feature
     p.CLASSIFIER.UNSEEN_MIXTURES = False  # also synthesize MIXTURE_RATIO x (unseen singles) label sets with unseen classes
     p.CLASSIFIER.RECIPE = "joint"  # "joint" (all columns trained together) or "suzod" (SUZOD: unseen head + bg blend)
+    p.CLASSIFIER.LOSS = "joint"  # recipe joint: "joint" (one softmax) or "grouped" (grouped GZSD scoring's two softmaxes)
     p.CLASSIFIER.SEEN_ACCURACY_BUDGET = 0.0  # GZSD calibration: largest seen-logit bias costing <= this many points of
     # seen top-1 accuracy on the validation images' seen RoIs, folded into the classifier (0 = none)
     p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real

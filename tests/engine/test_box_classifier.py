@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from zsdet.data.row_sampling import balanced_rows
-from zsdet.engine.box_classifier import fit_box_classifier, soft_targets
+from zsdet.engine.box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
+from zsdet.modeling.zsd_predictor import gzsd_probs
 
 
 def test_soft_targets_normalise_and_reject_empty():
@@ -38,3 +39,40 @@ def test_fit_rejects_nan_features():
     with pytest.raises(ValueError, match="non-finite"):
         fit_box_classifier(torch.nn.Linear(2, 2), torch.tensor([[float("nan"), 0.0]]),
                            torch.tensor([[1.0, 0.0]]), epochs=1, batch_size=1, lr=0.1)
+
+
+def test_grouped_loss_is_the_cross_entropy_of_each_scoring_group():
+    logits = torch.tensor([[2.0, 0.5, -1.0, 0.3], [0.1, -0.4, 1.5, 0.0]], requires_grad=True)
+    targets = torch.tensor([[0.5, 0.0, 0.5, 0.0], [0.0, 0.0, 1.0, 0.0]])  # seen + unseen mixture; unseen
+    unseen_mask = torch.tensor([False, False, True, False])  # columns: seen 0, 1; unseen 2; background 3
+    loss = grouped_cross_entropy(logits, targets, unseen_mask)
+    seen_group = torch.log_softmax(logits[:, [0, 1, 3]], 1)  # the other group's mass goes to background
+    unseen_group = torch.log_softmax(logits[:, [2, 3]], 1)
+    expected = -(torch.tensor([[0.5, 0.0, 0.5], [0.0, 0.0, 1.0]]) * seen_group).sum(1).mean() / 2 \
+        - (torch.tensor([[0.5, 0.5], [1.0, 0.0]]) * unseen_group).sum(1).mean() / 2
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert bool(torch.isfinite(logits.grad).all())
+    assert unseen_mask.tolist() == [False, False, True, False]  # the caller's mask is left alone
+
+
+def test_grouped_loss_makes_unseen_features_background_to_the_seen_group():
+    """An unseen cluster lying beyond a seen one: trained jointly, the seen group of grouped scoring
+    calls it the seen class; trained with the grouped loss, background."""
+    torch.manual_seed(0)
+    direction, across = torch.linalg.qr(torch.randn(8, 2))[0].T  # orthonormal
+    centres = torch.stack([2 * direction, -2 * direction, 4 * direction, 3 * across])  # A, B, unseen U, bg
+    labels = torch.arange(400) % 4
+    x = centres[labels] + 0.3 * torch.randn(400, 8)
+    y = torch.nn.functional.one_hot(labels, 4).float()
+    unseen_mask = torch.tensor([False, False, True, False])
+    unseen_rows = labels == 2
+    seen_label_share = {}
+    for name, loss in (("joint", None), ("grouped", lambda lg, t: grouped_cross_entropy(lg, t, unseen_mask))):
+        torch.manual_seed(1)
+        clf = torch.nn.Linear(8, 4)
+        fit_box_classifier(clf, x, y, epochs=50, batch_size=32, lr=3e-2, seed=0, loss=loss)
+        with torch.no_grad():
+            probs = gzsd_probs(clf(x[unseen_rows]), unseen_mask.clone(), "grouped", 0.0, 0.3)
+        seen_label_share[name] = float((probs[:, :2].max(1).values > 0).float().mean())
+    assert seen_label_share["joint"] > 0.9 and seen_label_share["grouped"] < 0.15, seen_label_share

@@ -33,6 +33,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.BATCH_SIZE", 0),  # was "range() arg 3 must not be zero"
     ("ZSD.CLASSIFIER.EPOCHS", 0),
     ("ZSD.CLASSIFIER.ALIGN_SYNTHESIZED", "histogram"),
+    ("ZSD.CLASSIFIER.LOSS", "focal"),
     ("ZSD.BASELINE.EPOCHS", -1),  # was "expected non-negative integer"
     ("SOLVER.IMS_PER_BATCH", 0),  # detectron2 / fvcore messages named no key
     ("SOLVER.MAX_ITER", 0),
@@ -57,6 +58,15 @@ def test_valid_pipeline_settings_pass(tmp_path):
     from zsdet.engine.settings_check import check_pipeline_settings
 
     check_pipeline_settings(tiny_cfg(tmp_path), STAGES)
+
+
+def test_grouped_loss_is_refused_with_the_suzod_recipe(tmp_path):
+    from zsdet.engine.settings_check import check_pipeline_settings
+
+    check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.LOSS", "grouped"), STAGES)
+    cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.LOSS", "grouped", "ZSD.CLASSIFIER.RECIPE", "suzod")
+    with pytest.raises(ValueError, match=r"ZSD.CLASSIFIER.LOSS must be 'joint' with ZSD.CLASSIFIER.RECIPE 'suzod'"):
+        check_pipeline_settings(cfg, STAGES)
 
 
 def test_only_requested_stages_are_checked(tmp_path):

@@ -171,6 +171,35 @@ def test_quantile_alignment_of_synthesized_features(run_dir):
     assert not torch.equal(aligned.weight, plain.weight)
 
 
+def test_grouped_loss_trains_the_groups_grouped_scoring_uses(run_dir):
+    """LOSS grouped: on the same training rows, synthesized unseen features become background to the
+    seen group of grouped scoring (a lower seen probability than after joint training)."""
+    from zsdet.engine.roi_stages import foreground_rows, load_bank, load_generator, synthesized_set
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+    from zsdet.modeling.zsd_predictor import gzsd_probs
+
+    out, _ = run_dir
+    cfg = cfg_for(out)
+    cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET, cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED = 0.0, "none"
+    split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
+    bank = load_bank(str(out / "roi_bank"), split, cfg.DATASETS.TRAIN[0])
+    trainer = load_generator(cfg, split.class_names, bank.feature_dim, str(out / "generator"))
+    _, val_rows = foreground_rows(cfg, bank, split.seen_ids)
+    held_out = np.unique(bank.image_ids[val_rows])
+    syn_x, _ = synthesized_set(trainer, split.unseen_ids, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SEED)
+    unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
+    unseen_mask[list(split.unseen_ids)] = True
+    seen_probability = {}
+    for loss in ("joint", "grouped"):
+        cfg.ZSD.CLASSIFIER.LOSS = loss
+        classifier, record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
+        assert record["loss"] == loss
+        with torch.no_grad():
+            probs = gzsd_probs(classifier(syn_x), unseen_mask.clone(), "grouped", 0.0, 0.0)
+        seen_probability[loss] = float(probs[:, list(split.seen_ids)].sum(1).mean())
+    assert seen_probability["grouped"] < seen_probability["joint"], seen_probability
+
+
 def test_validation_protocol_runs_on_a_bank(run_dir, tmp_path):
     from zsdet.engine.roi_stages import load_bank
     from zsdet.engine.zsd_validation import pseudo_unseen_split, run_protocol

@@ -4,8 +4,13 @@ The classifier scores ``K + 1`` columns (all classes of the split, background la
 trained with softmax cross-entropy against *soft* targets: a single-label feature targets its
 class, a multi-label mixture spreads its target uniformly over its labels, background RoIs
 target the background column. Box regression is left as stage 1 trained it.
+
+Losses (``ZSD.CLASSIFIER.LOSS``): ``"joint"``, one softmax over all ``K + 1`` columns
+(:func:`soft_cross_entropy`); ``"grouped"``, the loss of grouped GZSD scoring
+(:func:`grouped_cross_entropy`), which scores with a [seen, background] and an [unseen, background]
+softmax (:func:`zsdet.modeling.zsd_predictor.gzsd_probs`).
 """
-from typing import Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +33,31 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
+def grouped_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, unseen_mask: torch.Tensor) -> torch.Tensor:
+    """The loss of grouped GZSD scoring: the mean of the soft cross-entropies of the [seen,
+    background] and the [unseen, background] softmaxes, each group's target the row's mass on its
+    classes with the rest (the other group's) on background.
+
+    So a synthesized unseen feature is background to the seen classes and a real seen one to the
+    unseen classes, as grouped scoring meets them. logits, targets: (B, K + 1), background last;
+    unseen_mask: (K + 1,) bool, True for unseen columns.
+    """
+    seen_mask = ~unseen_mask
+    seen_mask[-1] = False
+    loss = logits.new_zeros(())
+    for own, other in ((seen_mask, unseen_mask), (unseen_mask, seen_mask)):
+        log_p = F.log_softmax(logits.masked_fill(other, float("-inf")), dim=1).masked_fill(other, 0.0)
+        group_targets = targets.masked_fill(other, 0.0)
+        group_targets[:, -1] += (targets * other).sum(1)
+        loss = loss - (group_targets * log_p).sum(1).mean() / 2
+    return loss
+
+
 def fit_box_classifier(classifier: nn.Module, features: torch.Tensor, targets: torch.Tensor, *,
                        epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
-                       betas: Tuple[float, float] = (0.9, 0.999), seed: int = 0,
-                       device: str = "cpu") -> Dict[str, float]:
+                       betas: Tuple[float, float] = (0.9, 0.999), seed: int = 0, device: str = "cpu",
+                       loss: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+                       ) -> Dict[str, float]:
     """Train ``classifier`` in place with soft-target cross-entropy and Adam.
 
     Args:
@@ -39,6 +65,7 @@ def fit_box_classifier(classifier: nn.Module, features: torch.Tensor, targets: t
         features: (n, d) float32; targets: (n, K + 1) rows summing to 1.
         epochs, batch_size, lr, weight_decay, betas: optimisation settings.
         seed: fixes the shuffling.
+        loss: ``(logits, targets) -> scalar``; default :func:`soft_cross_entropy`.
 
     Returns:
         {"loss": mean loss of the last epoch's batches, "train_accuracy": argmax agreement with the
@@ -57,7 +84,7 @@ def fit_box_classifier(classifier: nn.Module, features: torch.Tensor, targets: t
             rows = order[start:start + batch_size]
             yield features[rows], targets[rows]
 
-    summed = fit_module(classifier, batches, soft_cross_entropy, epochs=epochs, lr=lr, betas=betas,
+    summed = fit_module(classifier, batches, loss or soft_cross_entropy, epochs=epochs, lr=lr, betas=betas,
                         weight_decay=weight_decay, device=device, desc="box classifier")
     with torch.no_grad():
         correct = sum(int((classifier(x.to(device)).argmax(1) == t.to(device).argmax(1)).sum())

@@ -24,7 +24,7 @@ from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config, class_
 from ..evaluation.multilabel import CONVENTIONS
 from ..synthesis.checkpoint import BEST, CHECKPOINT, check_embeddings_file, embeddings_record
 from ..synthesis.settings import SynthesisSettings, check_synthesis_config
-from .synthesis_classifier import ALIGNMENTS, RECIPES
+from .synthesis_classifier import ALIGNMENTS, LOSSES, RECIPES
 
 __all__ = ["SettingsError", "check_pipeline_settings", "check_eval_only_settings", "check_classification_settings",
            "box_feature_dim"]
@@ -142,6 +142,10 @@ def check_box_classifier_settings(cfg, epochs_key: str, lr_key: str) -> None:
 def check_synthesis_classifier_settings(cfg) -> None:
     """Stage ``classifier``: the recipe, the alignment, the calibration budget and the unseen label sets."""
     require(cfg, "ZSD.CLASSIFIER.RECIPE", lambda v: v in RECIPES, f"one of {RECIPES}")
+    require(cfg, "ZSD.CLASSIFIER.LOSS", lambda v: v in LOSSES, f"one of {LOSSES}")
+    if cfg.ZSD.CLASSIFIER.RECIPE == "suzod":
+        require(cfg, "ZSD.CLASSIFIER.LOSS", lambda v: v == "joint", "'joint' with ZSD.CLASSIFIER.RECIPE 'suzod' "
+                "(its own losses)")
     require(cfg, "ZSD.CLASSIFIER.ALIGN_SYNTHESIZED", lambda v: v in ALIGNMENTS, f"one of {ALIGNMENTS}")
     within(cfg, "ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET", 0.0, 100.0)
     if cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET > 0:

@@ -15,7 +15,9 @@ Training set (``ZSD.CLASSIFIER``; no row of the validation images, which calibra
   classifier meets unseen classes inside mixtures as it meets seen ones.
 
 Recipes (``RECIPE``): ``"joint"`` trains all columns together with soft-target cross-entropy
-(:func:`~zsdet.engine.box_classifier.fit_box_classifier`); ``"suzod"`` is SUZOD's (protocol §7-8):
+(:func:`~zsdet.engine.box_classifier.fit_box_classifier`), under ``LOSS`` ``"joint"`` (one softmax)
+or ``"grouped"`` (the two softmaxes of grouped GZSD scoring,
+:func:`~zsdet.engine.box_classifier.grouped_cross_entropy`); ``"suzod"`` is SUZOD's (protocol §7-8):
 a separate [unseen, background] classifier trained on the synthesized unseen features and
 ``2 x NUM_PER_CLASS`` real background RoIs (cross-entropy, Adam 1e-4, betas (0.5, 0.999), batch 32,
 15 epochs), whose unseen rows replace the detector's and whose background row is blended with the
@@ -30,6 +32,7 @@ validation images' seen RoIs before and after it.
 Calibration (``SEEN_ACCURACY_BUDGET`` > 0): :mod:`.gzsd_calibration` on the validation images' real
 seen RoIs, folded into the seen biases.
 """
+import functools
 import logging
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -42,17 +45,18 @@ from ..data.seeded_rng import ALIGNMENT_KEY, CALIBRATION_KEY, QUALITY_KEY, UNSEE
 from ..evaluation.feature_quality import real_vs_synthetic_accuracy
 from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
 from ..synthesis.alignment import QuantileAlignment
-from .box_classifier import fit_box_classifier, soft_targets
+from .box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
 from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
 from .gzsd_calibration import choose_seen_bias, fold_seen_bias
 from .roi_stages import real_training_set, synthesized_set
 
-__all__ = ["RECIPES", "ALIGNMENTS", "SUZOD_RECIPE", "fit_alignment", "train_synthesis_classifier",
+__all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SUZOD_RECIPE", "fit_alignment", "train_synthesis_classifier",
            "unseen_mixture_sets", "widen_labels"]
 
 logger = logging.getLogger(__name__)
 
 RECIPES = ("joint", "suzod")
+LOSSES = ("joint", "grouped")  # ZSD.CLASSIFIER.LOSS of recipe "joint"
 ALIGNMENTS = ("none", "quantile")
 # SUZOD's unseen classifier (docs/zsd_protocol.md §7-8)
 SUZOD_RECIPE = {"lr": 1e-4, "betas": (0.5, 0.999), "batch_size": 32, "epochs": 15, "background_per_class": 2,
@@ -162,7 +166,7 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
     x, y = real_training_set(cfg, bank, seen_ids, rng, with_mixtures=True, held_out_images=unused)
     y = widen_labels(y, num_classes)
     syn_x, syn_y = synthesized_set(trainer, unseen_ids, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SEED)
-    record = {"recipe": c.RECIPE, "real_and_mixed": len(x), "synthesized_single": len(syn_x), "synthesized_sets": 0}
+    record = {"recipe": c.RECIPE, "loss": c.LOSS, "real_and_mixed": len(x), "synthesized_single": len(syn_x), "synthesized_sets": 0}
     if c.UNSEEN_MIXTURES:
         real_sets = LabelSets.from_multi_hot(y[y[:, :-1].sum(1) > 0, :-1])
         num = int(c.MIXTURE_RATIO * len(syn_x))
@@ -185,9 +189,14 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
             torch.manual_seed(cfg.SEED)
             classifier = nn.Linear(bank.feature_dim, num_classes + 1)
+        loss = None
+        if c.LOSS == "grouped":
+            unseen_mask = torch.zeros(num_classes + 1, dtype=torch.bool)
+            unseen_mask[list(unseen_ids)] = True
+            loss = functools.partial(grouped_cross_entropy, unseen_mask=unseen_mask)
         record["training"] = fit_box_classifier(classifier, torch.cat([x, syn_x]), soft_targets(torch.cat([y, syn_y])),
                                                 epochs=c.EPOCHS, batch_size=c.BATCH_SIZE, lr=c.LR,
-                                                weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED)
+                                                weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
     if c.SEEN_ACCURACY_BUDGET > 0:
         record["gzsd_calibration"] = calibrate(cfg, bank, classifier, seen_ids, unseen_ids, held_out)
     return classifier, record
