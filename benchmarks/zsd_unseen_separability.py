@@ -1,0 +1,212 @@
+"""Benchmark: can a box classifier tell real unseen RoIs from real seen ones at all?
+
+The GZSD top-1 target asks that at most 25 % of the unseen objects get a seen label while the seen
+objects lose at most 5 points. Whatever the synthesized features, a linear box classifier can do
+that only if the detector's RoI features put unseen objects apart from seen ones. This benchmark
+measures it on the validation worlds of ``benchmarks/zsd_held_out_validation.py`` (their detectors,
+never shown the held-out classes, as the real detector is never shown the unseen ones), on the
+foreground RoIs (IoU >= ``ZSD.FEATURES.FG_IOU`` with a box, the boxes included) of the first
+``--images`` validation images of each world (``zsd_dense_heldout<k>_test_gzsd``: held-out and seen
+objects). Each score is turned into "held-out RoIs flagged at a seen cost": the share of the
+held-out RoIs scoring above the ``1 - cost`` quantile of the seen RoIs' scores, and the AUROC:
+
+* ``oracle_linear``: a ridge probe *trained on real held-out vs seen RoIs* (two folds by image,
+  standardised features): no zero-shot method can know more with a linear head, so its flagged share
+  bounds what any retrained linear classifier reaches at that seen cost.
+* ``mahalanobis``: distance to the nearest seen-class mean of the world's RoI bank (training images),
+  shared covariance shrunk by ``SHRINKAGE`` to its mean eigenvalue: novelty without any unseen
+  example.
+* ``<candidate>_seen_probability``: 1 - the highest seen probability of a trained run's classifier
+  under grouped GZSD scoring (``--candidate``, its ``model_zsd.pth``, seed 0), what its calibration moves.
+
+No test image of ``zsd_dense`` is read; nothing here chooses a setting.
+
+    python benchmarks/zsd_unseen_separability.py --output-dir output/zsd_held_out_validation --splits 0,1,2,3
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+sys.path.insert(0, ROOT)  # run from a checkout without installing
+
+from zsd_methods import CONFIG_DIR, dataset_opts  # noqa: E402
+
+from zsdet.data.datasets.dense_scenes import HELD_OUT_SPLITS  # noqa: E402
+from zsdet.evaluation.feature_quality import ridge_probe_scores  # noqa: E402
+from zsdet.utils.io import write_json, write_text  # noqa: E402
+
+SHRINKAGE = 0.1  # of the Mahalanobis covariance towards its mean eigenvalue
+PROBE_RIDGE = 1e-3  # of the oracle probe, relative to the mean feature energy
+BANK_ROWS = 30000  # seen RoIs of the bank for the class means and covariance
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--output-dir", default=os.path.join("output", "zsd_held_out_validation"),
+                   help="a zsd_held_out_validation output folder: split<k>/shared holds world k's detector and bank")
+    p.add_argument("--splits", default="0,1,2,3", help=f"comma-separated validation worlds, of 0..{HELD_OUT_SPLITS - 1}")
+    p.add_argument("--images", type=int, default=150, help="validation images per world")
+    p.add_argument("--seen-cost", type=float, default=5.0, help="percent of seen RoIs allowed to be flagged")
+    p.add_argument("--candidate", default="flf", help="a run of the output folder whose classifier is scored too "
+                                                      "('' = none)")
+    args = p.parse_args(argv)
+    try:
+        args.splits = [int(k) for k in args.splits.split(",")]
+    except ValueError:
+        args.splits = []
+    if not args.splits or not all(0 <= k < HELD_OUT_SPLITS for k in args.splits):
+        p.error(f"--splits: a subset of 0..{HELD_OUT_SPLITS - 1}")
+    if args.images < 2 or not 0 < args.seen_cost < 100:
+        p.error("--images >= 2 and --seen-cost in (0, 100)")
+    args.output_dir = os.path.abspath(args.output_dir)
+    return args
+
+
+def auroc(held_out: torch.Tensor, seen: torch.Tensor) -> float:
+    """Probability that a held-out score exceeds a seen one (ties count half); (n,), (m,) scores."""
+    scores = torch.cat([held_out, seen]).double()
+    ranks = torch.empty_like(scores)
+    ranks[torch.argsort(scores)] = torch.arange(1, len(scores) + 1, dtype=scores.dtype)
+    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (torch.zeros(len(counts), dtype=scores.dtype).index_add_(0, inverse, ranks) / counts)[inverse]  # ties
+    n = len(held_out)
+    return float((ranks[:n].sum() - n * (n + 1) / 2) / (n * len(seen)))
+
+
+def flagged_share(held_out: torch.Tensor, seen: torch.Tensor, seen_cost: float) -> float:
+    """Share of held-out scores above the ``1 - seen_cost / 100`` quantile of the seen scores."""
+    threshold = torch.quantile(seen.double(), 1 - seen_cost / 100)
+    return float((held_out.double() > threshold).double().mean())
+
+
+def mahalanobis_novelty(bank_x: torch.Tensor, bank_y: torch.Tensor, x: torch.Tensor,
+                        shrinkage: float = SHRINKAGE) -> torch.Tensor:
+    """(n,) distance of each row of ``x`` (n, d) to the nearest class mean of ``bank_x`` (m, d) with
+    labels ``bank_y`` (m,), under their shared within-class covariance shrunk towards its mean
+    eigenvalue by ``shrinkage``."""
+    bank_x, x = bank_x.double(), x.double()
+    classes, inverse = torch.unique(bank_y, return_inverse=True)
+    means = torch.zeros(len(classes), bank_x.shape[1], dtype=bank_x.dtype).index_add_(0, inverse, bank_x)
+    means /= torch.bincount(inverse, minlength=len(classes)).double()[:, None]
+    centred = bank_x - means[inverse]
+    cov = centred.T @ centred / len(bank_x)
+    d = cov.shape[0]
+    cov = (1 - shrinkage) * cov + shrinkage * cov.trace() / d * torch.eye(d, dtype=cov.dtype)
+    whiten = torch.linalg.cholesky(torch.linalg.inv(cov + 1e-9 * torch.eye(d, dtype=cov.dtype)))
+    return torch.cdist(x @ whiten, means @ whiten).min(1).values
+
+
+def oracle_linear_scores(x: torch.Tensor, is_held_out: torch.Tensor, image_ids: torch.Tensor) -> torch.Tensor:
+    """(n,) held-out-ness of each row from a ridge probe fitted on the other fold of images
+    (folds: image id parity), standardised on its training fold."""
+    scores = torch.empty(len(x), dtype=torch.float32)
+    target = is_held_out.double()[:, None] * 2 - 1
+    for fold in (0, 1):
+        train, test = image_ids % 2 != fold, image_ids % 2 == fold
+        mean, std = x[train].mean(0), x[train].std(0) + 1e-6
+        scores[test] = ridge_probe_scores((x[train] - mean) / std, target[train], (x[test] - mean) / std,
+                                          PROBE_RIDGE)[:, 0]
+    return scores
+
+
+def world_rois(world: int, output_dir: str, num_images: int):
+    """(features (n, d), labels (n,), image index (n,), cfg, split) of the foreground RoIs of world
+    ``world``'s first ``num_images`` validation images, from its detector."""
+    from detectron2.data import DatasetCatalog, DatasetMapper
+    from detectron2.modeling import build_model
+
+    from zsdet.config import get_zsdet_cfg
+    from zsdet.data.zsd_split import ZeroShotSplit
+    from zsdet.engine.checkpoints import load_detector_weights
+    from zsdet.modeling import RoIFeatureExtractor
+
+    cfg = get_zsdet_cfg(os.path.join(CONFIG_DIR, "flf.yaml"),
+                        [*dataset_opts(f"zsd_dense_heldout{world}"), "MODEL.ZSD.MODE", "seen"])
+    split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
+    detector = build_model(cfg)
+    load_detector_weights(detector, os.path.join(output_dir, f"split{world}", "shared", "model_final.pth"))
+    f = cfg.ZSD.FEATURES
+    extractor = RoIFeatureExtractor(detector, fg_iou=f.FG_IOU, bg_iou=f.BG_IOU, rois_per_image=f.ROIS_PER_IMAGE,
+                                    positive_fraction=f.POSITIVE_FRACTION, bg_per_fg=0.0, seed=cfg.SEED)
+    mapper = DatasetMapper(cfg, is_train=True)  # keeps the boxes; the flip is seeded below
+    dicts = DatasetCatalog.get(cfg.ZSD.TEST_GZSD)[:num_images]
+    features, labels, images = [], [], []
+    torch.manual_seed(cfg.SEED)
+    for start in range(0, len(dicts), f.IMAGES_PER_BATCH):
+        batch = dicts[start:start + f.IMAGES_PER_BATCH]
+        for index, out in enumerate(extractor([mapper(d) for d in batch]), start):
+            features.append(out["features"])
+            labels.append(out["labels"])
+            images.append(torch.full((len(out["labels"]),), index))
+    return torch.cat(features), torch.cat(labels), torch.cat(images), cfg, split
+
+
+def candidate_seen_probability(run_dir: str, x: torch.Tensor, split) -> torch.Tensor:
+    """(n,) highest seen probability of the run's classifier under grouped GZSD scoring (no floor)."""
+    from zsdet.engine.checkpoints import CLASSIFIER_PREFIX
+    from zsdet.modeling.zsd_predictor import gzsd_probs
+
+    state = torch.load(os.path.join(run_dir, "model_zsd.pth"), map_location="cpu", weights_only=False)["model"]
+    weight, bias = state[CLASSIFIER_PREFIX + "weight"].float(), state[CLASSIFIER_PREFIX + "bias"].float()
+    unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
+    unseen_mask[list(split.unseen_ids)] = True
+    probs = gzsd_probs(x.float() @ weight.T + bias, unseen_mask, "grouped", 0.0, 0.0)
+    return probs[:, list(split.seen_ids)].max(1).values
+
+
+def world_result(world: int, args) -> dict:
+    from zsdet.engine.roi_stages import load_bank
+
+    x, labels, images, cfg, split = world_rois(world, args.output_dir, args.images)
+    foreground = labels < split.num_classes
+    x, labels, images = x[foreground], labels[foreground], images[foreground]
+    is_held_out = torch.isin(labels, torch.tensor(list(split.unseen_ids)))
+    bank = load_bank(os.path.join(args.output_dir, f"split{world}", "shared", "roi_bank"), split, cfg.DATASETS.TRAIN[0])
+    rows = np.nonzero(np.isin(bank.labels, split.seen_ids))[0]
+    rows = np.sort(np.random.default_rng(cfg.SEED).choice(rows, min(BANK_ROWS, len(rows)), replace=False))
+    scores = {"oracle_linear": oracle_linear_scores(x, is_held_out, images),
+              "mahalanobis": mahalanobis_novelty(torch.from_numpy(bank.load(rows)),
+                                                 torch.from_numpy(bank.labels[rows].astype(np.int64)), x)}
+    if args.candidate:
+        run_dir = os.path.join(args.output_dir, f"split{world}", args.candidate, "seed0")
+        scores[f"{args.candidate}_seen_probability"] = -candidate_seen_probability(run_dir, x, split)
+    result = {"split": world, "held_out_rois": int(is_held_out.sum()), "seen_rois": int((~is_held_out).sum())}
+    for name, s in scores.items():
+        result[name] = {"auroc": auroc(s[is_held_out], s[~is_held_out]),
+                        "flagged": 100 * flagged_share(s[is_held_out], s[~is_held_out], args.seen_cost)}
+    return result
+
+
+def format_table(results, seen_cost: float) -> str:
+    names = [k for k in results[0] if isinstance(results[0][k], dict)]
+    rows = ["| score | AUROC held-out vs seen | held-out RoIs flagged at a seen cost of "
+            f"{seen_cost:g} % (per world) |", "|---|---|---|"]
+    for name in names:
+        auc = [r[name]["auroc"] for r in results]
+        flagged = [r[name]["flagged"] for r in results]
+        rows.append(f"| {name} | {np.mean(auc):.2f} ({', '.join(f'{v:.2f}' for v in auc)}) | "
+                    f"{np.mean(flagged):.1f} ({', '.join(f'{v:.1f}' for v in flagged)}) |")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = []
+    for world in args.splits:
+        results.append(world_result(world, args))
+        print(json.dumps(results[-1]), flush=True)
+    table = format_table(results, args.seen_cost)
+    print(table, flush=True)
+    write_text(os.path.join(args.output_dir, "unseen_separability.md"), table + "\n")
+    write_json(os.path.join(args.output_dir, "unseen_separability.json"),
+               {"splits": args.splits, "images": args.images, "seen_cost": args.seen_cost, "worlds": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""benchmarks/zsd_unseen_separability.py: its scores on constructed cases with known answers (the
+detector part needs a trained world and is run by the benchmark itself)."""
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def bench(load_script):
+    return load_script("benchmarks/zsd_unseen_separability.py")
+
+
+def test_auroc_and_flagged_share_known_answers(bench):
+    assert bench.auroc(torch.tensor([3.0, 4.0]), torch.tensor([1.0, 2.0])) == 1.0
+    assert bench.auroc(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])) == 0.0
+    assert bench.auroc(torch.tensor([1.0, 1.0]), torch.tensor([1.0, 1.0])) == 0.5  # ties count half
+    assert bench.auroc(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 3.0])) == 0.25
+    seen = torch.arange(100.0)
+    assert bench.flagged_share(torch.tensor([99.5, 50.0, 200.0, 94.0]), seen, 5.0) == 0.5  # above the 95 % quantile
+
+
+def test_scores_on_gaussian_worlds(bench):
+    """Held-out RoIs far from every seen class are flagged by both scores; RoIs drawn like the seen
+    classes are flagged about as often as the seen cost, and the oracle is at chance."""
+    gen = torch.Generator().manual_seed(0)
+    means = 4 * torch.randn(3, 6, generator=gen)
+    labels = torch.arange(3000) % 3
+    bank = means[labels] + torch.randn(3000, 6, generator=gen)
+    seen = means[labels[:600]] + torch.randn(600, 6, generator=gen)
+    for shift, expected in ((12.0, (0.95, 1.01)), (0.0, (0.0, 0.15))):
+        held = means[labels[:600]] + torch.randn(600, 6, generator=gen) + shift * torch.eye(6)[0]
+        novelty = bench.mahalanobis_novelty(bank, labels, torch.cat([held, seen]))
+        assert expected[0] <= bench.flagged_share(novelty[:600], novelty[600:], 5.0) <= expected[1]
+        x = torch.cat([held, seen])
+        is_held = torch.arange(1200) < 600
+        oracle = bench.oracle_linear_scores(x, is_held, torch.arange(1200) // 4)
+        auc = bench.auroc(oracle[is_held], oracle[~is_held])
+        assert auc > 0.95 if shift else 0.4 < auc < 0.6
+
+
+@pytest.mark.parametrize("argv", [["--splits", "9"], ["--splits", "x"], ["--images", "1"], ["--seen-cost", "0"]])
+def test_bad_arguments_are_refused(bench, argv):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
