@@ -44,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--splits", default="0,1,2,3", help=f"comma-separated validation worlds, of 0..{HELD_OUT_SPLITS - 1}")
     p.add_argument("--seeds", type=int, default=1, help="seeds per fidelity and world")
     p.add_argument("--quick", action="store_true", help="the tiny worlds and short schedules (ranks nothing)")
-    p.add_argument("--output-dir", default=os.path.join("output", "zsd_embedding_fidelity"))
+    p.add_argument("--output-dir", default=os.path.join("output", "zsd_held_out_validation"),
+                   help="the held-out validation folder: its world detectors are shared")
     args = p.parse_args(argv)
     try:
         args.fidelities = [float(f) for f in args.fidelities.split(",")]

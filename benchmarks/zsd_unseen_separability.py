@@ -119,6 +119,7 @@ def world_rois(world: int, output_dir: str, num_images: int):
     """(features (n, d), labels (n,), image index (n,), cfg, split) of the foreground RoIs of world
     ``world``'s first ``num_images`` validation images, from its detector."""
     from detectron2.data import DatasetCatalog, DatasetMapper
+    from detectron2.data.detection_utils import build_augmentation
     from detectron2.modeling import build_model
 
     from zsdet.config import get_zsdet_cfg
@@ -134,10 +135,11 @@ def world_rois(world: int, output_dir: str, num_images: int):
     f = cfg.ZSD.FEATURES
     extractor = RoIFeatureExtractor(detector, fg_iou=f.FG_IOU, bg_iou=f.BG_IOU, rois_per_image=f.ROIS_PER_IMAGE,
                                     positive_fraction=f.POSITIVE_FRACTION, bg_per_fg=0.0, seed=cfg.SEED)
-    mapper = DatasetMapper(cfg, is_train=True)  # keeps the boxes; the flip is seeded below
+    # test-time resizing, no flip; is_train keeps the boxes
+    mapper = DatasetMapper(is_train=True, augmentations=build_augmentation(cfg, is_train=False),
+                           image_format=cfg.INPUT.FORMAT)
     dicts = DatasetCatalog.get(cfg.ZSD.TEST_GZSD)[:num_images]
     features, labels, images = [], [], []
-    torch.manual_seed(cfg.SEED)
     for start in range(0, len(dicts), f.IMAGES_PER_BATCH):
         batch = dicts[start:start + f.IMAGES_PER_BATCH]
         for index, out in enumerate(extractor([mapper(d) for d in batch]), start):
