@@ -112,6 +112,7 @@ def _add_zsd_model_config(cfg: CN) -> None:
     z.MODE = "gzsd"  # inference scoring: "zsd" (unseen + bg), "gzsd" (all) or "seen" (seen + bg)
     z.CLASSIFIER = "linear"  # box classifier: "linear" (retrained on synthesized features) or "semantic" (baseline)
     z.SEMANTIC_TEMPERATURE = 0.05  # T of the semantic baseline: logits = cos(Px, e_k) / T
+    z.SEMANTIC_AUX_WEIGHT = 0.0  # stage 1: weight of 1 - cos(P x, e_y) on seen foreground box features (0 = off)
     z.GZSD_SCORING = "grouped"  # gzsd: "grouped" (SUZOD, protocol §9: seen / unseen softmaxes) or "joint" (one softmax)
     z.SEEN_LOGIT_BIAS = 0.0  # gzsd joint: subtracted from seen logits (calibrated stacking; 0 = off)
     z.GZSD_SEEN_THRESH = 0.3  # gzsd grouped: seen probabilities below this are set to 0 (SUZOD: 0.3)

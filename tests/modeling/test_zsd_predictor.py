@@ -117,3 +117,34 @@ def test_grouped_gzsd_scoring_matches_suzod(cfg):
     expected[:, [0, 2]] *= expected[:, [0, 2]] >= 0.3
     torch.testing.assert_close(probs, expected)
     assert probs[1, 0] == 0 and probs[1, 2] == 0  # seen probabilities under the floor
+
+
+def test_semantic_aux_loss_pulls_seen_foreground_features_to_their_embedding(cfg):
+    """SEMANTIC_AUX_WEIGHT: loss_semantic_aux = w * mean(1 - cos(P x, e_y)) over the foreground RoIs,
+    with gradient into P and the box features; off by default; P plays no part in scoring."""
+    assert not hasattr(predictor(cfg), "semantic_aux")
+    p = predictor(cfg, SEMANTIC_AUX_WEIGHT=0.5)
+    x = torch.randn(6, 8, requires_grad=True)
+    props = Instances((32, 32))
+    props.proposal_boxes = Boxes(torch.tensor([[0.0, 0, 10, 10]] * 6))
+    props.gt_boxes = Boxes(torch.tensor([[0.0, 0, 12, 12]] * 6))
+    props.gt_classes = torch.tensor([0, 2, 4, 0, 2, 4])  # 4 = background
+    p.train()
+    with EventStorage():
+        losses = p.losses(p(x), [props])
+    fg = torch.tensor([0, 1, 3, 4])
+    expected = 0.5 * (1 - torch.nn.functional.cosine_similarity(
+        p.semantic_aux(x[fg]), torch.eye(4)[props.gt_classes[fg]], dim=1)).mean()
+    torch.testing.assert_close(losses["loss_semantic_aux"], expected)
+    losses["loss_semantic_aux"].backward()
+    assert p.semantic_aux.weight.grad.abs().sum() > 0 and x.grad[[2, 5]].abs().sum() == 0  # background rows
+    p.eval()
+    scores_before, _ = p(x.detach())
+    p.semantic_aux.weight.data.add_(1.0)
+    torch.testing.assert_close(p(x.detach())[0], scores_before)
+
+
+def test_semantic_aux_loss_needs_a_training_forward(cfg):
+    p = predictor(cfg, SEMANTIC_AUX_WEIGHT=1.0)
+    with pytest.raises(RuntimeError, match="training forward"):
+        p.semantic_aux_loss([])

@@ -88,11 +88,13 @@ def divided_among_ranks(cfg, key: str) -> Any:
 
 
 def check_detector_settings(cfg) -> None:
-    """Stage ``detector``: the detectron2 solver keys that otherwise fail inside detectron2 / fvcore."""
+    """Stage ``detector``: the detectron2 solver keys that otherwise fail inside detectron2 / fvcore, and
+    the auxiliary embedding loss's weight."""
     divided_among_ranks(cfg, "SOLVER.IMS_PER_BATCH")
     at_least(cfg, "SOLVER.MAX_ITER", 1)
     positive(cfg, "SOLVER.BASE_LR")
     at_least(cfg, "SOLVER.CHECKPOINT_PERIOD", 1)
+    at_least(cfg, "MODEL.ZSD.SEMANTIC_AUX_WEIGHT", 0.0)
 
 
 def check_feature_settings(cfg) -> None:

@@ -6,6 +6,11 @@ semantic-projection baseline all index the same columns.
 
 * Training the seen detector (stage 1): unseen logits are masked out of the softmax, so unseen
   columns receive no gradient (SUZOD instead lets them receive negative gradient only).
+* ``MODEL.ZSD.SEMANTIC_AUX_WEIGHT`` w > 0 (stage 1 only): an auxiliary linear map ``P`` of the box
+  features onto the class-embedding space and the loss ``w * mean(1 - cos(P x, e_y))`` over the seen
+  foreground RoIs (``loss_semantic_aux``), so that the box features keep what the class embeddings
+  describe (attributes shared with unseen classes) and not only what tells the seen classes apart.
+  ``P`` is not used for scoring.
 * Box regression is class-agnostic (``MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG``, forced on):
   it is learnt on seen boxes and applies unchanged to unseen detections, which replaces SUZOD's
   substitution of the best-scoring seen class's deltas.
@@ -22,6 +27,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
+from torch import nn
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 
 from ..compat import check_box_loss_options
@@ -46,6 +52,8 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         seen_logit_bias: subtracted from seen logits in ``"gzsd"`` mode with joint scoring.
         gzsd_scoring: ``"joint"`` or ``"grouped"`` (module docstring).
         gzsd_seen_thresh: grouped scoring's floor on seen probabilities.
+        semantic_aux_weight: weight of the auxiliary embedding loss in training (module docstring;
+            needs ``class_embeddings``).
     """
 
     @configurable
@@ -61,6 +69,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         seen_logit_bias: float = 0.0,
         gzsd_scoring: str = "joint",
         gzsd_seen_thresh: float = 0.3,
+        semantic_aux_weight: float = 0.0,
         **kwargs,
     ):
         check_box_loss_options(**kwargs)  # detectron2 main's use_sigmoid_ce / use_fed_loss
@@ -85,6 +94,16 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             self.cls_score = SemanticProjectionClassifier(
                 self.cls_score.in_features, emb, semantic_temperature
             )
+        self.semantic_aux_weight = semantic_aux_weight
+        if semantic_aux_weight > 0:
+            if class_embeddings is None:
+                raise ValueError("MODEL.ZSD.SEMANTIC_AUX_WEIGHT > 0 needs class embeddings")
+            emb = F.normalize(torch.as_tensor(class_embeddings, dtype=torch.float32), dim=1)
+            if emb.shape[0] != self.num_classes:
+                raise ValueError(f"{emb.shape[0]} class embeddings for {self.num_classes} classes")
+            self.semantic_aux = nn.Linear(self.bbox_pred.in_features, emb.shape[1])
+            self.register_buffer("aux_embeddings", emb, persistent=False)
+        self._aux_input = None
         unseen = torch.zeros(self.num_classes + 1, dtype=torch.bool)
         unseen[list(unseen_class_ids)] = True
         self.register_buffer("unseen_mask", unseen, persistent=False)
@@ -105,8 +124,9 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             seen_logit_bias=cfg.MODEL.ZSD.SEEN_LOGIT_BIAS,
             gzsd_scoring=cfg.MODEL.ZSD.GZSD_SCORING,
             gzsd_seen_thresh=cfg.MODEL.ZSD.GZSD_SEEN_THRESH,
+            semantic_aux_weight=cfg.MODEL.ZSD.SEMANTIC_AUX_WEIGHT,
         )
-        if cfg.MODEL.ZSD.CLASSIFIER == "semantic":
+        if cfg.MODEL.ZSD.CLASSIFIER == "semantic" or cfg.MODEL.ZSD.SEMANTIC_AUX_WEIGHT > 0:
             ret["class_embeddings"] = class_embeddings_from_config(cfg)
         return ret
 
@@ -117,11 +137,31 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         seen[-1] = False
         return seen
 
+    def forward(self, x):
+        if self.training and self.semantic_aux_weight > 0:
+            self._aux_input = x.flatten(1)  # read by losses() of the same step
+        return super().forward(x)
+
     def losses(self, predictions, proposals):
         scores, deltas = predictions
         # Stage-1 detector: unseen columns leave the softmax (no gradient reaches them).
         scores = scores.masked_fill(self.unseen_mask, float("-inf"))
-        return super().losses((scores, deltas), proposals)
+        losses = super().losses((scores, deltas), proposals)
+        if self.semantic_aux_weight > 0:
+            losses["loss_semantic_aux"] = self.semantic_aux_loss(proposals)
+        return losses
+
+    def semantic_aux_loss(self, proposals) -> torch.Tensor:
+        """``w * mean(1 - cos(P x, e_y))`` over the foreground RoIs of the last training forward."""
+        x, self._aux_input = self._aux_input, None
+        if x is None:
+            raise RuntimeError("semantic_aux_loss needs the box features of a training forward first")
+        labels = torch.cat([p.gt_classes for p in proposals]) if proposals else x.new_zeros(0, dtype=torch.long)
+        foreground = (labels >= 0) & (labels < self.num_classes)
+        if not bool(foreground.any()):
+            return self.semantic_aux.weight.sum() * 0.0  # keeps every parameter in the graph (DDP)
+        cos = F.cosine_similarity(self.semantic_aux(x[foreground]), self.aux_embeddings[labels[foreground]], dim=1)
+        return self.semantic_aux_weight * (1 - cos).mean()
 
     def mode_logits(self, scores: torch.Tensor) -> torch.Tensor:
         """Logits (N, K + 1) of modes "seen" and "zsd", the columns the mode excludes set to -inf."""
