@@ -10,7 +10,9 @@ images of the held-out classes. No test image of ``zsd_dense`` and no real unsee
 ``--held-out-classes 4`` uses the worlds ``zsd_dense_heldout<k>_h4`` instead: 4 classes held out, 28
 left for training (the test scenes train on 32).
 
-Per split, stages 1-2 (detector, RoI bank) run once into ``<out>/split<k>/shared``; every
+Per split, stages 1-2 (detector, RoI bank) run once into ``<out>/split<k>/shared`` (with
+``--detector-opts``, e.g. ``MODEL.ZSD.SEMANTIC_AUX_WEIGHT 1.0``; use another ``--output-dir`` per
+detector setting); every
 candidate x seed then runs its own stages in ``<out>/split<k>/<candidate>/seed<s>`` with links to
 them (as ``benchmarks/zsd_methods.py``). A candidate is a leaf of ``configs/dense`` with config
 overrides: ``--candidate NAME CONFIG [KEY VALUE ...]``; the defaults are the candidates the
@@ -74,6 +76,8 @@ def parse_args(argv=None):
     p.add_argument("--held-out-classes", type=int, default=8, choices=WORLD_SIZES,
                    help="seen classes held out per world (8: zsd_dense_heldout<k>; 4: zsd_dense_heldout<k>_h4, "
                         "28 training classes)")
+    p.add_argument("--detector-opts", nargs="+", default=[], metavar="KEY VALUE",
+                   help="config overrides of the world detectors (stages 1-2), also given to every candidate run")
     p.add_argument("--quick", action="store_true", help="the tiny worlds and short schedules (ranks nothing)")
     p.add_argument("--output-dir", default=os.path.join("output", "zsd_held_out_validation"))
     args = p.parse_args(argv)
@@ -83,6 +87,8 @@ def parse_args(argv=None):
     if bad or len({c[0] for c in args.candidates}) != len(args.candidates):
         p.error(f"--candidate NAME CONFIG [KEY VALUE ...] with distinct names and CONFIG a file of "
                 f"configs/dense; got {bad or args.candidates}")
+    if len(args.detector_opts) % 2:
+        p.error(f"--detector-opts: KEY VALUE pairs; got {args.detector_opts}")
     try:
         args.splits = [int(k) for k in args.splits.split(",")]
     except ValueError:
@@ -127,7 +133,7 @@ def main(argv=None):
     args = parse_args(argv)
     tic, lines = time.perf_counter(), []
     for split in args.splits:
-        opts = list(world_opts(split, args.quick, args.held_out_classes))
+        opts = [*world_opts(split, args.quick, args.held_out_classes), *args.detector_opts]
         shared = os.path.join(args.output_dir, f"split{split}", "shared")
         if not os.path.isfile(os.path.join(shared, "roi_bank", "COMPLETE")):
             print(f"[held-out validation] split {split}: detector and RoI bank -> {shared}", flush=True)

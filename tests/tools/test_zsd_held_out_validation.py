@@ -51,10 +51,16 @@ def test_each_world_trains_its_own_detector_and_runs_every_candidate(bench, tmp_
     assert bench.parse_args(["--held-out-classes", "4"]).held_out_classes == 4
     assert bench.parse_args(["--splits", "3,8"]).splits == [3, 8]  # the fifth round's worlds
 
+    calls.clear()  # detector overrides reach the shared stages and every candidate run
+    bench.main(["--splits", "1", "--seeds", "1", "--output-dir", str(tmp_path / "aux"), "--detector-opts",
+                "MODEL.ZSD.SEMANTIC_AUX_WEIGHT", "1.0", "--candidate", "flf", "flf.yaml"])
+    assert len(calls) == 2 and all(c[3][8:10] == ["MODEL.ZSD.SEMANTIC_AUX_WEIGHT", "1.0"] for c in calls)
+
 
 @pytest.mark.parametrize("argv", [["--splits", "9"], ["--splits", "a"], ["--seeds", "0"], ["--held-out-classes", "5"],
                                   ["--candidate", "x", "no_such.yaml"], ["--candidate", "x", "alf.yaml", "KEY"],
-                                  ["--candidate", "x", "alf.yaml", "--candidate", "x", "flf.yaml"]])
+                                  ["--candidate", "x", "alf.yaml", "--candidate", "x", "flf.yaml"],
+                                  ["--detector-opts", "MODEL.ZSD.SEMANTIC_AUX_WEIGHT"]])
 def test_bad_arguments_are_refused(bench, argv):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
