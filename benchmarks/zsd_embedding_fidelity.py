@@ -41,7 +41,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--method", default="flf.yaml", help="a leaf of configs/dense")
     p.add_argument("--fidelities", default="0.6,0.8,1.0", help="comma-separated embedding fidelities in [0, 1]")
-    p.add_argument("--splits", default="0,1,2,3", help=f"comma-separated validation worlds, of 0..{HELD_OUT_SPLITS - 1}")
+    p.add_argument("--splits", default="0,1,2,3",
+                   help=f"comma-separated validation worlds, of 0..{HELD_OUT_SPLITS - 1}")
     p.add_argument("--seeds", type=int, default=1, help="seeds per fidelity and world")
     p.add_argument("--quick", action="store_true", help="the tiny worlds and short schedules (ranks nothing)")
     p.add_argument("--output-dir", default=os.path.join("output", "zsd_held_out_validation"),
@@ -53,12 +54,9 @@ def parse_args(argv=None):
         args.fidelities = []
     if not args.fidelities or not all(0 <= f <= 1 for f in args.fidelities):
         p.error(f"--fidelities: comma-separated numbers in [0, 1]; got {args.fidelities!r}")
-    try:
-        args.splits = [int(k) for k in args.splits.split(",")]
-    except ValueError:
-        args.splits = []
-    if not args.splits or not all(0 <= k < HELD_OUT_SPLITS for k in args.splits) or args.seeds < 1:
-        p.error(f"--splits: a subset of 0..{HELD_OUT_SPLITS - 1}; --seeds >= 1")
+    args.splits = zsd_held_out_validation.world_splits(p, args.splits)
+    if args.seeds < 1:
+        p.error("--seeds >= 1")
     if not os.path.isfile(os.path.join(ROOT, "configs", "dense", args.method)):
         p.error(f"--method: a file of configs/dense; got {args.method!r}")
     args.output_dir = os.path.abspath(args.output_dir)

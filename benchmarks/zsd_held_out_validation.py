@@ -89,14 +89,22 @@ def parse_args(argv=None):
                 f"configs/dense; got {bad or args.candidates}")
     if len(args.detector_opts) % 2:
         p.error(f"--detector-opts: KEY VALUE pairs; got {args.detector_opts}")
-    try:
-        args.splits = [int(k) for k in args.splits.split(",")]
-    except ValueError:
-        args.splits = []
-    if not args.splits or not all(0 <= k < HELD_OUT_SPLITS for k in args.splits) or args.seeds < 1:
-        p.error(f"--splits: a subset of 0..{HELD_OUT_SPLITS - 1}; --seeds >= 1")
+    args.splits = world_splits(p, args.splits)
+    if args.seeds < 1:
+        p.error("--seeds >= 1")
     args.output_dir = os.path.abspath(args.output_dir)
     return args
+
+
+def world_splits(parser: argparse.ArgumentParser, text: str):
+    """The validation worlds of a comma-separated ``--splits`` value, or a parser error."""
+    try:
+        splits = [int(k) for k in text.split(",")]
+    except ValueError:
+        splits = []
+    if not splits or not all(0 <= k < HELD_OUT_SPLITS for k in splits):
+        parser.error(f"--splits: a subset of 0..{HELD_OUT_SPLITS - 1}; got {text!r}")
+    return splits
 
 
 def selection_score(line) -> float:

@@ -145,12 +145,10 @@ def test_suzod_recipe_and_unseen_mixtures(run_dir):
     assert len(sets) == 50 and bool((multi_hot.sum(1) >= 2).all()) and bool(multi_hot[:, unseen].any(1).all())
 
 
-def test_quantile_alignment_of_synthesized_features(run_dir):
-    """ALIGN_SYNTHESIZED quantile fits on the real training foreground, reports the probe before /
-    after on the validation images' seen RoIs, and changes the unseen columns only through the
-    synthesized features (the real rows and the seed are the same)."""
+def classifier_stage_inputs(run_dir):
+    """(cfg without calibration or alignment, split, RoI bank, loaded generator, validation images) of the
+    e2e run, for calling the classifier stage directly."""
     from zsdet.engine.roi_stages import foreground_rows, load_bank, load_generator
-    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
 
     out, _ = run_dir
     cfg = cfg_for(out)
@@ -159,7 +157,16 @@ def test_quantile_alignment_of_synthesized_features(run_dir):
     bank = load_bank(str(out / "roi_bank"), split, cfg.DATASETS.TRAIN[0])
     trainer = load_generator(cfg, split.class_names, bank.feature_dim, str(out / "generator"))
     _, val_rows = foreground_rows(cfg, bank, split.seen_ids)
-    held_out = np.unique(bank.image_ids[val_rows])
+    return cfg, split, bank, trainer, np.unique(bank.image_ids[val_rows])
+
+
+def test_quantile_alignment_of_synthesized_features(run_dir):
+    """ALIGN_SYNTHESIZED quantile fits on the real training foreground, reports the probe before /
+    after on the validation images' seen RoIs, and changes the unseen columns only through the
+    synthesized features (the real rows and the seed are the same)."""
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+
+    cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
     plain, plain_record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
     cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED = "quantile"
     aligned, record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
@@ -174,18 +181,11 @@ def test_quantile_alignment_of_synthesized_features(run_dir):
 def test_grouped_loss_trains_the_groups_grouped_scoring_uses(run_dir):
     """LOSS grouped: on the same training rows, synthesized unseen features become background to the
     seen group of grouped scoring (a lower seen probability than after joint training)."""
-    from zsdet.engine.roi_stages import foreground_rows, load_bank, load_generator, synthesized_set
+    from zsdet.engine.roi_stages import synthesized_set
     from zsdet.engine.synthesis_classifier import train_synthesis_classifier
     from zsdet.modeling.zsd_predictor import gzsd_probs
 
-    out, _ = run_dir
-    cfg = cfg_for(out)
-    cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET, cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED = 0.0, "none"
-    split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
-    bank = load_bank(str(out / "roi_bank"), split, cfg.DATASETS.TRAIN[0])
-    trainer = load_generator(cfg, split.class_names, bank.feature_dim, str(out / "generator"))
-    _, val_rows = foreground_rows(cfg, bank, split.seen_ids)
-    held_out = np.unique(bank.image_ids[val_rows])
+    cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
     syn_x, _ = synthesized_set(trainer, split.unseen_ids, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SEED)
     unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
     unseen_mask[list(split.unseen_ids)] = True

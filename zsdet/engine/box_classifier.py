@@ -45,7 +45,7 @@ def grouped_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, unseen_ma
     seen_mask = ~unseen_mask
     seen_mask[-1] = False
     loss = logits.new_zeros(())
-    for own, other in ((seen_mask, unseen_mask), (unseen_mask, seen_mask)):
+    for other in (unseen_mask, seen_mask):  # the seen group leaves out the unseen columns, and back
         log_p = F.log_softmax(logits.masked_fill(other, float("-inf")), dim=1).masked_fill(other, 0.0)
         group_targets = targets.masked_fill(other, 0.0)
         group_targets[:, -1] += (targets * other).sum(1)

@@ -166,7 +166,8 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
     x, y = real_training_set(cfg, bank, seen_ids, rng, with_mixtures=True, held_out_images=unused)
     y = widen_labels(y, num_classes)
     syn_x, syn_y = synthesized_set(trainer, unseen_ids, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SEED)
-    record = {"recipe": c.RECIPE, "loss": c.LOSS, "real_and_mixed": len(x), "synthesized_single": len(syn_x), "synthesized_sets": 0}
+    record = {"recipe": c.RECIPE, "loss": c.LOSS, "real_and_mixed": len(x), "synthesized_single": len(syn_x),
+              "synthesized_sets": 0}
     if c.UNSEEN_MIXTURES:
         real_sets = LabelSets.from_multi_hot(y[y[:, :-1].sum(1) > 0, :-1])
         num = int(c.MIXTURE_RATIO * len(syn_x))

@@ -27,8 +27,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from torch import nn
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
+from torch import nn
 
 from ..compat import check_box_loss_options
 from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config
@@ -84,23 +84,13 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         if bad:
             raise ValueError(f"unseen class ids {bad} outside [0, {self.num_classes})")
         if classifier == "semantic":
-            if class_embeddings is None:
-                raise ValueError("MODEL.ZSD.CLASSIFIER='semantic' needs class embeddings")
-            emb = torch.as_tensor(class_embeddings, dtype=torch.float32)
-            if emb.shape[0] != self.num_classes:
-                raise ValueError(
-                    f"{emb.shape[0]} class embeddings for {self.num_classes} classes"
-                )
+            emb = self._class_embeddings(class_embeddings, "MODEL.ZSD.CLASSIFIER='semantic'")
             self.cls_score = SemanticProjectionClassifier(
                 self.cls_score.in_features, emb, semantic_temperature
             )
         self.semantic_aux_weight = semantic_aux_weight
         if semantic_aux_weight > 0:
-            if class_embeddings is None:
-                raise ValueError("MODEL.ZSD.SEMANTIC_AUX_WEIGHT > 0 needs class embeddings")
-            emb = F.normalize(torch.as_tensor(class_embeddings, dtype=torch.float32), dim=1)
-            if emb.shape[0] != self.num_classes:
-                raise ValueError(f"{emb.shape[0]} class embeddings for {self.num_classes} classes")
+            emb = F.normalize(self._class_embeddings(class_embeddings, "MODEL.ZSD.SEMANTIC_AUX_WEIGHT > 0"), dim=1)
             self.semantic_aux = nn.Linear(self.bbox_pred.in_features, emb.shape[1])
             self.register_buffer("aux_embeddings", emb, persistent=False)
         self._aux_input = None
@@ -111,6 +101,15 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         self.seen_logit_bias = seen_logit_bias
         self.gzsd_scoring = gzsd_scoring
         self.gzsd_seen_thresh = gzsd_seen_thresh
+
+    def _class_embeddings(self, class_embeddings, needed_by: str) -> torch.Tensor:
+        """(K, a) float32 class embeddings, checked against the number of classes."""
+        if class_embeddings is None:
+            raise ValueError(f"{needed_by} needs class embeddings")
+        emb = torch.as_tensor(class_embeddings, dtype=torch.float32)
+        if emb.shape[0] != self.num_classes:
+            raise ValueError(f"{emb.shape[0]} class embeddings for {self.num_classes} classes")
+        return emb
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -159,7 +158,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         labels = torch.cat([p.gt_classes for p in proposals]) if proposals else x.new_zeros(0, dtype=torch.long)
         foreground = (labels >= 0) & (labels < self.num_classes)
         if not bool(foreground.any()):
-            return self.semantic_aux.weight.sum() * 0.0  # keeps every parameter in the graph (DDP)
+            return sum(p.sum() for p in self.semantic_aux.parameters()) * 0.0  # every parameter in the graph (DDP)
         cos = F.cosine_similarity(self.semantic_aux(x[foreground]), self.aux_embeddings[labels[foreground]], dim=1)
         return self.semantic_aux_weight * (1 - cos).mean()
 
