@@ -96,6 +96,24 @@ def parse_args(argv=None):
     return args
 
 
+def add_world_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--output-dir``, ``--splits`` and ``--images`` of the analyses that read this benchmark's
+    worlds (checked by :func:`check_world_arguments`)."""
+    parser.add_argument("--output-dir", default=os.path.join("output", "zsd_held_out_validation"),
+                        help="a zsd_held_out_validation output folder: split<k>/shared holds world k's detector and bank")
+    parser.add_argument("--splits", default="0,1,2,3",
+                        help=f"comma-separated validation worlds, of 0..{HELD_OUT_SPLITS - 1}")
+    parser.add_argument("--images", type=int, default=150, help="validation images per world")
+
+
+def check_world_arguments(parser: argparse.ArgumentParser, args) -> None:
+    """Parse ``args.splits`` into world ids, make ``args.output_dir`` absolute, refuse ``--images`` < 2."""
+    args.splits = world_splits(parser, args.splits)
+    if args.images < 2:
+        parser.error("--images >= 2")
+    args.output_dir = os.path.abspath(args.output_dir)
+
+
 def world_splits(parser: argparse.ArgumentParser, text: str):
     """The validation worlds of a comma-separated ``--splits`` value, or a parser error."""
     try:

@@ -36,10 +36,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
-from zsd_held_out_validation import world_splits  # noqa: E402
+from zsd_held_out_validation import add_world_arguments, check_world_arguments  # noqa: E402
 from zsd_unseen_separability import world_rois  # noqa: E402
 
-from zsdet.data.datasets.dense_scenes import HELD_OUT_SPLITS  # noqa: E402
 from zsdet.utils.io import write_json, write_text  # noqa: E402
 
 RIDGE = 0.1  # of the embedding-to-mean map
@@ -50,21 +49,16 @@ SEED = 0  # of the bank rows and the synthesis noise
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--output-dir", default=os.path.join("output", "zsd_held_out_validation"),
-                   help="a zsd_held_out_validation output folder: split<k>/shared holds world k's detector and bank")
-    p.add_argument("--splits", default="0,1,2,3",
-                   help=f"comma-separated validation worlds, of 0..{HELD_OUT_SPLITS - 1}")
-    p.add_argument("--images", type=int, default=150, help="validation images per world")
+    add_world_arguments(p)
     p.add_argument("--candidate", default="flf", help="the run of the output folder whose generator is scored")
     p.add_argument("--per-class", type=int, default=300, help="features synthesized per class")
     p.add_argument("--embeddings-file", default="",
                    help="class embeddings the candidate was trained with (its ZSD.EMBEDDINGS_FILE; '' = the "
                         "dataset's), used by both predictors")
     args = p.parse_args(argv)
-    args.splits = world_splits(p, args.splits)
-    if args.images < 2 or args.per_class < 1:
-        p.error("--images >= 2 and --per-class >= 1")
-    args.output_dir = os.path.abspath(args.output_dir)
+    check_world_arguments(p, args)
+    if args.per_class < 1:
+        p.error("--per-class >= 1")
     args.embeddings_file = os.path.abspath(args.embeddings_file) if args.embeddings_file else ""
     return args
 

@@ -35,10 +35,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
-from zsd_held_out_validation import world_splits  # noqa: E402
+from zsd_held_out_validation import add_world_arguments, check_world_arguments  # noqa: E402
 from zsd_methods import CONFIG_DIR, dataset_opts  # noqa: E402
 
-from zsdet.data.datasets.dense_scenes import HELD_OUT_SPLITS  # noqa: E402
 from zsdet.evaluation.feature_quality import ridge_probe_scores  # noqa: E402
 from zsdet.utils.io import write_json, write_text  # noqa: E402
 
@@ -49,19 +48,14 @@ BANK_ROWS = 30000  # seen RoIs of the bank for the class means and covariance
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--output-dir", default=os.path.join("output", "zsd_held_out_validation"),
-                   help="a zsd_held_out_validation output folder: split<k>/shared holds world k's detector and bank")
-    p.add_argument("--splits", default="0,1,2,3",
-                   help=f"comma-separated validation worlds, of 0..{HELD_OUT_SPLITS - 1}")
-    p.add_argument("--images", type=int, default=150, help="validation images per world")
+    add_world_arguments(p)
     p.add_argument("--seen-cost", type=float, default=5.0, help="percent of seen RoIs allowed to be flagged")
     p.add_argument("--candidate", default="flf", help="a run of the output folder whose classifier is scored too "
                                                       "('' = none)")
     args = p.parse_args(argv)
-    args.splits = world_splits(p, args.splits)
-    if args.images < 2 or not 0 < args.seen_cost < 100:
-        p.error("--images >= 2 and --seen-cost in (0, 100)")
-    args.output_dir = os.path.abspath(args.output_dir)
+    check_world_arguments(p, args)
+    if not 0 < args.seen_cost < 100:
+        p.error("--seen-cost in (0, 100)")
     return args
 
 
