@@ -3,7 +3,7 @@ folded into the classifier exactly as the predictor's SEEN_LOGIT_BIAS would appl
 import pytest
 import torch
 
-from zsdet.engine.gzsd_calibration import BIAS_GRID, choose_seen_bias, fold_seen_bias, top1_accuracy
+from zsdet.engine.gzsd_calibration import BIAS_GRID, choose_seen_bias, fold_seen_bias, fold_unseen_bias, top1_accuracy
 from zsdet.modeling.zsd_predictor import gzsd_probs
 
 SEEN, UNSEEN, K = [0, 1, 2], [3, 4], 5
@@ -42,3 +42,38 @@ def test_folding_the_bias_equals_the_predictors_joint_bias():
 def test_no_held_out_rois_is_an_error():
     with pytest.raises(ValueError, match="held-out real seen RoIs"):
         choose_seen_bias(torch.zeros(0, K + 1), torch.zeros(0, dtype=torch.long), UNSEEN, "joint", 0.3, 5.0)
+
+
+def test_budget_counts_from_the_reference():
+    # the margins case above: at bias b the RoIs with margin < b flip; a reference above the
+    # accuracy at bias 0 leaves less of the budget, one out of reach gives bias 0
+    margins = torch.arange(100) * 0.1
+    logits = torch.full((100, K + 1), -10.0)
+    logits[:, 0] = margins
+    logits[:, 3] = 0.0
+    labels = torch.zeros(100, dtype=torch.long)
+    choice = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=5.0, reference_top1=101.0)
+    assert choice["seen_logit_bias"] == pytest.approx(0.25) and choice["seen_top1"] == 97.0
+    assert choice["reference_top1"] == 101.0
+    assert choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=5.0,
+                            reference_top1=110.0)["seen_logit_bias"] == 0.0
+
+
+def test_unseen_bias_multiplies_the_unseen_odds_against_background():
+    torch.manual_seed(0)
+    classifier = torch.nn.Linear(8, K + 1)
+    x = torch.randn(20, 8)
+    unseen_mask = torch.zeros(K + 1, dtype=torch.bool)
+    unseen_mask[UNSEEN] = True
+    before = gzsd_probs(classifier(x), unseen_mask, "grouped", seen_thresh=0.0)
+    fold_unseen_bias(classifier, UNSEEN, 2.0)
+    after = gzsd_probs(classifier(x), unseen_mask, "grouped", seen_thresh=0.0)
+    seen_group_bg = torch.softmax(classifier(x).masked_fill(unseen_mask, float("-inf")), -1)[:, -1]  # bias-free
+
+    def p_bg_unseen(p):  # grouped scoring's background column is the mean of the two groups'
+        return 2 * p[:, -1] - seen_group_bg
+
+    # unseen group: p_u / p_bg_unseen grows by e^2; the seen group is untouched
+    torch.testing.assert_close(after[:, UNSEEN] / p_bg_unseen(after)[:, None],
+                               torch.exp(torch.tensor(2.0)) * before[:, UNSEEN] / p_bg_unseen(before)[:, None])
+    torch.testing.assert_close(after[:, SEEN], before[:, SEEN])

@@ -200,6 +200,29 @@ def test_grouped_loss_trains_the_groups_grouped_scoring_uses(run_dir):
     assert seen_probability["grouped"] < seen_probability["joint"], seen_probability
 
 
+def test_unseen_logit_bias_is_folded_and_counts_against_the_budget(run_dir):
+    """UNSEEN_LOGIT_BIAS u adds u to the unseen rows' biases of the same trained classifier (nothing
+    else changes), and the calibration's budget counts from the classifier before u."""
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+
+    cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
+    unseen, others = list(split.unseen_ids), [*split.seen_ids, split.num_classes]
+    trained = {}
+    for budget, bias in ((0.0, 0.0), (0.0, 3.0), (5.0, 0.0), (5.0, 3.0)):
+        cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET, cfg.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS = budget, bias
+        trained[budget, bias] = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids,
+                                                           held_out)
+    (plain, plain_record), (biased, record) = trained[0.0, 0.0], trained[0.0, 3.0]
+    assert "unseen_logit_bias" not in plain_record and record["unseen_logit_bias"] == 3.0
+    assert torch.equal(biased.weight, plain.weight) and torch.equal(biased.bias[others], plain.bias[others])
+    torch.testing.assert_close(biased.bias[unseen], plain.bias[unseen] + 3.0)
+    calibrated, calibrated_biased = trained[5.0, 0.0][1]["gzsd_calibration"], trained[5.0, 3.0][1]["gzsd_calibration"]
+    assert calibrated_biased["reference_top1"] == calibrated["seen_top1_at_0"] == calibrated["reference_top1"]
+    assert calibrated_biased["seen_top1"] >= calibrated_biased["reference_top1"] - 5.0 or \
+        calibrated_biased["seen_logit_bias"] == 0.0
+    assert calibrated_biased["seen_logit_bias"] <= calibrated["seen_logit_bias"]
+
+
 def test_validation_protocol_runs_on_a_bank(run_dir, tmp_path):
     from zsdet.engine.roi_stages import load_bank
     from zsdet.engine.zsd_validation import pseudo_unseen_split, run_protocol

@@ -150,6 +150,7 @@ def check_synthesis_classifier_settings(cfg) -> None:
                 "(its own losses)")
     require(cfg, "ZSD.CLASSIFIER.ALIGN_SYNTHESIZED", lambda v: v in ALIGNMENTS, f"one of {ALIGNMENTS}")
     within(cfg, "ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET", 0.0, 100.0)
+    within(cfg, "ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS", 0.0, 20.0)
     if cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET > 0:
         require(cfg, "ZSD.FEATURES.VAL_FRACTION", lambda v: 0 < v < 1,
                 "in (0, 1) (ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET calibrates on the validation images)")

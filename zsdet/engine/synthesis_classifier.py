@@ -29,8 +29,12 @@ mixed) training features against features synthesized for their label sets, so t
 is no cue of the unseen columns; the record gives the real-vs-synthesized probe accuracy on the
 validation images' seen RoIs before and after it.
 
+Unseen-logit bias (``UNSEEN_LOGIT_BIAS`` u): ``u`` added to the unseen rows' biases after training
+(:func:`~.gzsd_calibration.fold_unseen_bias`): the odds of each unseen class against background times
+``e^u`` in ZSD and in GZSD's unseen group.
+
 Calibration (``SEEN_ACCURACY_BUDGET`` > 0): :mod:`.gzsd_calibration` on the validation images' real
-seen RoIs, folded into the seen biases.
+seen RoIs, folded into the seen biases; the budget counts from the classifier before ``u``.
 """
 import functools
 import logging
@@ -47,7 +51,7 @@ from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
 from ..synthesis.alignment import QuantileAlignment
 from .box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
 from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
-from .gzsd_calibration import choose_seen_bias, fold_seen_bias
+from .gzsd_calibration import choose_seen_bias, fold_seen_bias, fold_unseen_bias, top1_accuracy
 from .roi_stages import real_training_set, synthesized_set
 
 __all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SUZOD_RECIPE", "fit_alignment", "train_synthesis_classifier",
@@ -198,6 +202,9 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
         record["training"] = fit_box_classifier(classifier, torch.cat([x, syn_x]), soft_targets(torch.cat([y, syn_y])),
                                                 epochs=c.EPOCHS, batch_size=c.BATCH_SIZE, lr=c.LR,
                                                 weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
+    if c.UNSEEN_LOGIT_BIAS:
+        fold_unseen_bias(classifier, unseen_ids, c.UNSEEN_LOGIT_BIAS)
+        record["unseen_logit_bias"] = c.UNSEEN_LOGIT_BIAS
     if c.SEEN_ACCURACY_BUDGET > 0:
         record["gzsd_calibration"] = calibrate(cfg, bank, classifier, seen_ids, unseen_ids, held_out)
     return classifier, record
@@ -206,15 +213,20 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
 def calibrate(cfg, bank: FeatureBank, classifier: nn.Linear, seen_ids: Sequence[int], unseen_ids: Sequence[int],
               held_out: np.ndarray) -> Dict:
     """Choose the seen-logit bias on the held-out seen RoIs (at most ``SYNTHESIS.VAL_MAX_SAMPLES`` of
-    them) and fold it into ``classifier`` (:mod:`.gzsd_calibration`)."""
+    them) and fold it into ``classifier`` (:mod:`.gzsd_calibration`); the budget counts from
+    ``classifier`` without its folded ``ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS``."""
     rows = np.nonzero(held_out & np.isin(bank.labels, seen_ids))[0]
     rng = np.random.default_rng(derive_seed(cfg.SEED, CALIBRATION_KEY))
     rows = np.sort(rng.choice(rows, min(len(rows), cfg.SYNTHESIS.VAL_MAX_SAMPLES), replace=False))
     with torch.no_grad():
         logits = classifier(torch.from_numpy(bank.load(rows)))
-    z = cfg.MODEL.ZSD
-    choice = choose_seen_bias(logits, torch.from_numpy(bank.labels[rows].astype(np.int64)), unseen_ids,
-                              z.GZSD_SCORING, z.GZSD_SEEN_THRESH, cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET)
+    z, labels = cfg.MODEL.ZSD, torch.from_numpy(bank.labels[rows].astype(np.int64))
+    unseen_mask = torch.zeros(logits.shape[1], dtype=torch.bool)
+    unseen_mask[list(unseen_ids)] = True
+    before = logits - cfg.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS * unseen_mask.to(logits.dtype)
+    choice = choose_seen_bias(logits, labels, unseen_ids, z.GZSD_SCORING, z.GZSD_SEEN_THRESH,
+                              cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET,
+                              top1_accuracy(before, labels, unseen_mask, z.GZSD_SCORING, z.GZSD_SEEN_THRESH, 0.0))
     fold_seen_bias(classifier, seen_ids, choice["seen_logit_bias"])
     logger.info("GZSD calibration on %d held-out seen RoIs: seen-logit bias %.2f (seen top-1 %.1f%% -> %.1f%%, "
                 "budget %.1f points, %s scoring)", choice["num_rois"], choice["seen_logit_bias"],
