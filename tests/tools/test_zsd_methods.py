@@ -36,6 +36,7 @@ def test_presets_define_the_method_rows(bench):
     assert (official.SYNTHESIS.CLF_INPUT, official.SYNTHESIS.CLF_INIT, official.SYNTHESIS.CLF_DROPOUT) == (
         "activated", "random", 0.1)
     assert official.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET == 0 and not official.ZSD.CLASSIFIER.UNSEEN_MIXTURES
+    assert official.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS == 0 and official.ZSD.CLASSIFIER.BG_PER_FG == 1.0
     single = cfgs["single_label"]
     assert single.ZSD.MIXTURES.RATIO == 0 and single.ZSD.CLASSIFIER.MIXTURE_RATIO == 0
     # everything before stage 3 is shared, so one detector and RoI bank serve every row
@@ -50,13 +51,15 @@ def test_shipped_configs_run_the_default_method():
     the validation worlds); the `clf` row keeps the fixed CLF's own settings."""
     flf, clf = _cfg("flf"), _cfg("clf")
     synthesis_keys = ("FUSION", "GAN", "OUTPUT_ACTIVATION")
-    classifier_keys = ("BG_PER_FG", "SEEN_ACCURACY_BUDGET", "ALIGN_SYNTHESIZED", "UNSEEN_MIXTURES", "MIXTURE_RATIO")
+    classifier_keys = ("BG_PER_FG", "SEEN_ACCURACY_BUDGET", "UNSEEN_LOGIT_BIAS", "ALIGN_SYNTHESIZED", "UNSEEN_MIXTURES",
+                       "MIXTURE_RATIO")
     for leaf in ("shapes/zsd_shapes_R18_FPN.yaml", "COCO-ZSD/faster_rcnn_R_101_FPN_65_15.yaml"):
         cfg = get_zsdet_cfg(os.path.join(ROOT, "configs", leaf))
         assert [cfg.SYNTHESIS[k] for k in synthesis_keys] == [flf.SYNTHESIS[k] for k in synthesis_keys] == [
             "flf", "fclswgan", "sigmoid"], leaf
         assert [cfg.ZSD.CLASSIFIER[k] for k in classifier_keys] == [flf.ZSD.CLASSIFIER[k] for k in classifier_keys]
     assert flf.SYNTHESIS.EPOCHS == 12 and flf.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET == 5.0
+    assert (flf.ZSD.CLASSIFIER.BG_PER_FG, flf.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS) == (0.5, 2.0)  # rounds 10, 11
     assert (clf.SYNTHESIS.OUTPUT_ACTIVATION, clf.SYNTHESIS.CLF_INPUT, clf.SYNTHESIS.CLF_INIT, clf.SYNTHESIS.CLF_DROPOUT,
             clf.SYNTHESIS.EPOCHS) == ("clamp", "pre_activation", "identity", 0.0, 24)
     assert (clf.ZSD.CLASSIFIER.BG_PER_FG, clf.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED) == (0.5, "quantile")
