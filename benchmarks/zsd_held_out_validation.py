@@ -114,6 +114,18 @@ def check_world_arguments(parser: argparse.ArgumentParser, args) -> None:
     args.output_dir = os.path.abspath(args.output_dir)
 
 
+def analyse_worlds(args, world_result, format_table):
+    """(results, table) of an analysis of the worlds ``args.splits``: ``world_result(world, args)``
+    per world, each printed as a JSON line as it ends, then ``format_table(results)``, printed."""
+    results = []
+    for world in args.splits:
+        results.append(world_result(world, args))
+        print(json.dumps(results[-1]), flush=True)
+    table = format_table(results)
+    print(table, flush=True)
+    return results, table
+
+
 def world_splits(parser: argparse.ArgumentParser, text: str):
     """The validation worlds of a comma-separated ``--splits`` value, or a parser error."""
     try:

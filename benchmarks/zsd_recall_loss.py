@@ -23,7 +23,6 @@ chooses a setting; no test image of ``zsd_dense`` is read.
     python benchmarks/zsd_recall_loss.py --output-dir output/zsd_sched600 --splits 0,1,2,3 --candidate flf
 """
 import argparse
-import json
 import os
 import sys
 
@@ -34,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
-from zsd_held_out_validation import add_world_arguments, check_world_arguments  # noqa: E402
+from zsd_held_out_validation import add_world_arguments, analyse_worlds, check_world_arguments  # noqa: E402
 
 from zsdet.utils.io import write_json, write_text  # noqa: E402
 
@@ -155,12 +154,7 @@ def format_table(results) -> str:
 def main(argv=None):
     args = parse_args(argv)
     torch.set_grad_enabled(False)
-    results = []
-    for world in args.splits:
-        results.append(world_result(world, args))
-        print(json.dumps(results[-1]), flush=True)
-    table = format_table(results)
-    print(table)
+    results, table = analyse_worlds(args, world_result, format_table)
     write_json(os.path.join(args.output_dir, f"recall_loss_{args.candidate}.json"), results)
     write_text(os.path.join(args.output_dir, f"recall_loss_{args.candidate}.md"), table + "\n")
 

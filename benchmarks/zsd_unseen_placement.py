@@ -25,7 +25,6 @@ No test image of ``zsd_dense`` is read; nothing here chooses a setting.
 Results go to ``unseen_placement_<candidate>.json`` / ``.md`` of the output folder.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -36,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
-from zsd_held_out_validation import add_world_arguments, check_world_arguments  # noqa: E402
+from zsd_held_out_validation import add_world_arguments, analyse_worlds, check_world_arguments  # noqa: E402
 from zsd_unseen_separability import world_rois  # noqa: E402
 
 from zsdet.utils.io import write_json, write_text  # noqa: E402
@@ -164,12 +163,7 @@ def format_table(results) -> str:
 def main(argv=None):
     args = parse_args(argv)
     torch.set_grad_enabled(False)
-    results = []
-    for world in args.splits:
-        results.append(world_result(world, args))
-        print(json.dumps(results[-1]), flush=True)
-    table = format_table(results)
-    print(table)
+    results, table = analyse_worlds(args, world_result, format_table)
     write_json(os.path.join(args.output_dir, f"unseen_placement_{args.candidate}.json"), results)
     write_text(os.path.join(args.output_dir, f"unseen_placement_{args.candidate}.md"), table + "\n")
 

@@ -24,7 +24,6 @@ No test image of ``zsd_dense`` is read; nothing here chooses a setting.
     python benchmarks/zsd_unseen_separability.py --output-dir output/zsd_held_out_validation --splits 0,1,2,3
 """
 import argparse
-import json
 import os
 import sys
 
@@ -35,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
-from zsd_held_out_validation import add_world_arguments, check_world_arguments  # noqa: E402
+from zsd_held_out_validation import add_world_arguments, analyse_worlds, check_world_arguments  # noqa: E402
 from zsd_methods import CONFIG_DIR, dataset_opts  # noqa: E402
 
 from zsdet.evaluation.feature_quality import ridge_probe_scores  # noqa: E402
@@ -190,12 +189,7 @@ def format_table(results, seen_cost: float) -> str:
 
 def main(argv=None):
     args = parse_args(argv)
-    results = []
-    for world in args.splits:
-        results.append(world_result(world, args))
-        print(json.dumps(results[-1]), flush=True)
-    table = format_table(results, args.seen_cost)
-    print(table, flush=True)
+    results, table = analyse_worlds(args, world_result, lambda r: format_table(r, args.seen_cost))
     write_text(os.path.join(args.output_dir, "unseen_separability.md"), table + "\n")
     write_json(os.path.join(args.output_dir, "unseen_separability.json"),
                {"splits": args.splits, "images": args.images, "seen_cost": args.seen_cost, "worlds": results})

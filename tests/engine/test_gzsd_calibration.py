@@ -9,13 +9,25 @@ from zsdet.modeling.zsd_predictor import gzsd_probs
 SEEN, UNSEEN, K = [0, 1, 2], [3, 4], 5
 
 
-def test_bias_is_the_largest_within_the_budget():
-    # 100 seen RoIs of class 0 whose seen logit beats the best unseen logit by margins 0.0 .. 9.9
-    margins = torch.arange(100) * 0.1
+def margins_case():
+    """(logits (100, K + 1), labels (100,)): 100 seen RoIs of class 0 whose seen logit beats the best
+    unseen logit by margins 0.0 .. 9.9."""
     logits = torch.full((100, K + 1), -10.0)
-    logits[:, 0] = margins
+    logits[:, 0] = torch.arange(100) * 0.1
     logits[:, 3] = 0.0
-    labels = torch.zeros(100, dtype=torch.long)
+    return logits, torch.zeros(100, dtype=torch.long)
+
+
+def linear_case():
+    """(seeded nn.Linear(8, K + 1), inputs (20, 8), unseen mask (K + 1,))."""
+    torch.manual_seed(0)
+    unseen_mask = torch.zeros(K + 1, dtype=torch.bool)
+    unseen_mask[UNSEEN] = True
+    return torch.nn.Linear(8, K + 1), torch.randn(20, 8), unseen_mask
+
+
+def test_bias_is_the_largest_within_the_budget():
+    logits, labels = margins_case()
     # joint scoring: a RoI stays right while bias <= margin (ties go to the first column, class 0);
     # a budget of 5 points of 100 RoIs lets the 5 smallest margins flip
     choice = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=5.0)
@@ -26,11 +38,7 @@ def test_bias_is_the_largest_within_the_budget():
 
 
 def test_folding_the_bias_equals_the_predictors_joint_bias():
-    torch.manual_seed(0)
-    classifier = torch.nn.Linear(8, K + 1)
-    x = torch.randn(20, 8)
-    unseen_mask = torch.zeros(K + 1, dtype=torch.bool)
-    unseen_mask[UNSEEN] = True
+    classifier, x, unseen_mask = linear_case()
     expected = gzsd_probs(classifier(x), unseen_mask, "joint", seen_logit_bias=2.5)
     fold_seen_bias(classifier, SEEN, 2.5)
     torch.testing.assert_close(gzsd_probs(classifier(x), unseen_mask, "joint"), expected)
@@ -45,13 +53,9 @@ def test_no_held_out_rois_is_an_error():
 
 
 def test_budget_counts_from_the_reference():
-    # the margins case above: at bias b the RoIs with margin < b flip; a reference above the
-    # accuracy at bias 0 leaves less of the budget, one out of reach gives bias 0
-    margins = torch.arange(100) * 0.1
-    logits = torch.full((100, K + 1), -10.0)
-    logits[:, 0] = margins
-    logits[:, 3] = 0.0
-    labels = torch.zeros(100, dtype=torch.long)
+    # at bias b the RoIs with margin < b flip; a reference above the accuracy at bias 0 leaves less
+    # of the budget, one out of reach gives bias 0
+    logits, labels = margins_case()
     choice = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=5.0, reference_top1=101.0)
     assert choice["seen_logit_bias"] == pytest.approx(0.25) and choice["seen_top1"] == 97.0
     assert choice["reference_top1"] == 101.0
@@ -60,11 +64,7 @@ def test_budget_counts_from_the_reference():
 
 
 def test_unseen_bias_multiplies_the_unseen_odds_against_background():
-    torch.manual_seed(0)
-    classifier = torch.nn.Linear(8, K + 1)
-    x = torch.randn(20, 8)
-    unseen_mask = torch.zeros(K + 1, dtype=torch.bool)
-    unseen_mask[UNSEEN] = True
+    classifier, x, unseen_mask = linear_case()
     before = gzsd_probs(classifier(x), unseen_mask, "grouped", seen_thresh=0.0)
     fold_unseen_bias(classifier, UNSEEN, 2.0)
     after = gzsd_probs(classifier(x), unseen_mask, "grouped", seen_thresh=0.0)
