@@ -49,7 +49,7 @@ def test_presets_define_the_method_rows(bench):
 def test_shipped_configs_run_the_default_method():
     """The shapes demo and the COCO config run the dense `flf` row's method (the default chosen on
     the validation worlds); the `clf` row keeps the fixed CLF's own settings."""
-    flf, clf = _cfg("flf"), _cfg("clf")
+    flf, clf, single = _cfg("flf"), _cfg("clf"), _cfg("single_label")
     synthesis_keys = ("FUSION", "GAN", "OUTPUT_ACTIVATION")
     classifier_keys = ("BG_PER_FG", "SEEN_ACCURACY_BUDGET", "UNSEEN_LOGIT_BIAS", "ALIGN_SYNTHESIZED", "UNSEEN_MIXTURES",
                        "MIXTURE_RATIO")
@@ -63,6 +63,7 @@ def test_shipped_configs_run_the_default_method():
     assert (clf.SYNTHESIS.OUTPUT_ACTIVATION, clf.SYNTHESIS.CLF_INPUT, clf.SYNTHESIS.CLF_INIT, clf.SYNTHESIS.CLF_DROPOUT,
             clf.SYNTHESIS.EPOCHS) == ("clamp", "pre_activation", "identity", 0.0, 24)
     assert (clf.ZSD.CLASSIFIER.BG_PER_FG, clf.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED) == (0.5, "quantile")
+    assert (flf.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED, single.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED) == ("none", "quantile")  # round 12
 
 
 def _fake_metrics(method, seed):
