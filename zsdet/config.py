@@ -160,6 +160,8 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.CLASSIFIER.LOSS = "joint"  # recipe joint: "joint" (one softmax) or "grouped" (grouped GZSD scoring's two softmaxes)
     p.CLASSIFIER.SEEN_ACCURACY_BUDGET = 0.0  # GZSD calibration: largest seen-logit bias costing <= this many points of
     # seen top-1 accuracy on the validation images' seen RoIs, folded into the classifier (0 = none)
+    p.CLASSIFIER.CALIBRATION_REFERENCE = "classifier"  # the budget counts from: "classifier" (the retrained one
+    # before UNSEEN_LOGIT_BIAS) or "detector" (the seen detector's box classifier; the seen bias may go negative)
     p.CLASSIFIER.UNSEEN_LOGIT_BIAS = 0.0  # added to the unseen classes' logits (folded into their biases): their odds
     # against background times e^bias in ZSD and GZSD's unseen group (0 = none)
     p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real

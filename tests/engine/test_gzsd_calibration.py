@@ -3,17 +3,18 @@ folded into the classifier exactly as the predictor's SEEN_LOGIT_BIAS would appl
 import pytest
 import torch
 
-from zsdet.engine.gzsd_calibration import BIAS_GRID, choose_seen_bias, fold_seen_bias, fold_unseen_bias, top1_accuracy
+from zsdet.engine.gzsd_calibration import (BIAS_GRID, choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias,
+                                           top1_accuracy)
 from zsdet.modeling.zsd_predictor import gzsd_probs
 
 SEEN, UNSEEN, K = [0, 1, 2], [3, 4], 5
 
 
-def margins_case():
+def margins_case(shift: float = 0.0):
     """(logits (100, K + 1), labels (100,)): 100 seen RoIs of class 0 whose seen logit beats the best
-    unseen logit by margins 0.0 .. 9.9."""
+    unseen logit by margins 0.0 .. 9.9, minus ``shift``."""
     logits = torch.full((100, K + 1), -10.0)
-    logits[:, 0] = torch.arange(100) * 0.1
+    logits[:, 0] = torch.arange(100) * 0.1 - shift
     logits[:, 3] = 0.0
     return logits, torch.zeros(100, dtype=torch.long)
 
@@ -77,3 +78,43 @@ def test_unseen_bias_multiplies_the_unseen_odds_against_background():
     torch.testing.assert_close(after[:, UNSEEN] / p_bg_unseen(after)[:, None],
                                torch.exp(torch.tensor(2.0)) * before[:, UNSEEN] / p_bg_unseen(before)[:, None])
     torch.testing.assert_close(after[:, SEEN], before[:, SEEN])
+
+
+def test_a_negative_bias_brings_a_classifier_below_the_budget_back():
+    # margins -3.0 .. 6.9: 70 RoIs right at bias 0, reference 100, budget 4 (floor 96); at bias b the
+    # RoIs with margin >= b stay right: b = -2.75 keeps 97, b = -2.5 at most 95
+    logits, labels = margins_case(shift=3.0)
+    kept = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=4.0, reference_top1=100.0)
+    assert kept["seen_logit_bias"] == 0.0 and kept["seen_top1"] == 70.0 and not kept["within_budget"]
+    raised = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=4.0, reference_top1=100.0,
+                              allow_negative=True)
+    assert raised["seen_logit_bias"] == pytest.approx(-2.75) and raised["seen_top1"] == 97.0
+    assert raised["within_budget"] and raised["seen_top1_at_0"] == 70.0
+    out_of_reach = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=4.0, reference_top1=200.0,
+                                    allow_negative=True)
+    assert out_of_reach["seen_logit_bias"] == -BIAS_GRID[-1] and not out_of_reach["within_budget"]
+    # within the budget at bias 0: negative biases are never tried
+    assert choose_seen_bias(*margins_case(), UNSEEN, "joint", 0.3, budget=5.0,
+                            allow_negative=True)["seen_logit_bias"] == pytest.approx(0.5)
+
+
+def test_a_row_without_any_positive_probability_has_no_label():
+    # grouped scoring: class 0's seen probability about 0.5 / 0.1 against background, unseen columns at -inf
+    logits = torch.full((2, K + 1), float("-inf"))
+    logits[:, [0, 1, 2, K]] = torch.tensor([[0.0, -9.0, -9.0, 0.0], [0.0, -9.0, -9.0, 2.2]])
+    labels = torch.zeros(2, dtype=torch.long)
+    unseen_mask = torch.zeros(K + 1, dtype=torch.bool)
+    unseen_mask[UNSEEN] = True
+    assert top1_accuracy(logits, labels, unseen_mask, "grouped", 0.3, 0.0) == 50.0  # the second is floored to 0
+
+
+def test_detector_logits_are_laid_out_as_the_retrained_classifiers_columns():
+    torch.manual_seed(0)
+    detector = torch.nn.Linear(8, 4 + 1)  # 4 classes + background; the retrained one has a fifth class
+    state = {"p.weight": detector.weight.detach(), "p.bias": detector.bias.detach()}
+    x = torch.randn(6, 8)
+    out = detector_logits(state, "p.", x, 5 + 1, unseen_ids=[3, 4])
+    own = detector(x).detach()
+    torch.testing.assert_close(out[:, :3], own[:, :3])
+    torch.testing.assert_close(out[:, -1], own[:, -1])
+    assert bool(torch.isneginf(out[:, 3:5]).all())

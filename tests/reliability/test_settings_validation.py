@@ -35,6 +35,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.ALIGN_SYNTHESIZED", "histogram"),
     ("ZSD.CLASSIFIER.LOSS", "focal"),
     ("ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS", -1.0),
+    ("ZSD.CLASSIFIER.CALIBRATION_REFERENCE", "seen_detector"),
     ("MODEL.ZSD.SEMANTIC_AUX_WEIGHT", -1.0),
     ("ZSD.BASELINE.EPOCHS", -1),  # was "expected non-negative integer"
     ("SOLVER.IMS_PER_BATCH", 0),  # detectron2 / fvcore messages named no key

@@ -223,6 +223,36 @@ def test_unseen_logit_bias_is_folded_and_counts_against_the_budget(run_dir):
     assert calibrated_biased["seen_logit_bias"] <= calibrated["seen_logit_bias"]
 
 
+def test_calibration_can_count_from_the_seen_detector(run_dir):
+    """CALIBRATION_REFERENCE detector: the budget counts from the stage-1 detector's seen top-1 on the
+    calibration RoIs, and the chosen bias keeps the retrained classifier within it where the grid can."""
+    from zsdet.engine.checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
+    from zsdet.engine.gzsd_calibration import detector_logits, top1_accuracy
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+
+    out, _ = run_dir
+    cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
+    cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET, cfg.ZSD.CLASSIFIER.CALIBRATION_REFERENCE = 5.0, "detector"
+    weights = str(out / "model_final.pth")
+    with pytest.raises(ValueError, match="CALIBRATION_REFERENCE"):
+        train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
+    _, record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out, weights)
+    choice = record["gzsd_calibration"]
+    # the same RoIs the calibration drew: recompute the detector's top-1 on every held-out seen RoI it could use
+    rows = np.nonzero(np.isin(bank.image_ids, held_out) & np.isin(bank.labels, split.seen_ids))[0]
+    assert choice["num_rois"] == min(len(rows), cfg.SYNTHESIS.VAL_MAX_SAMPLES) and choice["reference"] == "detector"
+    if choice["num_rois"] == len(rows):
+        unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
+        unseen_mask[list(split.unseen_ids)] = True
+        logits = detector_logits(load_state_dict_file(weights), CLASSIFIER_PREFIX, torch.from_numpy(bank.load(rows)),
+                                 split.num_classes + 1, split.unseen_ids)
+        z = cfg.MODEL.ZSD
+        assert choice["reference_top1"] == top1_accuracy(logits, torch.from_numpy(bank.labels[rows].astype(np.int64)),
+                                                         unseen_mask, z.GZSD_SCORING, z.GZSD_SEEN_THRESH, 0.0)
+    assert choice["within_budget"] == (choice["seen_top1"] >= choice["reference_top1"] - 5.0)
+    assert choice["within_budget"] or choice["seen_logit_bias"] == -10.0
+
+
 def test_validation_protocol_runs_on_a_bank(run_dir, tmp_path):
     from zsdet.engine.roi_stages import load_bank
     from zsdet.engine.zsd_validation import pseudo_unseen_split, run_protocol

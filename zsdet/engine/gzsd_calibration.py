@@ -16,6 +16,12 @@ constant, not chosen here): it adds ``u`` to the unseen rows' biases, which mult
 every unseen class against background by ``e^u`` wherever unseen classes are scored against it (ZSD,
 and GZSD's unseen group), so fewer real unseen RoIs fall under the protocol's score threshold. When
 both are set, the budget counts from the classifier before ``u`` (``reference_top1``).
+
+``ZSD.CLASSIFIER.CALIBRATION_REFERENCE`` ``"detector"`` counts the budget instead from the seen
+detector's own box classifier on the same RoIs (its unseen columns left out: it never scored them),
+the issue's meaning of "seen objects labelled right fall by at most the budget"; the retrained
+classifier can then start below the budget's floor, and :func:`choose_seen_bias` with
+``allow_negative`` goes below 0 (raising the seen logits) until it is back within the budget.
 """
 from typing import Dict, Optional, Sequence
 
@@ -25,24 +31,28 @@ from torch import nn
 
 from ..modeling.zsd_predictor import gzsd_probs
 
-__all__ = ["BIAS_GRID", "top1_accuracy", "choose_seen_bias", "fold_seen_bias", "fold_unseen_bias"]
+__all__ = ["BIAS_GRID", "REFERENCES", "top1_accuracy", "choose_seen_bias", "detector_logits", "fold_seen_bias",
+           "fold_unseen_bias"]
 
-BIAS_GRID = np.round(np.arange(0.0, 10.0 + 1e-9, 0.25), 2)  # candidate seen-logit biases
+BIAS_GRID = np.round(np.arange(0.0, 10.0 + 1e-9, 0.25), 2)  # candidate seen-logit biases (negated: allow_negative)
+REFERENCES = ("classifier", "detector")  # ZSD.CLASSIFIER.CALIBRATION_REFERENCE
 
 
 def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor, unseen_mask: torch.Tensor, scoring: str,
                   seen_thresh: float, bias: float) -> float:
     """Percent of the rows whose highest-probability class (background excluded) under GZSD scoring
-    with the seen logits lowered by ``bias`` is their label; logits (n, K + 1), labels (n,)."""
+    with the seen logits lowered by ``bias`` is their label; logits (n, K + 1), labels (n,). A row
+    whose classes all have probability 0 (grouped scoring's floor, columns at -inf) has no label."""
     seen_mask = ~unseen_mask
     seen_mask[-1] = False
     lowered = logits - bias * seen_mask.to(logits.dtype)
-    top = gzsd_probs(lowered, unseen_mask, scoring, 0.0, seen_thresh)[:, :-1].argmax(1)
-    return 100.0 * float((top == labels).double().mean())
+    best, top = gzsd_probs(lowered, unseen_mask, scoring, 0.0, seen_thresh)[:, :-1].max(1)
+    return 100.0 * float(((top == labels) & (best > 0)).double().mean())
 
 
 def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Sequence[int], scoring: str,
-                     seen_thresh: float, budget: float, reference_top1: Optional[float] = None) -> Dict:
+                     seen_thresh: float, budget: float, reference_top1: Optional[float] = None,
+                     allow_negative: bool = False) -> Dict:
     """The largest bias of ``BIAS_GRID`` within ``budget`` points of seen top-1 accuracy (module docstring).
 
     Args:
@@ -50,20 +60,49 @@ def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Seq
         unseen_ids: the unseen columns; scoring, seen_thresh: ``MODEL.ZSD.GZSD_SCORING`` /
             ``GZSD_SEEN_THRESH``; budget: ``ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET`` (points).
         reference_top1: the seen top-1 accuracy (percent) the budget counts from; default: at bias 0.
-            A reference already more than ``budget`` above bias 0 gives bias 0.
+            A reference already more than ``budget`` above bias 0 gives bias 0, or with
+            ``allow_negative`` the first of -0.25, -0.5, ..., -10 back within the budget (-10 if none).
     Returns:
-        {"seen_logit_bias", "seen_top1_at_0", "seen_top1", "reference_top1", "budget", "num_rois", "scoring"}.
+        {"seen_logit_bias", "seen_top1_at_0", "seen_top1", "reference_top1", "budget", "within_budget",
+        "num_rois", "scoring"}.
     """
     if not len(labels):
         raise ValueError("GZSD calibration needs held-out real seen RoIs, got none")
     unseen_mask = torch.zeros(logits.shape[1], dtype=torch.bool)
     unseen_mask[list(unseen_ids)] = True
-    accuracy = [top1_accuracy(logits, labels, unseen_mask, scoring, seen_thresh, b) for b in BIAS_GRID]
+    def accuracy_at(b: float) -> float:
+        return top1_accuracy(logits, labels, unseen_mask, scoring, seen_thresh, b)
+
+    accuracy = [accuracy_at(b) for b in BIAS_GRID]
     reference = accuracy[0] if reference_top1 is None else float(reference_top1)
-    outside = np.nonzero(np.asarray(accuracy) < reference - budget)[0]
+    floor = reference - budget
+    outside = np.nonzero(np.asarray(accuracy) < floor)[0]
     best = max(int(outside[0]) - 1, 0) if len(outside) else len(BIAS_GRID) - 1  # the grid up to the first miss
-    return {"seen_logit_bias": float(BIAS_GRID[best]), "seen_top1_at_0": accuracy[0], "seen_top1": accuracy[best],
-            "reference_top1": reference, "budget": float(budget), "num_rois": int(len(labels)), "scoring": scoring}
+    bias, top1 = float(BIAS_GRID[best]), accuracy[best]
+    if allow_negative and top1 < floor:
+        for bias in -BIAS_GRID[1:]:  # raise the seen logits step by step until back within the budget
+            top1 = accuracy_at(float(bias))
+            if top1 >= floor:
+                break
+        bias = float(bias)
+    return {"seen_logit_bias": bias, "seen_top1_at_0": accuracy[0], "seen_top1": top1, "reference_top1": reference,
+            "budget": float(budget), "within_budget": bool(top1 >= floor), "num_rois": int(len(labels)),
+            "scoring": scoring}
+
+
+def detector_logits(state: Dict[str, torch.Tensor], prefix: str, features: torch.Tensor, num_columns: int,
+                    unseen_ids: Sequence[int]) -> torch.Tensor:
+    """Logits (n, num_columns) of the seen detector's linear box classifier (``prefix`` + weight / bias
+    in ``state``, K + 1 rows, background last) on ``features`` (n, d), laid out as the retrained
+    classifier's columns (background last); its unseen columns and any column past its K classes
+    are -inf (it never scored them)."""
+    weight, bias = state[prefix + "weight"].float(), state[prefix + "bias"].float()
+    own = features @ weight.T + bias  # (n, K + 1)
+    k = own.shape[1] - 1
+    out = own.new_full((len(features), num_columns), float("-inf"))
+    out[:, :k], out[:, -1] = own[:, :k], own[:, -1]
+    out[:, list(unseen_ids)] = float("-inf")
+    return out
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config, class_
 from ..evaluation.multilabel import CONVENTIONS
 from ..synthesis.checkpoint import BEST, CHECKPOINT, check_embeddings_file, embeddings_record
 from ..synthesis.settings import SynthesisSettings, check_synthesis_config
+from .gzsd_calibration import REFERENCES
 from .synthesis_classifier import ALIGNMENTS, LOSSES, RECIPES
 
 __all__ = ["SettingsError", "check_pipeline_settings", "check_eval_only_settings", "check_classification_settings",
@@ -151,6 +152,7 @@ def check_synthesis_classifier_settings(cfg) -> None:
     require(cfg, "ZSD.CLASSIFIER.ALIGN_SYNTHESIZED", lambda v: v in ALIGNMENTS, f"one of {ALIGNMENTS}")
     within(cfg, "ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET", 0.0, 100.0)
     within(cfg, "ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS", 0.0, 20.0)
+    require(cfg, "ZSD.CLASSIFIER.CALIBRATION_REFERENCE", lambda v: v in REFERENCES, f"one of {REFERENCES}")
     if cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET > 0:
         require(cfg, "ZSD.FEATURES.VAL_FRACTION", lambda v: 0 < v < 1,
                 "in (0, 1) (ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET calibrates on the validation images)")

@@ -34,7 +34,9 @@ Unseen-logit bias (``UNSEEN_LOGIT_BIAS`` u): ``u`` added to the unseen rows' bia
 ``e^u`` in ZSD and in GZSD's unseen group.
 
 Calibration (``SEEN_ACCURACY_BUDGET`` > 0): :mod:`.gzsd_calibration` on the validation images' real
-seen RoIs, folded into the seen biases; the budget counts from the classifier before ``u``.
+seen RoIs, folded into the seen biases; the budget counts from the classifier before ``u``, or with
+``CALIBRATION_REFERENCE`` ``"detector"`` from the seen detector's box classifier on the same RoIs (the
+seen bias may then be negative).
 """
 import functools
 import logging
@@ -51,7 +53,7 @@ from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
 from ..synthesis.alignment import QuantileAlignment
 from .box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
 from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
-from .gzsd_calibration import choose_seen_bias, fold_seen_bias, fold_unseen_bias, top1_accuracy
+from .gzsd_calibration import choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias, top1_accuracy
 from .roi_stages import real_training_set, synthesized_set
 
 __all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SUZOD_RECIPE", "fit_alignment", "train_synthesis_classifier",
@@ -206,27 +208,38 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
         fold_unseen_bias(classifier, unseen_ids, c.UNSEEN_LOGIT_BIAS)
         record["unseen_logit_bias"] = c.UNSEEN_LOGIT_BIAS
     if c.SEEN_ACCURACY_BUDGET > 0:
-        record["gzsd_calibration"] = calibrate(cfg, bank, classifier, seen_ids, unseen_ids, held_out)
+        record["gzsd_calibration"] = calibrate(cfg, bank, classifier, seen_ids, unseen_ids, held_out, detector_weights)
     return classifier, record
 
 
 def calibrate(cfg, bank: FeatureBank, classifier: nn.Linear, seen_ids: Sequence[int], unseen_ids: Sequence[int],
-              held_out: np.ndarray) -> Dict:
+              held_out: np.ndarray, detector_weights: Optional[str] = None) -> Dict:
     """Choose the seen-logit bias on the held-out seen RoIs (at most ``SYNTHESIS.VAL_MAX_SAMPLES`` of
     them) and fold it into ``classifier`` (:mod:`.gzsd_calibration`); the budget counts from
-    ``classifier`` without its folded ``ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS``."""
+    ``classifier`` without its folded ``ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS``, or with
+    ``CALIBRATION_REFERENCE`` ``"detector"`` from the box classifier of ``detector_weights``."""
+    c = cfg.ZSD.CLASSIFIER
     rows = np.nonzero(held_out & np.isin(bank.labels, seen_ids))[0]
     rng = np.random.default_rng(derive_seed(cfg.SEED, CALIBRATION_KEY))
     rows = np.sort(rng.choice(rows, min(len(rows), cfg.SYNTHESIS.VAL_MAX_SAMPLES), replace=False))
+    features = torch.from_numpy(bank.load(rows))
     with torch.no_grad():
-        logits = classifier(torch.from_numpy(bank.load(rows)))
+        logits = classifier(features)
     z, labels = cfg.MODEL.ZSD, torch.from_numpy(bank.labels[rows].astype(np.int64))
     unseen_mask = torch.zeros(logits.shape[1], dtype=torch.bool)
     unseen_mask[list(unseen_ids)] = True
-    before = logits - cfg.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS * unseen_mask.to(logits.dtype)
+    if c.CALIBRATION_REFERENCE == "detector":
+        if detector_weights is None:
+            raise ValueError("ZSD.CLASSIFIER.CALIBRATION_REFERENCE 'detector' needs the seen detector's weights")
+        reference_logits = detector_logits(load_state_dict_file(detector_weights), CLASSIFIER_PREFIX, features,
+                                           logits.shape[1], unseen_ids)
+    else:
+        reference_logits = logits - c.UNSEEN_LOGIT_BIAS * unseen_mask.to(logits.dtype)
+    reference = top1_accuracy(reference_logits, labels, unseen_mask, z.GZSD_SCORING, z.GZSD_SEEN_THRESH, 0.0)
     choice = choose_seen_bias(logits, labels, unseen_ids, z.GZSD_SCORING, z.GZSD_SEEN_THRESH,
-                              cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET,
-                              top1_accuracy(before, labels, unseen_mask, z.GZSD_SCORING, z.GZSD_SEEN_THRESH, 0.0))
+                              c.SEEN_ACCURACY_BUDGET, reference,
+                              allow_negative=c.CALIBRATION_REFERENCE == "detector")
+    choice["reference"] = c.CALIBRATION_REFERENCE
     fold_seen_bias(classifier, seen_ids, choice["seen_logit_bias"])
     logger.info("GZSD calibration on %d held-out seen RoIs: seen-logit bias %.2f (seen top-1 %.1f%% -> %.1f%%, "
                 "budget %.1f points, %s scoring)", choice["num_rois"], choice["seen_logit_bias"],
