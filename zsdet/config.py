@@ -162,6 +162,8 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     # seen top-1 accuracy on the validation images' seen RoIs, folded into the classifier (0 = none)
     p.CLASSIFIER.CALIBRATION_REFERENCE = "classifier"  # the budget counts from: "classifier" (the retrained one
     # before UNSEEN_LOGIT_BIAS) or "detector" (the seen detector's box classifier; the seen bias may go negative)
+    p.CLASSIFIER.SEEN_ROWS = "retrained"  # "detector": seen rows rebuilt so that seen minus background logits are the
+    # seen detector's (grouped GZSD scoring's seen group = the detector's), after training
     p.CLASSIFIER.UNSEEN_LOGIT_BIAS = 0.0  # added to the unseen classes' logits (folded into their biases): their odds
     # against background times e^bias in ZSD and GZSD's unseen group (0 = none)
     p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real

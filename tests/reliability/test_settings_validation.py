@@ -36,6 +36,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.LOSS", "focal"),
     ("ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS", -1.0),
     ("ZSD.CLASSIFIER.CALIBRATION_REFERENCE", "seen_detector"),
+    ("ZSD.CLASSIFIER.SEEN_ROWS", "stage1"),
     ("MODEL.ZSD.SEMANTIC_AUX_WEIGHT", -1.0),
     ("ZSD.BASELINE.EPOCHS", -1),  # was "expected non-negative integer"
     ("SOLVER.IMS_PER_BATCH", 0),  # detectron2 / fvcore messages named no key

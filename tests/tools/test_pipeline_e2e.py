@@ -253,6 +253,33 @@ def test_calibration_can_count_from_the_seen_detector(run_dir):
     assert choice["within_budget"] or choice["seen_logit_bias"] == -10.0
 
 
+def test_seen_rows_from_the_detector(run_dir):
+    """SEEN_ROWS detector: on the bank's features every seen logit minus the background logit is the
+    stage-1 detector's, and the unseen and background rows are those of the same retrained classifier."""
+    from zsdet.engine.checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+
+    out, _ = run_dir
+    cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
+    weights = str(out / "model_final.pth")
+    plain, _ = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out, weights)
+    cfg.ZSD.CLASSIFIER.SEEN_ROWS = "detector"
+    with pytest.raises(ValueError, match="SEEN_ROWS"):
+        train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
+    rebuilt, record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out, weights)
+    assert record["seen_rows"] == "detector"
+    others = [*split.unseen_ids, split.num_classes]
+    assert torch.equal(rebuilt.weight[others], plain.weight[others]) and torch.equal(rebuilt.bias[others], plain.bias[others])
+    state = load_state_dict_file(weights)
+    x = torch.from_numpy(bank.load(np.arange(min(len(bank), 200))))
+    detector = x @ state[CLASSIFIER_PREFIX + "weight"].T + state[CLASSIFIER_PREFIX + "bias"]
+    seen = list(split.seen_ids)
+    with torch.no_grad():
+        logits = rebuilt(x)
+    torch.testing.assert_close(logits[:, seen] - logits[:, -1:], detector[:, seen] - detector[:, -1:],
+                               rtol=1e-4, atol=1e-3)
+
+
 def test_validation_protocol_runs_on_a_bank(run_dir, tmp_path):
     from zsdet.engine.roi_stages import load_bank
     from zsdet.engine.zsd_validation import pseudo_unseen_split, run_protocol

@@ -25,7 +25,7 @@ from ..evaluation.multilabel import CONVENTIONS
 from ..synthesis.checkpoint import BEST, CHECKPOINT, check_embeddings_file, embeddings_record
 from ..synthesis.settings import SynthesisSettings, check_synthesis_config
 from .gzsd_calibration import REFERENCES
-from .synthesis_classifier import ALIGNMENTS, LOSSES, RECIPES
+from .synthesis_classifier import ALIGNMENTS, LOSSES, RECIPES, SEEN_ROWS
 
 __all__ = ["SettingsError", "check_pipeline_settings", "check_eval_only_settings", "check_classification_settings",
            "box_feature_dim"]
@@ -153,6 +153,7 @@ def check_synthesis_classifier_settings(cfg) -> None:
     within(cfg, "ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET", 0.0, 100.0)
     within(cfg, "ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS", 0.0, 20.0)
     require(cfg, "ZSD.CLASSIFIER.CALIBRATION_REFERENCE", lambda v: v in REFERENCES, f"one of {REFERENCES}")
+    require(cfg, "ZSD.CLASSIFIER.SEEN_ROWS", lambda v: v in SEEN_ROWS, f"one of {SEEN_ROWS}")
     if cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET > 0:
         require(cfg, "ZSD.FEATURES.VAL_FRACTION", lambda v: 0 < v < 1,
                 "in (0, 1) (ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET calibrates on the validation images)")

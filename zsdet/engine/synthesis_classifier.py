@@ -29,6 +29,12 @@ mixed) training features against features synthesized for their label sets, so t
 is no cue of the unseen columns; the record gives the real-vs-synthesized probe accuracy on the
 validation images' seen RoIs before and after it.
 
+Seen group (``SEEN_ROWS`` ``"detector"``): after training, the seen rows are rebuilt from the seen
+detector's box classifier so that every seen logit minus the background logit is the detector's
+(:func:`keep_detector_seen_group`): grouped GZSD scoring's [seen, background] softmax is then the
+seen detector's own, while the [unseen, background] softmax (ZSD, GZSD's unseen group) stays the
+retrained one. ``"retrained"`` (default) keeps the jointly trained rows.
+
 Unseen-logit bias (``UNSEEN_LOGIT_BIAS`` u): ``u`` added to the unseen rows' biases after training
 (:func:`~.gzsd_calibration.fold_unseen_bias`): the odds of each unseen class against background times
 ``e^u`` in ZSD and in GZSD's unseen group.
@@ -56,14 +62,15 @@ from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
 from .gzsd_calibration import choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias, top1_accuracy
 from .roi_stages import real_training_set, synthesized_set
 
-__all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SUZOD_RECIPE", "fit_alignment", "train_synthesis_classifier",
-           "unseen_mixture_sets", "widen_labels"]
+__all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "fit_alignment", "keep_detector_seen_group",
+           "train_synthesis_classifier", "unseen_mixture_sets", "widen_labels"]
 
 logger = logging.getLogger(__name__)
 
 RECIPES = ("joint", "suzod")
 LOSSES = ("joint", "grouped")  # ZSD.CLASSIFIER.LOSS of recipe "joint"
 ALIGNMENTS = ("none", "quantile")
+SEEN_ROWS = ("retrained", "detector")  # ZSD.CLASSIFIER.SEEN_ROWS
 # SUZOD's unseen classifier (docs/zsd_protocol.md §7-8)
 SUZOD_RECIPE = {"lr": 1e-4, "betas": (0.5, 0.999), "batch_size": 32, "epochs": 15, "background_per_class": 2,
                 "detector_background_share": 0.35}
@@ -117,6 +124,19 @@ def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Te
     logger.info("box classifier: quantile alignment of synthesized features fitted on %d real training rows; %s",
                 record["fit_rows"], {k: round(v, 3) for k, v in record.items() if k.startswith("real_vs")})
     return alignment, record
+
+
+@torch.no_grad()
+def keep_detector_seen_group(classifier: nn.Linear, detector_state: Dict[str, torch.Tensor], seen_ids: Sequence[int]
+                             ) -> None:
+    """Rebuild the seen rows of ``classifier`` (C + 1 outputs, background last) in place so that
+    seen row minus background row equals the detector's (``CLASSIFIER_PREFIX`` weight / bias in
+    ``detector_state``, K + 1 rows, background last), for weights and biases alike: every seen logit
+    minus the background logit is then the detector's on any feature."""
+    weight, bias = detector_state[CLASSIFIER_PREFIX + "weight"].float(), detector_state[CLASSIFIER_PREFIX + "bias"].float()
+    seen = list(seen_ids)
+    classifier.weight[seen] = weight[seen] - weight[-1] + classifier.weight[-1]
+    classifier.bias[seen] = bias[seen] - bias[-1] + classifier.bias[-1]
 
 
 def _suzod_classifier(cfg, detector_weights: str, bank: FeatureBank, syn_x: torch.Tensor, syn_y: torch.Tensor,
@@ -204,6 +224,11 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
         record["training"] = fit_box_classifier(classifier, torch.cat([x, syn_x]), soft_targets(torch.cat([y, syn_y])),
                                                 epochs=c.EPOCHS, batch_size=c.BATCH_SIZE, lr=c.LR,
                                                 weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
+    if c.SEEN_ROWS == "detector":
+        if detector_weights is None:
+            raise ValueError("ZSD.CLASSIFIER.SEEN_ROWS 'detector' needs the seen detector's weights")
+        keep_detector_seen_group(classifier, load_state_dict_file(detector_weights), seen_ids)
+        record["seen_rows"] = "detector"
     if c.UNSEEN_LOGIT_BIAS:
         fold_unseen_bias(classifier, unseen_ids, c.UNSEEN_LOGIT_BIAS)
         record["unseen_logit_bias"] = c.UNSEEN_LOGIT_BIAS
