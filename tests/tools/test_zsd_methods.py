@@ -51,8 +51,8 @@ def test_shipped_configs_run_the_default_method():
     the validation worlds); the `clf` row keeps the fixed CLF's own settings."""
     flf, clf, single = _cfg("flf"), _cfg("clf"), _cfg("single_label")
     synthesis_keys = ("FUSION", "GAN", "OUTPUT_ACTIVATION")
-    classifier_keys = ("BG_PER_FG", "SEEN_ACCURACY_BUDGET", "UNSEEN_LOGIT_BIAS", "ALIGN_SYNTHESIZED", "UNSEEN_MIXTURES",
-                       "MIXTURE_RATIO")
+    classifier_keys = ("BG_PER_FG", "SEEN_ACCURACY_BUDGET", "CALIBRATION_REFERENCE", "SEEN_ROWS", "UNSEEN_LOGIT_BIAS",
+                       "ALIGN_SYNTHESIZED", "UNSEEN_MIXTURES", "MIXTURE_RATIO")
     for leaf in ("shapes/zsd_shapes_R18_FPN.yaml", "COCO-ZSD/faster_rcnn_R_101_FPN_65_15.yaml"):
         cfg = get_zsdet_cfg(os.path.join(ROOT, "configs", leaf))
         assert [cfg.SYNTHESIS[k] for k in synthesis_keys] == [flf.SYNTHESIS[k] for k in synthesis_keys] == [
@@ -60,6 +60,7 @@ def test_shipped_configs_run_the_default_method():
         assert [cfg.ZSD.CLASSIFIER[k] for k in classifier_keys] == [flf.ZSD.CLASSIFIER[k] for k in classifier_keys]
     assert flf.SYNTHESIS.EPOCHS == 12 and flf.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET == 5.0
     assert (flf.ZSD.CLASSIFIER.BG_PER_FG, flf.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS) == (0.5, 2.0)  # rounds 10, 11
+    assert (flf.ZSD.CLASSIFIER.CALIBRATION_REFERENCE, flf.ZSD.CLASSIFIER.SEEN_ROWS) == ("detector", "retrained")  # 13-15
     assert (clf.SYNTHESIS.OUTPUT_ACTIVATION, clf.SYNTHESIS.CLF_INPUT, clf.SYNTHESIS.CLF_INIT, clf.SYNTHESIS.CLF_DROPOUT,
             clf.SYNTHESIS.EPOCHS) == ("clamp", "pre_activation", "identity", 0.0, 24)
     assert (clf.ZSD.CLASSIFIER.BG_PER_FG, clf.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED) == (0.5, "quantile")
