@@ -206,6 +206,7 @@ def test_unseen_logit_bias_is_folded_and_counts_against_the_budget(run_dir):
     from zsdet.engine.synthesis_classifier import train_synthesis_classifier
 
     cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
+    cfg.ZSD.CLASSIFIER.CALIBRATION_REFERENCE = "classifier"  # the budget's reference under test here
     unseen, others = list(split.unseen_ids), [*split.seen_ids, split.num_classes]
     trained = {}
     for budget, bias in ((0.0, 0.0), (0.0, 3.0), (5.0, 0.0), (5.0, 3.0)):
