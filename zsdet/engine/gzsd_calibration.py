@@ -70,6 +70,7 @@ def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Seq
         raise ValueError("GZSD calibration needs held-out real seen RoIs, got none")
     unseen_mask = torch.zeros(logits.shape[1], dtype=torch.bool)
     unseen_mask[list(unseen_ids)] = True
+
     def accuracy_at(b: float) -> float:
         return top1_accuracy(logits, labels, unseen_mask, scoring, seen_thresh, b)
 
@@ -80,11 +81,10 @@ def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Seq
     best = max(int(outside[0]) - 1, 0) if len(outside) else len(BIAS_GRID) - 1  # the grid up to the first miss
     bias, top1 = float(BIAS_GRID[best]), accuracy[best]
     if allow_negative and top1 < floor:
-        for bias in -BIAS_GRID[1:]:  # raise the seen logits step by step until back within the budget
-            top1 = accuracy_at(float(bias))
+        for candidate in -BIAS_GRID[1:]:  # raise the seen logits step by step until back within the budget
+            bias, top1 = float(candidate), accuracy_at(float(candidate))
             if top1 >= floor:
                 break
-        bias = float(bias)
     return {"seen_logit_bias": bias, "seen_top1_at_0": accuracy[0], "seen_top1": top1, "reference_top1": reference,
             "budget": float(budget), "within_budget": bool(top1 >= floor), "num_rois": int(len(labels)),
             "scoring": scoring}
