@@ -111,9 +111,8 @@ def test_a_row_without_any_positive_probability_has_no_label():
 def test_detector_logits_are_laid_out_as_the_retrained_classifiers_columns():
     torch.manual_seed(0)
     detector = torch.nn.Linear(8, 4 + 1)  # 4 classes + background; the retrained one has a fifth class
-    state = {"p.weight": detector.weight.detach(), "p.bias": detector.bias.detach()}
     x = torch.randn(6, 8)
-    out = detector_logits(state, "p.", x, 5 + 1, unseen_ids=[3, 4])
+    out = detector_logits(detector.weight.detach(), detector.bias.detach(), x, 5 + 1, unseen_ids=[3, 4])
     own = detector(x).detach()
     torch.testing.assert_close(out[:, :3], own[:, :3])
     torch.testing.assert_close(out[:, -1], own[:, -1])

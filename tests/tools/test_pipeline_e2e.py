@@ -245,8 +245,9 @@ def test_calibration_can_count_from_the_seen_detector(run_dir):
     if choice["num_rois"] == len(rows):
         unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
         unseen_mask[list(split.unseen_ids)] = True
-        logits = detector_logits(load_state_dict_file(weights), CLASSIFIER_PREFIX, torch.from_numpy(bank.load(rows)),
-                                 split.num_classes + 1, split.unseen_ids)
+        state = load_state_dict_file(weights)
+        logits = detector_logits(state[CLASSIFIER_PREFIX + "weight"], state[CLASSIFIER_PREFIX + "bias"],
+                                 torch.from_numpy(bank.load(rows)), split.num_classes + 1, split.unseen_ids)
         z = cfg.MODEL.ZSD
         assert choice["reference_top1"] == top1_accuracy(logits, torch.from_numpy(bank.labels[rows].astype(np.int64)),
                                                          unseen_mask, z.GZSD_SCORING, z.GZSD_SEEN_THRESH, 0.0)

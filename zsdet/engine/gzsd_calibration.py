@@ -90,13 +90,12 @@ def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Seq
             "scoring": scoring}
 
 
-def detector_logits(state: Dict[str, torch.Tensor], prefix: str, features: torch.Tensor, num_columns: int,
+def detector_logits(weight: torch.Tensor, bias: torch.Tensor, features: torch.Tensor, num_columns: int,
                     unseen_ids: Sequence[int]) -> torch.Tensor:
-    """Logits (n, num_columns) of the seen detector's linear box classifier (``prefix`` + weight / bias
-    in ``state``, K + 1 rows, background last) on ``features`` (n, d), laid out as the retrained
+    """Logits (n, num_columns) of the seen detector's linear box classifier (``weight`` (K + 1, d),
+    ``bias`` (K + 1,), background last) on ``features`` (n, d), laid out as the retrained
     classifier's columns (background last); its unseen columns and any column past its K classes
     are -inf (it never scored them)."""
-    weight, bias = state[prefix + "weight"].float(), state[prefix + "bias"].float()
     own = features @ weight.T + bias  # (n, K + 1)
     k = own.shape[1] - 1
     out = own.new_full((len(features), num_columns), float("-inf"))

@@ -62,8 +62,8 @@ from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
 from .gzsd_calibration import choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias, top1_accuracy
 from .roi_stages import real_training_set, synthesized_set
 
-__all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "fit_alignment", "keep_detector_seen_group",
-           "train_synthesis_classifier", "unseen_mixture_sets", "widen_labels"]
+__all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "fit_alignment", "detector_head",
+           "keep_detector_seen_group", "train_synthesis_classifier", "unseen_mixture_sets", "widen_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,26 +126,43 @@ def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Te
     return alignment, record
 
 
+def detector_head(cfg, detector_weights: Optional[str]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """(weight (K + 1, d), bias (K + 1,)) float32 of the seen detector's box classifier, background
+    last, when a setting of ``ZSD.CLASSIFIER`` needs it (recipe ``suzod``, ``SEEN_ROWS`` ``detector``,
+    a calibration with ``CALIBRATION_REFERENCE`` ``detector``), else None; read once, before training."""
+    c = cfg.ZSD.CLASSIFIER
+    needed_by = [key for key, wanted in (("RECIPE 'suzod'", c.RECIPE == "suzod"),
+                                         ("SEEN_ROWS 'detector'", c.SEEN_ROWS == "detector"),
+                                         ("CALIBRATION_REFERENCE 'detector'",
+                                          c.SEEN_ACCURACY_BUDGET > 0 and c.CALIBRATION_REFERENCE == "detector"))
+                 if wanted]
+    if not needed_by:
+        return None
+    if detector_weights is None:
+        raise ValueError(f"ZSD.CLASSIFIER.{needed_by[0]} needs the seen detector's weights")
+    state = load_state_dict_file(detector_weights)
+    return state[CLASSIFIER_PREFIX + "weight"].float(), state[CLASSIFIER_PREFIX + "bias"].float()
+
+
 @torch.no_grad()
-def keep_detector_seen_group(classifier: nn.Linear, detector_state: Dict[str, torch.Tensor], seen_ids: Sequence[int]
+def keep_detector_seen_group(classifier: nn.Linear, weight: torch.Tensor, bias: torch.Tensor, seen_ids: Sequence[int]
                              ) -> None:
     """Rebuild the seen rows of ``classifier`` (C + 1 outputs, background last) in place so that
-    seen row minus background row equals the detector's (``CLASSIFIER_PREFIX`` weight / bias in
-    ``detector_state``, K + 1 rows, background last), for weights and biases alike: every seen logit
-    minus the background logit is then the detector's on any feature."""
-    weight, bias = detector_state[CLASSIFIER_PREFIX + "weight"].float(), detector_state[CLASSIFIER_PREFIX + "bias"].float()
+    seen row minus background row equals the detector's (``weight`` (K + 1, d), ``bias`` (K + 1,),
+    background last), for weights and biases alike: every seen logit minus the background logit is
+    then the detector's on any feature."""
     seen = list(seen_ids)
     classifier.weight[seen] = weight[seen] - weight[-1] + classifier.weight[-1]
     classifier.bias[seen] = bias[seen] - bias[-1] + classifier.bias[-1]
 
 
-def _suzod_classifier(cfg, detector_weights: str, bank: FeatureBank, syn_x: torch.Tensor, syn_y: torch.Tensor,
+def _suzod_classifier(cfg, head: Tuple[torch.Tensor, torch.Tensor], bank: FeatureBank, syn_x: torch.Tensor, syn_y: torch.Tensor,
                       unseen_ids: Sequence[int], held_out: np.ndarray, rng: np.random.Generator
                       ) -> Tuple[nn.Linear, Dict]:
-    """SUZOD's recipe (module docstring); syn_y (n, C + 1)."""
+    """SUZOD's recipe (module docstring); head: the detector's box classifier (:func:`detector_head`);
+    syn_y (n, C + 1)."""
     r, c = SUZOD_RECIPE, len(syn_y[0]) - 1
-    state = load_state_dict_file(detector_weights)
-    weight, bias = state[CLASSIFIER_PREFIX + "weight"], state[CLASSIFIER_PREFIX + "bias"]
+    weight, bias = head
     bg = np.nonzero((bank.labels == bank.num_classes) & ~held_out)[0]
     bg = np.sort(rng.choice(bg, min(len(bg), r["background_per_class"] * cfg.SYNTHESIS.NUM_PER_CLASS), replace=False))
     cols = list(unseen_ids) + [c]
@@ -181,12 +198,14 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
         seen_ids / unseen_ids: classes with real / synthesized features.
         held_out_images: validation images: none of their RoIs is trained on; their seen RoIs
             calibrate the classifier.
-        detector_weights: the stage-1 detector (recipe "suzod" starts from its classifier).
+        detector_weights: the stage-1 detector, whose box classifier recipe "suzod", SEEN_ROWS "detector" and
+            CALIBRATION_REFERENCE "detector" use (:func:`detector_head`).
         excluded_images: more images never trained on nor calibrated on (the validation benchmark's).
     Returns:
         (classifier ``nn.Linear(d, C + 1)``, record of counts, training and calibration).
     """
     c, num_classes = cfg.ZSD.CLASSIFIER, trainer.num_classes
+    head = detector_head(cfg, detector_weights)  # before any training: a missing detector fails here
     rng = np.random.default_rng(cfg.SEED)
     unused = held_out_images if excluded_images is None else np.union1d(held_out_images, excluded_images)
     x, y = real_training_set(cfg, bank, seen_ids, rng, with_mixtures=True, held_out_images=unused)
@@ -210,7 +229,7 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
         alignment, record["alignment"] = fit_alignment(cfg, bank, trainer, x, y, seen_ids, held_out)
         syn_x = alignment(syn_x)
     if c.RECIPE == "suzod":
-        classifier, record["training"] = _suzod_classifier(cfg, detector_weights, bank, syn_x, syn_y, unseen_ids,
+        classifier, record["training"] = _suzod_classifier(cfg, head, bank, syn_x, syn_y, unseen_ids,
                                                            np.isin(bank.image_ids, unused), rng)
     else:
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
@@ -225,24 +244,23 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
                                                 epochs=c.EPOCHS, batch_size=c.BATCH_SIZE, lr=c.LR,
                                                 weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
     if c.SEEN_ROWS == "detector":
-        if detector_weights is None:
-            raise ValueError("ZSD.CLASSIFIER.SEEN_ROWS 'detector' needs the seen detector's weights")
-        keep_detector_seen_group(classifier, load_state_dict_file(detector_weights), seen_ids)
+        keep_detector_seen_group(classifier, *head, seen_ids)
         record["seen_rows"] = "detector"
     if c.UNSEEN_LOGIT_BIAS:
         fold_unseen_bias(classifier, unseen_ids, c.UNSEEN_LOGIT_BIAS)
         record["unseen_logit_bias"] = c.UNSEEN_LOGIT_BIAS
     if c.SEEN_ACCURACY_BUDGET > 0:
-        record["gzsd_calibration"] = calibrate(cfg, bank, classifier, seen_ids, unseen_ids, held_out, detector_weights)
+        record["gzsd_calibration"] = calibrate(cfg, bank, classifier, seen_ids, unseen_ids, held_out, head)
     return classifier, record
 
 
 def calibrate(cfg, bank: FeatureBank, classifier: nn.Linear, seen_ids: Sequence[int], unseen_ids: Sequence[int],
-              held_out: np.ndarray, detector_weights: Optional[str] = None) -> Dict:
+              held_out: np.ndarray, head: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict:
     """Choose the seen-logit bias on the held-out seen RoIs (at most ``SYNTHESIS.VAL_MAX_SAMPLES`` of
     them) and fold it into ``classifier`` (:mod:`.gzsd_calibration`); the budget counts from
     ``classifier`` without its folded ``ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS``, or with
-    ``CALIBRATION_REFERENCE`` ``"detector"`` from the box classifier of ``detector_weights``."""
+    ``CALIBRATION_REFERENCE`` ``"detector"`` from the detector's box classifier ``head``
+    (:func:`detector_head`)."""
     c = cfg.ZSD.CLASSIFIER
     rows = np.nonzero(held_out & np.isin(bank.labels, seen_ids))[0]
     rng = np.random.default_rng(derive_seed(cfg.SEED, CALIBRATION_KEY))
@@ -254,10 +272,7 @@ def calibrate(cfg, bank: FeatureBank, classifier: nn.Linear, seen_ids: Sequence[
     unseen_mask = torch.zeros(logits.shape[1], dtype=torch.bool)
     unseen_mask[list(unseen_ids)] = True
     if c.CALIBRATION_REFERENCE == "detector":
-        if detector_weights is None:
-            raise ValueError("ZSD.CLASSIFIER.CALIBRATION_REFERENCE 'detector' needs the seen detector's weights")
-        reference_logits = detector_logits(load_state_dict_file(detector_weights), CLASSIFIER_PREFIX, features,
-                                           logits.shape[1], unseen_ids)
+        reference_logits = detector_logits(*head, features, logits.shape[1], unseen_ids)
     else:
         reference_logits = logits - c.UNSEEN_LOGIT_BIAS * unseen_mask.to(logits.dtype)
     reference = top1_accuracy(reference_logits, labels, unseen_mask, z.GZSD_SCORING, z.GZSD_SEEN_THRESH, 0.0)
