@@ -164,6 +164,8 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     # before UNSEEN_LOGIT_BIAS) or "detector" (the seen detector's box classifier; the seen bias may go negative)
     p.CLASSIFIER.SEEN_ROWS = "retrained"  # "detector": seen rows rebuilt so that seen minus background logits are the
     # seen detector's (grouped GZSD scoring's seen group = the detector's), after training
+    p.CLASSIFIER.SEEN_DISTILLATION = 0.0  # recipe joint: weight in [0, 1] of the seen detector's softmax (seen +
+    # background) in the targets of the real single-label training rows (0 = one-hot targets only)
     p.CLASSIFIER.UNSEEN_LOGIT_BIAS = 0.0  # added to the unseen classes' logits (folded into their biases): their odds
     # against background times e^bias in ZSD and GZSD's unseen group (0 = none)
     p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real

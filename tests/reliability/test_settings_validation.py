@@ -37,6 +37,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS", -1.0),
     ("ZSD.CLASSIFIER.CALIBRATION_REFERENCE", "seen_detector"),
     ("ZSD.CLASSIFIER.SEEN_ROWS", "stage1"),
+    ("ZSD.CLASSIFIER.SEEN_DISTILLATION", 1.5),
     ("MODEL.ZSD.SEMANTIC_AUX_WEIGHT", -1.0),
     ("ZSD.BASELINE.EPOCHS", -1),  # was "expected non-negative integer"
     ("SOLVER.IMS_PER_BATCH", 0),  # detectron2 / fvcore messages named no key
@@ -70,6 +71,15 @@ def test_grouped_loss_is_refused_with_the_suzod_recipe(tmp_path):
     check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.LOSS", "grouped"), STAGES)
     cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.LOSS", "grouped", "ZSD.CLASSIFIER.RECIPE", "suzod")
     with pytest.raises(ValueError, match=r"ZSD.CLASSIFIER.LOSS must be 'joint' with ZSD.CLASSIFIER.RECIPE 'suzod'"):
+        check_pipeline_settings(cfg, STAGES)
+
+
+def test_seen_distillation_is_refused_with_the_suzod_recipe(tmp_path):
+    from zsdet.engine.settings_check import check_pipeline_settings
+
+    check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_DISTILLATION", "0.5"), STAGES)
+    cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_DISTILLATION", "0.5", "ZSD.CLASSIFIER.RECIPE", "suzod")
+    with pytest.raises(ValueError, match=r"ZSD.CLASSIFIER.RECIPE must be 'joint' with ZSD.CLASSIFIER.SEEN_DISTILLATION"):
         check_pipeline_settings(cfg, STAGES)
 
 

@@ -282,6 +282,40 @@ def test_seen_rows_from_the_detector(run_dir):
                                rtol=1e-4, atol=1e-3)
 
 
+def test_seen_distillation_brings_the_seen_group_towards_the_detector(run_dir):
+    """SEEN_DISTILLATION 1: on the validation images' real RoIs (never trained on) the retrained
+    classifier's softmax over seen classes and background is closer (KL) to the stage-1 detector's
+    than without it; without the detector's weights it fails before training, naming the key."""
+    from zsdet.engine.checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
+    from zsdet.engine.gzsd_calibration import detector_logits
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+
+    out, _ = run_dir
+    cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
+    weights = str(out / "model_final.pth")
+    cfg.ZSD.CLASSIFIER.EPOCHS, cfg.ZSD.CLASSIFIER.LR = 40, 1e-2  # trained to convergence on the tiny bank
+    plain, plain_record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
+    cfg.ZSD.CLASSIFIER.SEEN_DISTILLATION = 1.0
+    with pytest.raises(ValueError, match="SEEN_DISTILLATION"):
+        train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
+    distilled, record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out,
+                                                   weights)
+    assert record["seen_distillation"] == 1.0 and "seen_distillation" not in plain_record
+    columns = [*split.seen_ids, split.num_classes]  # the seen group and background
+    rows = np.nonzero(np.isin(bank.image_ids, held_out) & np.isin(bank.labels, columns))[0]
+    x = torch.from_numpy(bank.load(rows))
+    state = load_state_dict_file(weights)
+    teacher = torch.log_softmax(detector_logits(state[CLASSIFIER_PREFIX + "weight"], state[CLASSIFIER_PREFIX + "bias"],
+                                                x, split.num_classes + 1, split.unseen_ids)[:, columns], 1)
+
+    def kl_to_detector(classifier):
+        with torch.no_grad():
+            student = torch.log_softmax(classifier(x)[:, columns], 1)
+        return float((teacher.exp() * (teacher - student)).sum(1).mean())
+
+    assert len(rows) > 0 and kl_to_detector(distilled) < 0.5 * kl_to_detector(plain)
+
+
 def test_validation_protocol_runs_on_a_bank(run_dir, tmp_path):
     from zsdet.engine.roi_stages import load_bank
     from zsdet.engine.zsd_validation import pseudo_unseen_split, run_protocol

@@ -154,6 +154,10 @@ def check_synthesis_classifier_settings(cfg) -> None:
     within(cfg, "ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS", 0.0, 20.0)
     require(cfg, "ZSD.CLASSIFIER.CALIBRATION_REFERENCE", lambda v: v in REFERENCES, f"one of {REFERENCES}")
     require(cfg, "ZSD.CLASSIFIER.SEEN_ROWS", lambda v: v in SEEN_ROWS, f"one of {SEEN_ROWS}")
+    within(cfg, "ZSD.CLASSIFIER.SEEN_DISTILLATION", 0.0, 1.0)
+    if cfg.ZSD.CLASSIFIER.SEEN_DISTILLATION > 0:
+        require(cfg, "ZSD.CLASSIFIER.RECIPE", lambda v: v == "joint", "'joint' with ZSD.CLASSIFIER.SEEN_DISTILLATION "
+                "> 0 (recipe 'suzod' keeps the detector's seen rows)")
     if cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET > 0:
         require(cfg, "ZSD.FEATURES.VAL_FRACTION", lambda v: 0 < v < 1,
                 "in (0, 1) (ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET calibrates on the validation images)")

@@ -35,6 +35,13 @@ detector's box classifier so that every seen logit minus the background logit is
 seen detector's own, while the [unseen, background] softmax (ZSD, GZSD's unseen group) stays the
 retrained one. ``"retrained"`` (default) keeps the jointly trained rows.
 
+Distillation (``SEEN_DISTILLATION`` w > 0, recipe ``"joint"``): the target of every real
+single-label training row (a seen RoI or background) becomes ``(1 - w) x`` its one-hot ``+ w x``
+the seen detector's softmax over the seen classes and background on the same feature
+(:func:`detector_distilled_targets`): the retrained classifier learns the detector's seen-vs-seen
+and seen-vs-background ranking instead of only its labels, so the calibration need not raise every
+seen logit to make up for seen classes it confuses. Mixtures and synthesized rows keep their targets.
+
 Unseen-logit bias (``UNSEEN_LOGIT_BIAS`` u): ``u`` added to the unseen rows' biases after training
 (:func:`~.gzsd_calibration.fold_unseen_bias`): the odds of each unseen class against background times
 ``e^u`` in ZSD and in GZSD's unseen group.
@@ -63,7 +70,7 @@ from .gzsd_calibration import choose_seen_bias, detector_logits, fold_seen_bias,
 from .roi_stages import real_training_set, synthesized_set
 
 __all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "fit_alignment", "detector_head",
-           "keep_detector_seen_group", "train_synthesis_classifier", "unseen_mixture_sets", "widen_labels"]
+           "detector_distilled_targets", "keep_detector_seen_group", "train_synthesis_classifier", "unseen_mixture_sets", "widen_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +136,12 @@ def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Te
 def detector_head(cfg, detector_weights: Optional[str]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
     """(weight (K + 1, d), bias (K + 1,)) float32 of the seen detector's box classifier, background
     last, when a setting of ``ZSD.CLASSIFIER`` needs it (recipe ``suzod``, ``SEEN_ROWS`` ``detector``,
-    a calibration with ``CALIBRATION_REFERENCE`` ``detector``), else None; read once, before training."""
+    ``SEEN_DISTILLATION`` > 0, a calibration with ``CALIBRATION_REFERENCE`` ``detector``), else None;
+    read once, before training."""
     c = cfg.ZSD.CLASSIFIER
     needed_by = [key for key, wanted in (("RECIPE 'suzod'", c.RECIPE == "suzod"),
                                          ("SEEN_ROWS 'detector'", c.SEEN_ROWS == "detector"),
+                                         (f"SEEN_DISTILLATION {c.SEEN_DISTILLATION}", c.SEEN_DISTILLATION > 0),
                                          ("CALIBRATION_REFERENCE 'detector'",
                                           c.SEEN_ACCURACY_BUDGET > 0 and c.CALIBRATION_REFERENCE == "detector"))
                  if wanted]
@@ -142,6 +151,22 @@ def detector_head(cfg, detector_weights: Optional[str]) -> Optional[Tuple[torch.
         raise ValueError(f"ZSD.CLASSIFIER.{needed_by[0]} needs the seen detector's weights")
     state = load_state_dict_file(detector_weights)
     return state[CLASSIFIER_PREFIX + "weight"].float(), state[CLASSIFIER_PREFIX + "bias"].float()
+
+
+@torch.no_grad()
+def detector_distilled_targets(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                               unseen_ids: Sequence[int], distillation: float) -> torch.Tensor:
+    """Soft targets (n, C + 1) of the real training rows ``x`` (n, d) with label weights ``y``
+    (n, C + 1, background last): rows of one label (a seen RoI, background) get ``(1 - distillation)
+    x`` their one-hot ``+ distillation x`` the softmax of the detector's box classifier (``weight``
+    (K + 1, d), ``bias`` (K + 1,), background last) over its seen classes and background, 0 on the
+    unseen columns; rows of several labels (mixtures) keep :func:`soft_targets` of ``y``."""
+    targets = soft_targets(y)
+    single = torch.nonzero((y > 0).sum(1) == 1)[:, 0]
+    for rows in single.split(1 << 14):  # bounded (rows, C + 1) blocks
+        teacher = torch.softmax(detector_logits(weight, bias, x[rows], y.shape[1], unseen_ids), 1)
+        targets[rows] = (1 - distillation) * targets[rows] + distillation * teacher
+    return targets
 
 
 @torch.no_grad()
@@ -198,8 +223,8 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
         seen_ids / unseen_ids: classes with real / synthesized features.
         held_out_images: validation images: none of their RoIs is trained on; their seen RoIs
             calibrate the classifier.
-        detector_weights: the stage-1 detector, whose box classifier recipe "suzod", SEEN_ROWS "detector" and
-            CALIBRATION_REFERENCE "detector" use (:func:`detector_head`).
+        detector_weights: the stage-1 detector, whose box classifier recipe "suzod", SEEN_ROWS "detector",
+            SEEN_DISTILLATION and CALIBRATION_REFERENCE "detector" use (:func:`detector_head`).
         excluded_images: more images never trained on nor calibrated on (the validation benchmark's).
     Returns:
         (classifier ``nn.Linear(d, C + 1)``, record of counts, training and calibration).
@@ -240,7 +265,12 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
             unseen_mask = torch.zeros(num_classes + 1, dtype=torch.bool)
             unseen_mask[list(unseen_ids)] = True
             loss = functools.partial(grouped_cross_entropy, unseen_mask=unseen_mask)
-        record["training"] = fit_box_classifier(classifier, torch.cat([x, syn_x]), soft_targets(torch.cat([y, syn_y])),
+        real_targets = soft_targets(y)
+        if c.SEEN_DISTILLATION > 0:
+            real_targets = detector_distilled_targets(x, y, *head, unseen_ids, c.SEEN_DISTILLATION)
+            record["seen_distillation"] = c.SEEN_DISTILLATION
+        record["training"] = fit_box_classifier(classifier, torch.cat([x, syn_x]),
+                                                torch.cat([real_targets, soft_targets(syn_y)]),
                                                 epochs=c.EPOCHS, batch_size=c.BATCH_SIZE, lr=c.LR,
                                                 weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
     if c.SEEN_ROWS == "detector":
