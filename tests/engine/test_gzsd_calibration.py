@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zsdet.engine.gzsd_calibration import (BIAS_GRID, choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias,
-                                           top1_accuracy)
+                                           seen_roi_labels, top1_accuracy)
 from zsdet.modeling.zsd_predictor import gzsd_probs
 
 SEEN, UNSEEN, K = [0, 1, 2], [3, 4], 5
@@ -117,3 +117,23 @@ def test_detector_logits_are_laid_out_as_the_retrained_classifiers_columns():
     torch.testing.assert_close(out[:, :3], own[:, :3])
     torch.testing.assert_close(out[:, -1], own[:, -1])
     assert bool(torch.isneginf(out[:, 3:5]).all())
+
+
+def test_where_seen_rois_go():
+    """Four seen RoIs of class 0, grouped scoring: one right, one to seen class 1, one to unseen class 3
+    (its seen group split between classes 0 and 1, both under the unseen class's probability), one
+    with no label (every probability floored or at -inf); the seen columns alone rank class 0 first in
+    three of them."""
+    logits = torch.full((4, K + 1), float("-inf"))
+    logits[0, [0, K]] = torch.tensor([3.0, 0.0])
+    logits[1, [0, 1, K]] = torch.tensor([0.0, 3.0, 0.0])
+    logits[2, [0, 1, 3, K]] = torch.tensor([2.1, 2.0, 3.0, 0.0])
+    logits[3, [0, K]] = torch.tensor([0.0, 3.0])
+    unseen_mask = torch.zeros(K + 1, dtype=torch.bool)
+    unseen_mask[UNSEEN] = True
+    where = seen_roi_labels(logits, torch.zeros(4, dtype=torch.long), unseen_mask, "grouped", 0.3, 0.0)
+    assert where == {"own": 25.0, "other_seen": 25.0, "unseen": 25.0, "none": 25.0, "seen_columns_top1": 75.0}
+    assert where["own"] == top1_accuracy(logits, torch.zeros(4, dtype=torch.long), unseen_mask, "grouped", 0.3, 0.0)
+    # a seen bias of -10 raises the seen group against background only: the unseen class still wins row 2
+    raised = seen_roi_labels(logits, torch.zeros(4, dtype=torch.long), unseen_mask, "grouped", 0.3, -10.0)
+    assert raised["unseen"] == 25.0 and raised["own"] == 50.0 and raised["none"] == 0.0

@@ -253,6 +253,10 @@ def test_calibration_can_count_from_the_seen_detector(run_dir):
                                                          unseen_mask, z.GZSD_SCORING, z.GZSD_SEEN_THRESH, 0.0)
     assert choice["within_budget"] == (choice["seen_top1"] >= choice["reference_top1"] - 5.0)
     assert choice["within_budget"] or choice["seen_logit_bias"] == -10.0
+    where = choice["seen_rois"]  # the same RoIs at the chosen bias: own class is the calibrated top-1
+    assert where["own"] == pytest.approx(choice["seen_top1"])
+    assert sum(where[k] for k in ("own", "other_seen", "unseen", "none")) == pytest.approx(100.0)
+    assert 0.0 <= choice["reference_seen_columns_top1"] <= 100.0
 
 
 def test_seen_rows_from_the_detector(run_dir):

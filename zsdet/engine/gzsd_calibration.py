@@ -31,8 +31,8 @@ from torch import nn
 
 from ..modeling.zsd_predictor import gzsd_probs
 
-__all__ = ["BIAS_GRID", "REFERENCES", "top1_accuracy", "choose_seen_bias", "detector_logits", "fold_seen_bias",
-           "fold_unseen_bias"]
+__all__ = ["BIAS_GRID", "REFERENCES", "top1_accuracy", "seen_roi_labels", "choose_seen_bias", "detector_logits",
+           "fold_seen_bias", "fold_unseen_bias"]
 
 BIAS_GRID = np.round(np.arange(0.0, 10.0 + 1e-9, 0.25), 2)  # candidate seen-logit biases (negated: allow_negative)
 REFERENCES = ("classifier", "detector")  # ZSD.CLASSIFIER.CALIBRATION_REFERENCE
@@ -48,6 +48,24 @@ def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor, unseen_mask: torch
     lowered = logits - bias * seen_mask.to(logits.dtype)
     best, top = gzsd_probs(lowered, unseen_mask, scoring, 0.0, seen_thresh)[:, :-1].max(1)
     return 100.0 * float(((top == labels) & (best > 0)).double().mean())
+
+
+def seen_roi_labels(logits: torch.Tensor, labels: torch.Tensor, unseen_mask: torch.Tensor, scoring: str,
+                    seen_thresh: float, bias: float) -> Dict[str, float]:
+    """Where seen RoIs' GZSD top-1 labels go (percent of rows; as :func:`top1_accuracy`): ``own``
+    class, ``other_seen``, ``unseen`` class, ``none`` (no class above 0); and ``seen_columns_top1``,
+    the share whose highest seen logit is their class (the seen classes told apart, ignoring
+    background and unseen columns). logits (n, K + 1), labels (n,) seen classes."""
+    seen_mask = ~unseen_mask
+    seen_mask[-1] = False
+    lowered = logits - bias * seen_mask.to(logits.dtype)
+    best, top = gzsd_probs(lowered, unseen_mask, scoring, 0.0, seen_thresh)[:, :-1].max(1)
+    labelled = best > 0
+    share = lambda rows: 100.0 * float(rows.double().mean())  # noqa: E731
+    seen_top = logits.masked_fill(~seen_mask, float("-inf")).argmax(1)
+    return {"own": share(labelled & (top == labels)), "other_seen": share(labelled & seen_mask[top] & (top != labels)),
+            "unseen": share(labelled & unseen_mask[top]), "none": share(~labelled),
+            "seen_columns_top1": share(seen_top == labels)}
 
 
 def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Sequence[int], scoring: str,
