@@ -169,7 +169,8 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.CLASSIFIER.UNSEEN_LOGIT_BIAS = 0.0  # added to the unseen classes' logits (folded into their biases): their odds
     # against background times e^bias in ZSD and GZSD's unseen group (0 = none)
     p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real
-    # distribution, fitted on the seen training RoIs and features synthesized for their label sets
+    # distribution; "zeros": only the real share of exact zeros per dimension; both fitted on the seen
+    # training RoIs and features synthesized for their label sets
 
     p.BASELINE = CN()  # semantic-projection baseline, trained on seen features only
     p.BASELINE.EPOCHS = 10  # passes over the training features

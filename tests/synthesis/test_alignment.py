@@ -1,9 +1,9 @@
-"""QuantileAlignment on constructed cases with known answers."""
+"""QuantileAlignment and ZeroShareAlignment on constructed cases with known answers."""
 import pytest
 import torch
 
 from zsdet.evaluation.feature_quality import real_vs_synthetic_accuracy
-from zsdet.synthesis.alignment import QuantileAlignment
+from zsdet.synthesis.alignment import QuantileAlignment, ZeroShareAlignment
 
 
 def _real(n=4000, d=6, seed=0):
@@ -57,3 +57,44 @@ def test_bad_shapes_are_errors():
         QuantileAlignment.fit(torch.zeros(1, 3), torch.zeros(10, 3))
     with pytest.raises(ValueError, match="3-d"):
         QuantileAlignment.fit(torch.rand(10, 3), torch.rand(10, 3))(torch.zeros(2, 4))
+
+
+def test_zeros_come_in_the_real_share_and_nothing_else_moves():
+    """Real: dimension j is 0 in a share 0.2 j of the rows (0 for j = 0); synthesized: uniform in
+    (0.01, 1), never 0. Aligned: each dimension's share of zeros is the real one (to the quantile
+    grid's resolution), the rest of the values are untouched, dimension 0 not at all."""
+    gen = torch.Generator().manual_seed(0)
+    n, d = 5000, 4
+    real = torch.rand(n, d, generator=gen) + 0.1
+    for j in range(d):
+        real[: int(0.2 * j * n), j] = 0.0
+    synth = 0.01 + 0.99 * torch.rand(n, d, generator=gen)
+    aligned = ZeroShareAlignment.fit(synth, real)(synth)
+    zero_share = (aligned == 0).float().mean(0)
+    assert torch.allclose(zero_share, torch.tensor([0.0, 0.2, 0.4, 0.6]), atol=0.01)
+    kept = aligned != 0
+    assert torch.equal(aligned[kept], synth[kept]) and torch.equal(aligned[:, 0], synth[:, 0])
+    zeroed_max = synth.masked_fill(kept, float("-inf")).max(0).values
+    assert bool((zeroed_max <= synth.masked_fill(~kept, float("inf")).min(0).values).all())  # the lowest values go
+
+
+def test_zeros_remove_the_zero_cue_of_a_probe():
+    """Real: 60 % exact zeros, the rest in (1, 2); synthesized: the same but with (0.5, 0.6) where real
+    has its zeros (the sigmoid's "never 0"). A linear probe tells them apart by that mass; after the
+    alignment the two have one distribution and it cannot."""
+    gen = torch.Generator().manual_seed(2)
+    n, d = 4000, 6
+    real = torch.where(torch.rand(n, d, generator=gen) < 0.6, 0.0, 1 + torch.rand(n, d, generator=gen))
+    synth = torch.where(torch.rand(n, d, generator=gen) < 0.6, 0.5 + 0.1 * torch.rand(n, d, generator=gen),
+                        1 + torch.rand(n, d, generator=gen))
+    assert real_vs_synthetic_accuracy(real, synth) > 0.7
+    assert real_vs_synthetic_accuracy(real, ZeroShareAlignment.fit(synth, real)(synth)) < 0.6
+
+
+def test_zero_share_bad_shapes_are_errors():
+    with pytest.raises(ValueError, match="\\(n, d\\)"):
+        ZeroShareAlignment.fit(torch.zeros(10, 3), torch.zeros(10, 4))
+    with pytest.raises(ValueError, match="at least 2"):
+        ZeroShareAlignment.fit(torch.zeros(1, 3), torch.zeros(10, 3))
+    with pytest.raises(ValueError, match="3-d"):
+        ZeroShareAlignment.fit(torch.rand(10, 3), torch.rand(10, 3))(torch.zeros(2, 4))

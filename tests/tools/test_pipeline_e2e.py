@@ -160,18 +160,19 @@ def classifier_stage_inputs(run_dir):
     return cfg, split, bank, trainer, np.unique(bank.image_ids[val_rows])
 
 
-def test_quantile_alignment_of_synthesized_features(run_dir):
-    """ALIGN_SYNTHESIZED quantile fits on the real training foreground, reports the probe before /
-    after on the validation images' seen RoIs, and changes the unseen columns only through the
-    synthesized features (the real rows and the seed are the same)."""
+@pytest.mark.parametrize("method", ["quantile", "zeros"])
+def test_alignment_of_synthesized_features(run_dir, method):
+    """ALIGN_SYNTHESIZED fits on the real training foreground, reports the probe before / after on
+    the validation images' seen RoIs, and changes the unseen columns only through the synthesized
+    features (the real rows and the seed are the same)."""
     from zsdet.engine.synthesis_classifier import train_synthesis_classifier
 
     cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
     plain, plain_record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
-    cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED = "quantile"
+    cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED = method
     aligned, record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
     a = record["alignment"]
-    assert "alignment" not in plain_record and a["method"] == "quantile"
+    assert "alignment" not in plain_record and a["method"] == method
     assert a["fit_rows"] > 0 and a["probe_rows"] >= 4
     assert 0 <= a["real_vs_synth_acc_after"] <= 1 and 0 <= a["real_vs_synth_acc_before"] <= 1
     assert record["real_and_mixed"] == plain_record["real_and_mixed"]

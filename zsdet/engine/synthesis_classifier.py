@@ -23,11 +23,12 @@ a separate [unseen, background] classifier trained on the synthesized unseen fea
 15 epochs), whose unseen rows replace the detector's and whose background row is blended with the
 detector's (0.35 detector, 0.65 new); the seen rows stay the stage-1 detector's.
 
-Alignment (``ALIGN_SYNTHESIZED`` ``"quantile"``): before training, every synthesized feature is
-mapped by a :class:`~zsdet.synthesis.alignment.QuantileAlignment` fitted on the real seen (and
-mixed) training features against features synthesized for their label sets, so that "synthesized"
-is no cue of the unseen columns; the record gives the real-vs-synthesized probe accuracy on the
-validation images' seen RoIs before and after it.
+Alignment (``ALIGN_SYNTHESIZED``): before training, every synthesized feature is mapped by a
+:class:`~zsdet.synthesis.alignment.QuantileAlignment` (``"quantile"``: every value's distribution) or
+a :class:`~zsdet.synthesis.alignment.ZeroShareAlignment` (``"zeros"``: the share of exact zeros only)
+fitted on the real seen (and mixed) training features against features synthesized for their label
+sets, so that "synthesized" is no cue of the unseen columns; the record gives the real-vs-synthesized
+probe accuracy on the validation images' seen RoIs before and after it.
 
 Seen group (``SEEN_ROWS`` ``"detector"``): after training, the seen rows are rebuilt from the seen
 detector's box classifier so that every seen logit minus the background logit is the detector's
@@ -53,7 +54,7 @@ seen bias may then be negative).
 """
 import functools
 import logging
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ from ..data.feature_bank import FeatureBank
 from ..data.seeded_rng import ALIGNMENT_KEY, CALIBRATION_KEY, QUALITY_KEY, UNSEEN_SETS_KEY, derive_seed
 from ..evaluation.feature_quality import real_vs_synthetic_accuracy
 from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
-from ..synthesis.alignment import QuantileAlignment
+from ..synthesis.alignment import ALIGNMENT_CLASSES
 from .box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
 from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
 from .gzsd_calibration import (choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias, seen_roi_labels,
@@ -77,7 +78,7 @@ logger = logging.getLogger(__name__)
 
 RECIPES = ("joint", "suzod")
 LOSSES = ("joint", "grouped")  # ZSD.CLASSIFIER.LOSS of recipe "joint"
-ALIGNMENTS = ("none", "quantile")
+ALIGNMENTS = ("none", *ALIGNMENT_CLASSES)
 SEEN_ROWS = ("retrained", "detector")  # ZSD.CLASSIFIER.SEEN_ROWS
 # SUZOD's unseen classifier (docs/zsd_protocol.md §7-8)
 SUZOD_RECIPE = {"lr": 1e-4, "betas": (0.5, 0.999), "batch_size": 32, "epochs": 15, "background_per_class": 2,
@@ -108,16 +109,17 @@ def unseen_mixture_sets(cfg, real_sets: LabelSets, class_embeddings: torch.Tenso
 
 
 def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Tensor, y: torch.Tensor,
-                  seen_ids: Sequence[int], held_out: np.ndarray) -> Tuple[QuantileAlignment, Dict]:
-    """The quantile alignment (module docstring) fitted on the foreground rows of the real training
-    set ``x`` (n, d) / ``y`` (n, C + 1) and features synthesized for their label sets; with its record:
+                  seen_ids: Sequence[int], held_out: np.ndarray) -> Tuple[Callable, Dict]:
+    """The ``ALIGN_SYNTHESIZED`` alignment (module docstring) fitted on the foreground rows of the real
+    training set ``x`` (n, d) / ``y`` (n, C + 1) and features synthesized for their label sets; with its record:
     rows fitted on and the real-vs-synthesized probe accuracy on up to ``SYNTHESIS.VAL_MAX_SAMPLES``
     seen RoIs of the ``held_out`` (bool per bank row) images, before and after."""
     fg = y[:, :-1].sum(1) > 0
     seed = derive_seed(cfg.SEED, ALIGNMENT_KEY)
     synth, _ = trainer.synthesize(LabelSets.from_multi_hot(y[fg, :-1]), 1, seed=seed)
-    alignment = QuantileAlignment.fit(synth, x[fg])
-    record = {"method": "quantile", "fit_rows": int(fg.sum())}
+    method = cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED
+    alignment = ALIGNMENT_CLASSES[method].fit(synth, x[fg])
+    record = {"method": method, "fit_rows": int(fg.sum())}
     rows = np.nonzero(held_out & np.isin(bank.labels, seen_ids))[0]
     if len(rows) >= 4:
         rng = np.random.default_rng(derive_seed(seed, 1))
@@ -129,8 +131,8 @@ def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Te
         probe_seed = derive_seed(cfg.SEED, QUALITY_KEY)
         record.update(probe_rows=len(rows), real_vs_synth_acc_before=real_vs_synthetic_accuracy(real, matched, probe_seed),
                       real_vs_synth_acc_after=real_vs_synthetic_accuracy(real, alignment(matched), probe_seed))
-    logger.info("box classifier: quantile alignment of synthesized features fitted on %d real training rows; %s",
-                record["fit_rows"], {k: round(v, 3) for k, v in record.items() if k.startswith("real_vs")})
+    logger.info("box classifier: %s alignment of synthesized features fitted on %d real training rows; %s",
+                method, record["fit_rows"], {k: round(v, 3) for k, v in record.items() if k.startswith("real_vs")})
     return alignment, record
 
 
@@ -251,7 +253,7 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
     logger.info("box classifier (%s): %d real + mixed, %d synthesized single-label, %d synthesized multi-label "
                 "features", c.RECIPE, len(x), record["synthesized_single"], record["synthesized_sets"])
     held_out = np.isin(bank.image_ids, held_out_images)
-    if c.ALIGN_SYNTHESIZED == "quantile":
+    if c.ALIGN_SYNTHESIZED != "none":
         alignment, record["alignment"] = fit_alignment(cfg, bank, trainer, x, y, seen_ids, held_out)
         syn_x = alignment(syn_x)
     if c.RECIPE == "suzod":

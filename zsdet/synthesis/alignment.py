@@ -12,10 +12,15 @@ values of a dimension, so what tells classes apart is kept; it corrects only wha
 A value ``v`` of dimension ``j`` maps to ``Q_real_j(F_synth_j(v))``, with ``F`` the empirical CDF
 (mid-rank on ties, e.g. the exact zeros of clamped outputs) and ``Q`` the quantile function, both
 linear between ``LEVELS`` stored quantiles. Outside the synthesized range, ends map to ends.
+
+:class:`ZeroShareAlignment` corrects the share of exact zeros only: per dimension, the synthesized
+values at or below the quantile at the real features' zero share become exactly 0 and every other
+value is kept, so the synthesized features have the real share of zeros (post-ReLU box-head
+features are about 60 % zeros; sigmoid outputs never are) and nothing else of them moves.
 """
 import torch
 
-__all__ = ["QuantileAlignment", "LEVELS"]
+__all__ = ["QuantileAlignment", "ZeroShareAlignment", "ALIGNMENT_CLASSES", "LEVELS"]
 
 LEVELS = 513  # stored quantiles per dimension and set: levels 0, 1/512, ..., 1
 CHUNK = 8192  # rows mapped at once: bounds the (d, chunk) search
@@ -82,3 +87,41 @@ class QuantileAlignment:
             position = torch.where(right > left, tied, between).clamp(0, last)
             out[start:start + CHUNK] = _interpolate(self.real_quantiles, position).T.to(x.dtype)
         return out
+
+
+class ZeroShareAlignment:
+    """Exact zeros in the real share, per dimension (module docstring).
+
+    Args:
+        thresholds: (d,) float64: synthesized values ``<=`` these become 0 (``-inf``: a dimension
+            whose real values are never 0).
+    """
+
+    def __init__(self, thresholds: torch.Tensor):
+        if thresholds.ndim != 1:
+            raise ValueError(f"thresholds must be (d,), got {tuple(thresholds.shape)}")
+        self.thresholds = thresholds.double()
+
+    @classmethod
+    def fit(cls, synth_x: torch.Tensor, real_x: torch.Tensor, levels: int = LEVELS) -> "ZeroShareAlignment":
+        """Fit on synthesized features ``synth_x`` (n, d) and real ones ``real_x`` (m, d) of the same
+        label sets (n, m >= 2): each dimension's threshold is the synthesized quantile at the share of
+        real values ``<= 0``."""
+        if synth_x.ndim != 2 or real_x.ndim != 2 or synth_x.shape[1] != real_x.shape[1]:
+            raise ValueError(f"alignment needs (n, d) synthesized and (m, d) real features, got "
+                             f"{tuple(synth_x.shape)} and {tuple(real_x.shape)}")
+        if min(len(synth_x), len(real_x)) < 2:
+            raise ValueError(f"alignment needs at least 2 synthesized and 2 real rows, got {len(synth_x)} / {len(real_x)}")
+        zero_share = (real_x <= 0).double().mean(0)  # (d,)
+        grid = _quantiles(synth_x, levels)
+        thresholds = _interpolate(grid, zero_share[:, None] * (levels - 1))[:, 0]
+        return cls(torch.where(zero_share > 0, thresholds, torch.full_like(thresholds, float("-inf"))))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The features with their values at or below each dimension's threshold set to 0, (n, d) like ``x``."""
+        if x.ndim != 2 or x.shape[1] != len(self.thresholds):
+            raise ValueError(f"alignment fitted on {len(self.thresholds)}-d features, got {tuple(x.shape)}")
+        return x.masked_fill(x.double() <= self.thresholds, 0.0)
+
+
+ALIGNMENT_CLASSES = {"quantile": QuantileAlignment, "zeros": ZeroShareAlignment}  # ZSD.CLASSIFIER.ALIGN_SYNTHESIZED
