@@ -175,6 +175,9 @@ def test_alignment_of_synthesized_features(run_dir, method):
     assert "alignment" not in plain_record and a["method"] == method
     assert a["fit_rows"] > 0 and a["probe_rows"] >= 4
     assert 0 <= a["real_vs_synth_acc_after"] <= 1 and 0 <= a["real_vs_synth_acc_before"] <= 1
+    assert 0 < a["zeros_real"] < 1  # post-ReLU box-head features
+    if method == "zeros":  # the sigmoid generator's zeros come only from the alignment, near the real share
+        assert abs(a["zeros_after"] - a["zeros_real"]) < 0.1
     assert record["real_and_mixed"] == plain_record["real_and_mixed"]
     assert not torch.equal(aligned.weight, plain.weight)
 

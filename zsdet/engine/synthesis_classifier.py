@@ -113,7 +113,8 @@ def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Te
     """The ``ALIGN_SYNTHESIZED`` alignment (module docstring) fitted on the foreground rows of the real
     training set ``x`` (n, d) / ``y`` (n, C + 1) and features synthesized for their label sets; with its record:
     rows fitted on and the real-vs-synthesized probe accuracy on up to ``SYNTHESIS.VAL_MAX_SAMPLES``
-    seen RoIs of the ``held_out`` (bool per bank row) images, before and after."""
+    seen RoIs of the ``held_out`` (bool per bank row) images, before and after, with the share of
+    exact zeros of those real RoIs and of their synthesized counterparts after the alignment."""
     fg = y[:, :-1].sum(1) > 0
     seed = derive_seed(cfg.SEED, ALIGNMENT_KEY)
     synth, _ = trainer.synthesize(LabelSets.from_multi_hot(y[fg, :-1]), 1, seed=seed)
@@ -129,10 +130,12 @@ def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Te
         matched, _ = trainer.synthesize(LabelSets.from_multi_hot(one_hot), 1, seed=derive_seed(seed, 2))
         real = torch.from_numpy(bank.load(rows))
         probe_seed = derive_seed(cfg.SEED, QUALITY_KEY)
+        aligned = alignment(matched)
         record.update(probe_rows=len(rows), real_vs_synth_acc_before=real_vs_synthetic_accuracy(real, matched, probe_seed),
-                      real_vs_synth_acc_after=real_vs_synthetic_accuracy(real, alignment(matched), probe_seed))
+                      real_vs_synth_acc_after=real_vs_synthetic_accuracy(real, aligned, probe_seed),
+                      zeros_real=float((real == 0).double().mean()), zeros_after=float((aligned == 0).double().mean()))
     logger.info("box classifier: %s alignment of synthesized features fitted on %d real training rows; %s",
-                method, record["fit_rows"], {k: round(v, 3) for k, v in record.items() if k.startswith("real_vs")})
+                method, record["fit_rows"], {k: round(v, 3) for k, v in record.items() if k.startswith(("real_vs", "zeros"))})
     return alignment, record
 
 
