@@ -3,8 +3,8 @@ folded into the classifier exactly as the predictor's SEEN_LOGIT_BIAS would appl
 import pytest
 import torch
 
-from zsdet.engine.gzsd_calibration import (BIAS_GRID, choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias,
-                                           seen_roi_labels, top1_accuracy)
+from zsdet.engine.gzsd_calibration import (BIAS_GRID, choose_seen_bias, detector_logits, fold_seen_bias,
+                                           fold_unseen_bias, seen_roi_labels, top1_accuracy)
 from zsdet.modeling.zsd_predictor import gzsd_probs
 
 SEEN, UNSEEN, K = [0, 1, 2], [3, 4], 5

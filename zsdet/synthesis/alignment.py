@@ -44,6 +44,16 @@ def _interpolate(grid: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
     return grid.gather(1, lo) * (1 - w) + grid.gather(1, hi) * w
 
 
+def _check_fit_inputs(synth_x: torch.Tensor, real_x: torch.Tensor) -> None:
+    """(n, d) synthesized and (m, d) real features, n, m >= 2, else a ValueError saying which."""
+    if synth_x.ndim != 2 or real_x.ndim != 2 or synth_x.shape[1] != real_x.shape[1]:
+        raise ValueError(f"alignment needs (n, d) synthesized and (m, d) real features, got "
+                         f"{tuple(synth_x.shape)} and {tuple(real_x.shape)}")
+    if min(len(synth_x), len(real_x)) < 2:
+        raise ValueError(f"alignment needs at least 2 synthesized and 2 real rows, got {len(synth_x)} / "
+                         f"{len(real_x)}")
+
+
 class QuantileAlignment:
     """A per-dimension monotone map from synthesized to real feature values (module docstring).
 
@@ -62,11 +72,7 @@ class QuantileAlignment:
     def fit(cls, synth_x: torch.Tensor, real_x: torch.Tensor, levels: int = LEVELS) -> "QuantileAlignment":
         """Fit on synthesized features ``synth_x`` (n, d) and real ones ``real_x`` (m, d) of the same
         label sets (n, m >= 2; same units)."""
-        if synth_x.ndim != 2 or real_x.ndim != 2 or synth_x.shape[1] != real_x.shape[1]:
-            raise ValueError(f"alignment needs (n, d) synthesized and (m, d) real features, got "
-                             f"{tuple(synth_x.shape)} and {tuple(real_x.shape)}")
-        if min(len(synth_x), len(real_x)) < 2:
-            raise ValueError(f"alignment needs at least 2 synthesized and 2 real rows, got {len(synth_x)} / {len(real_x)}")
+        _check_fit_inputs(synth_x, real_x)
         return cls(_quantiles(synth_x, levels), _quantiles(real_x, levels))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,11 +113,7 @@ class ZeroShareAlignment:
         """Fit on synthesized features ``synth_x`` (n, d) and real ones ``real_x`` (m, d) of the same
         label sets (n, m >= 2): each dimension's threshold is the synthesized quantile at the share of
         real values ``<= 0``."""
-        if synth_x.ndim != 2 or real_x.ndim != 2 or synth_x.shape[1] != real_x.shape[1]:
-            raise ValueError(f"alignment needs (n, d) synthesized and (m, d) real features, got "
-                             f"{tuple(synth_x.shape)} and {tuple(real_x.shape)}")
-        if min(len(synth_x), len(real_x)) < 2:
-            raise ValueError(f"alignment needs at least 2 synthesized and 2 real rows, got {len(synth_x)} / {len(real_x)}")
+        _check_fit_inputs(synth_x, real_x)
         zero_share = (real_x <= 0).double().mean(0)  # (d,)
         grid = _quantiles(synth_x, levels)
         thresholds = _interpolate(grid, zero_share[:, None] * (levels - 1))[:, 0]
