@@ -31,11 +31,25 @@ from torch import nn
 
 from ..modeling.zsd_predictor import gzsd_probs
 
-__all__ = ["BIAS_GRID", "REFERENCES", "top1_accuracy", "seen_roi_labels", "choose_seen_bias", "detector_logits",
-           "fold_seen_bias", "fold_unseen_bias"]
+__all__ = ["BIAS_GRID", "REFERENCES", "top1_accuracy", "seen_columns_top1", "seen_roi_labels", "choose_seen_bias",
+           "detector_logits", "fold_seen_bias", "fold_unseen_bias"]
 
 BIAS_GRID = np.round(np.arange(0.0, 10.0 + 1e-9, 0.25), 2)  # candidate seen-logit biases (negated: allow_negative)
 REFERENCES = ("classifier", "detector")  # ZSD.CLASSIFIER.CALIBRATION_REFERENCE
+
+
+def _top1(logits: torch.Tensor, unseen_mask: torch.Tensor, scoring: str, seen_thresh: float, bias: float):
+    """(labelled (n,) bool: some class above probability 0, top (n,) class, seen_mask (K + 1,)) under
+    GZSD scoring with the seen logits lowered by ``bias``; background excluded."""
+    seen_mask = ~unseen_mask
+    seen_mask[-1] = False
+    lowered = logits - bias * seen_mask.to(logits.dtype)
+    best, top = gzsd_probs(lowered, unseen_mask, scoring, 0.0, seen_thresh)[:, :-1].max(1)
+    return best > 0, top, seen_mask
+
+
+def _percent(rows: torch.Tensor) -> float:
+    return 100.0 * float(rows.double().mean())
 
 
 def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor, unseen_mask: torch.Tensor, scoring: str,
@@ -43,29 +57,28 @@ def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor, unseen_mask: torch
     """Percent of the rows whose highest-probability class (background excluded) under GZSD scoring
     with the seen logits lowered by ``bias`` is their label; logits (n, K + 1), labels (n,). A row
     whose classes all have probability 0 (grouped scoring's floor, columns at -inf) has no label."""
+    labelled, top, _ = _top1(logits, unseen_mask, scoring, seen_thresh, bias)
+    return _percent(labelled & (top == labels))
+
+
+def seen_columns_top1(logits: torch.Tensor, labels: torch.Tensor, unseen_mask: torch.Tensor) -> float:
+    """Percent of the rows whose highest *seen* logit is their class (the seen classes told apart,
+    background and unseen columns ignored); logits (n, K + 1), labels (n,) seen classes."""
     seen_mask = ~unseen_mask
     seen_mask[-1] = False
-    lowered = logits - bias * seen_mask.to(logits.dtype)
-    best, top = gzsd_probs(lowered, unseen_mask, scoring, 0.0, seen_thresh)[:, :-1].max(1)
-    return 100.0 * float(((top == labels) & (best > 0)).double().mean())
+    return _percent(logits.masked_fill(~seen_mask, float("-inf")).argmax(1) == labels)
 
 
 def seen_roi_labels(logits: torch.Tensor, labels: torch.Tensor, unseen_mask: torch.Tensor, scoring: str,
                     seen_thresh: float, bias: float) -> Dict[str, float]:
     """Where seen RoIs' GZSD top-1 labels go (percent of rows; as :func:`top1_accuracy`): ``own``
-    class, ``other_seen``, ``unseen`` class, ``none`` (no class above 0); and ``seen_columns_top1``,
-    the share whose highest seen logit is their class (the seen classes told apart, ignoring
-    background and unseen columns). logits (n, K + 1), labels (n,) seen classes."""
-    seen_mask = ~unseen_mask
-    seen_mask[-1] = False
-    lowered = logits - bias * seen_mask.to(logits.dtype)
-    best, top = gzsd_probs(lowered, unseen_mask, scoring, 0.0, seen_thresh)[:, :-1].max(1)
-    labelled = best > 0
-    share = lambda rows: 100.0 * float(rows.double().mean())  # noqa: E731
-    seen_top = logits.masked_fill(~seen_mask, float("-inf")).argmax(1)
-    return {"own": share(labelled & (top == labels)), "other_seen": share(labelled & seen_mask[top] & (top != labels)),
-            "unseen": share(labelled & unseen_mask[top]), "none": share(~labelled),
-            "seen_columns_top1": share(seen_top == labels)}
+    class, ``other_seen``, ``unseen`` class, ``none`` (no class above 0); and
+    :func:`seen_columns_top1`. logits (n, K + 1), labels (n,) seen classes."""
+    labelled, top, seen_mask = _top1(logits, unseen_mask, scoring, seen_thresh, bias)
+    return {"own": _percent(labelled & (top == labels)),
+            "other_seen": _percent(labelled & seen_mask[top] & (top != labels)),
+            "unseen": _percent(labelled & unseen_mask[top]), "none": _percent(~labelled),
+            "seen_columns_top1": seen_columns_top1(logits, labels, unseen_mask)}
 
 
 def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Sequence[int], scoring: str,

@@ -68,8 +68,8 @@ from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
 from ..synthesis.alignment import ALIGNMENT_CLASSES
 from .box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
 from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
-from .gzsd_calibration import (choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias, seen_roi_labels,
-                               top1_accuracy)
+from .gzsd_calibration import (choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias,
+                               seen_columns_top1, seen_roi_labels, top1_accuracy)
 from .roi_stages import real_training_set, synthesized_set
 
 __all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "fit_alignment", "detector_head",
@@ -191,8 +191,8 @@ def keep_detector_seen_group(classifier: nn.Linear, weight: torch.Tensor, bias: 
     classifier.bias[seen] = bias[seen] - bias[-1] + classifier.bias[-1]
 
 
-def _suzod_classifier(cfg, head: Tuple[torch.Tensor, torch.Tensor], bank: FeatureBank, syn_x: torch.Tensor, syn_y: torch.Tensor,
-                      unseen_ids: Sequence[int], held_out: np.ndarray, rng: np.random.Generator
+def _suzod_classifier(cfg, head: Tuple[torch.Tensor, torch.Tensor], bank: FeatureBank, syn_x: torch.Tensor,
+                      syn_y: torch.Tensor, unseen_ids: Sequence[int], held_out: np.ndarray, rng: np.random.Generator
                       ) -> Tuple[nn.Linear, Dict]:
     """SUZOD's recipe (module docstring); head: the detector's box classifier (:func:`detector_head`);
     syn_y (n, C + 1)."""
@@ -323,9 +323,7 @@ def calibrate(cfg, bank: FeatureBank, classifier: nn.Linear, seen_ids: Sequence[
     choice["reference"] = c.CALIBRATION_REFERENCE
     choice["seen_rois"] = seen_roi_labels(logits, labels, unseen_mask, z.GZSD_SCORING, z.GZSD_SEEN_THRESH,
                                           choice["seen_logit_bias"])
-    choice["reference_seen_columns_top1"] = seen_roi_labels(reference_logits, labels, unseen_mask,
-                                                            z.GZSD_SCORING, z.GZSD_SEEN_THRESH,
-                                                            0.0)["seen_columns_top1"]
+    choice["reference_seen_columns_top1"] = seen_columns_top1(reference_logits, labels, unseen_mask)
     fold_seen_bias(classifier, seen_ids, choice["seen_logit_bias"])
     logger.info("GZSD calibration on %d held-out seen RoIs: seen-logit bias %.2f (seen top-1 %.1f%% -> %.1f%%, "
                 "budget %.1f points, %s scoring)", choice["num_rois"], choice["seen_logit_bias"],

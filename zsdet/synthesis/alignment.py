@@ -123,7 +123,7 @@ class ZeroShareAlignment:
         """The features with their values at or below each dimension's threshold set to 0, (n, d) like ``x``."""
         if x.ndim != 2 or x.shape[1] != len(self.thresholds):
             raise ValueError(f"alignment fitted on {len(self.thresholds)}-d features, got {tuple(x.shape)}")
-        return x.masked_fill(x.double() <= self.thresholds, 0.0)
+        return x.masked_fill(x <= self.thresholds.to(x.dtype), 0.0)  # no float64 copy of x
 
 
 ALIGNMENT_CLASSES = {"quantile": QuantileAlignment, "zeros": ZeroShareAlignment}  # ZSD.CLASSIFIER.ALIGN_SYNTHESIZED
