@@ -116,6 +116,8 @@ def _add_zsd_model_config(cfg: CN) -> None:
     z.GZSD_SCORING = "grouped"  # gzsd: "grouped" (SUZOD, protocol §9: seen / unseen softmaxes) or "joint" (one softmax)
     z.SEEN_LOGIT_BIAS = 0.0  # gzsd joint: subtracted from seen logits (calibrated stacking; 0 = off)
     z.GZSD_SEEN_THRESH = 0.3  # gzsd grouped: seen probabilities below this are set to 0 (SUZOD: 0.3)
+    z.ZSD_UNSEEN_LOGIT_BIAS = 0.0  # zsd only: added to the unseen logits at scoring, their odds against background
+    # times e^bias (on top of any ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS folded into the classifier); gzsd untouched (0 = off)
 
 
 def _add_zsd_pipeline_config(cfg: CN) -> None:

@@ -32,7 +32,8 @@ def detector(mode, opts):
 
 
 @pytest.mark.parametrize("opts", [["MODEL.ZSD.GZSD_SEEN_THRESH", "0.0"], ["MODEL.ZSD.CLASSIFIER", "semantic"],
-                                  ["MODEL.ZSD.GZSD_SCORING", "joint"]])  # untrained: seen scores are low
+                                  ["MODEL.ZSD.GZSD_SCORING", "joint"],  # untrained: seen scores are low
+                                  ["MODEL.ZSD.GZSD_SEEN_THRESH", "0.0", "MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS", "2.0"]])
 def test_one_pass_equals_one_detector_per_mode(images, opts):
     with torch.no_grad():
         shared = MultiModeDetector(detector("gzsd", opts), MODES).eval()(images)

@@ -80,6 +80,24 @@ def test_gzsd_calibration_lowers_seen_scores(cfg):
     assert (calibrated[:, [1, 3]] > plain[:, [1, 3]]).all()
 
 
+def test_zsd_unseen_logit_bias_raises_unseen_odds_in_zsd_only(cfg):
+    """ZSD: each unseen class's odds against background times e^b, their ratios kept; GZSD: same probs."""
+    scores = torch.randn(6, 5)
+    props = Instances((32, 32))
+    props.proposal_boxes = Boxes(torch.zeros(6, 4))
+    probs = {}
+    for mode in ("zsd", "gzsd"):
+        for bias in (0.0, 1.5):
+            (probs[mode, bias],) = predictor(cfg, MODE=mode, ZSD_UNSEEN_LOGIT_BIAS=bias).predict_probs(
+                (scores, None), [props])
+    plain, raised = probs["zsd", 0.0], probs["zsd", 1.5]
+    for c in (1, 3):
+        torch.testing.assert_close(raised[:, c] / raised[:, 4], plain[:, c] / plain[:, 4] * torch.exp(torch.tensor(1.5)))
+    torch.testing.assert_close(raised[:, 1] / raised[:, 3], plain[:, 1] / plain[:, 3])
+    assert (raised[:, [0, 2]] == 0).all() and (raised[:, 4] < plain[:, 4]).all()
+    assert torch.equal(probs["gzsd", 0.0], probs["gzsd", 1.5])
+
+
 def test_semantic_baseline_scores_by_cosine(cfg):
     p = predictor(cfg, CLASSIFIER="semantic", SEMANTIC_TEMPERATURE=0.5)
     assert isinstance(p.cls_score, SemanticProjectionClassifier)

@@ -170,11 +170,12 @@ def check_synthesis_classifier_settings(cfg) -> None:
 
 
 def check_evaluation_settings(cfg) -> None:
-    """Stage ``evaluate``: the test datasets are registered."""
+    """Stage ``evaluate``: the test datasets are registered; the scoring settings are in range."""
     for key in ("ZSD.TEST_ZSD", "ZSD.TEST_GZSD"):
         if setting(cfg, key):
             registered(key, setting(cfg, key))
     at_least(cfg, "TEST.DETECTIONS_PER_IMAGE", 1)
+    within(cfg, "MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS", 0.0, 20.0)
 
 
 def check_generator_checkpoints(cfg, stages: set, embeddings) -> None:

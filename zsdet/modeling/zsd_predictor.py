@@ -15,7 +15,8 @@ semantic-projection baseline all index the same columns.
   it is learnt on seen boxes and applies unchanged to unseen detections, which replaces SUZOD's
   substitution of the best-scoring seen class's deltas.
 * Inference (``MODEL.ZSD.MODE``): ``"seen"`` softmax over seen + background; ``"zsd"`` softmax
-  over unseen + background (seen classes never fire); ``"gzsd"`` with
+  over unseen + background (seen classes never fire), ``MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS`` added to
+  the unseen logits first (their odds against background times e^bias; 0 = off); ``"gzsd"`` with
   ``MODEL.ZSD.GZSD_SCORING``: ``"joint"``, one softmax over all columns after subtracting
   ``MODEL.ZSD.SEEN_LOGIT_BIAS`` from the seen logits (calibrated stacking; 0 = off), or
   ``"grouped"``, SUZOD's scoring (protocol §9): separate softmaxes over [seen, background] and
@@ -50,6 +51,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         class_embeddings: (K, a) tensor, required for the semantic classifier.
         semantic_temperature: T of the semantic classifier.
         seen_logit_bias: subtracted from seen logits in ``"gzsd"`` mode with joint scoring.
+        zsd_unseen_logit_bias: added to unseen logits in ``"zsd"`` mode only.
         gzsd_scoring: ``"joint"`` or ``"grouped"`` (module docstring).
         gzsd_seen_thresh: grouped scoring's floor on seen probabilities.
         semantic_aux_weight: weight of the auxiliary embedding loss in training (module docstring;
@@ -67,6 +69,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         class_embeddings=None,
         semantic_temperature: float = 0.05,
         seen_logit_bias: float = 0.0,
+        zsd_unseen_logit_bias: float = 0.0,
         gzsd_scoring: str = "joint",
         gzsd_seen_thresh: float = 0.3,
         semantic_aux_weight: float = 0.0,
@@ -99,6 +102,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         self.register_buffer("unseen_mask", unseen, persistent=False)
         self.mode = mode
         self.seen_logit_bias = seen_logit_bias
+        self.zsd_unseen_logit_bias = zsd_unseen_logit_bias
         self.gzsd_scoring = gzsd_scoring
         self.gzsd_seen_thresh = gzsd_seen_thresh
 
@@ -121,6 +125,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             classifier=cfg.MODEL.ZSD.CLASSIFIER,
             semantic_temperature=cfg.MODEL.ZSD.SEMANTIC_TEMPERATURE,
             seen_logit_bias=cfg.MODEL.ZSD.SEEN_LOGIT_BIAS,
+            zsd_unseen_logit_bias=cfg.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS,
             gzsd_scoring=cfg.MODEL.ZSD.GZSD_SCORING,
             gzsd_seen_thresh=cfg.MODEL.ZSD.GZSD_SEEN_THRESH,
             semantic_aux_weight=cfg.MODEL.ZSD.SEMANTIC_AUX_WEIGHT,
@@ -163,9 +168,12 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         return self.semantic_aux_weight * (1 - cos).mean()
 
     def mode_logits(self, scores: torch.Tensor) -> torch.Tensor:
-        """Logits (N, K + 1) of modes "seen" and "zsd", the columns the mode excludes set to -inf."""
-        excluded = self.unseen_mask if self.mode == "seen" else self.seen_mask
-        return scores.masked_fill(excluded, float("-inf"))
+        """Logits (N, K + 1) of modes "seen" and "zsd", the columns the mode excludes set to -inf
+        ("zsd": the unseen logits raised by ``zsd_unseen_logit_bias``)."""
+        if self.mode == "seen":
+            return scores.masked_fill(self.unseen_mask, float("-inf"))
+        raised = scores + self.zsd_unseen_logit_bias * self.unseen_mask.to(scores.dtype)
+        return raised.masked_fill(self.seen_mask, float("-inf"))
 
     def predict_probs(self, predictions, proposals):
         scores, _ = predictions
