@@ -39,9 +39,13 @@ def test_presets_define_the_method_rows(bench):
     assert official.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS == 0 and official.ZSD.CLASSIFIER.BG_PER_FG == 1.0
     single = cfgs["single_label"]
     assert single.ZSD.MIXTURES.RATIO == 0 and single.ZSD.CLASSIFIER.MIXTURE_RATIO == 0
-    # everything before stage 3 is shared, so one detector and RoI bank serve every row
+    assert official.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS == 0 and cfgs["baseline"].MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS == 0
+    # everything before stage 3 is shared, so one detector and RoI bank serve every row (the ZSD bias is
+    # a scoring setting)
     keys = ("MODEL", "INPUT", "SOLVER", "DATASETS", "DATALOADER", "SEED")
     for cfg in cfgs.values():
+        cfg = cfg.clone()
+        cfg.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS = cfgs["clf"].MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS
         assert all(cfg[k] == cfgs["clf"][k] for k in keys) and cfg.ZSD.FEATURES == cfgs["clf"].ZSD.FEATURES
 
 
@@ -58,6 +62,7 @@ def test_shipped_configs_run_the_default_method():
         assert [cfg.SYNTHESIS[k] for k in synthesis_keys] == [flf.SYNTHESIS[k] for k in synthesis_keys] == [
             "flf", "fclswgan", "sigmoid"], leaf
         assert [cfg.ZSD.CLASSIFIER[k] for k in classifier_keys] == [flf.ZSD.CLASSIFIER[k] for k in classifier_keys]
+        assert cfg.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS == flf.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS == 2.0, leaf  # round 19
     assert flf.SYNTHESIS.EPOCHS == 12 and flf.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET == 5.0
     assert (flf.ZSD.CLASSIFIER.BG_PER_FG, flf.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS) == (0.5, 2.0)  # rounds 10, 11
     assert (flf.ZSD.CLASSIFIER.CALIBRATION_REFERENCE, flf.ZSD.CLASSIFIER.SEEN_ROWS) == ("detector", "retrained")  # 13-15
