@@ -40,6 +40,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.SEEN_DISTILLATION", 1.5),
     ("MODEL.ZSD.SEMANTIC_AUX_WEIGHT", -1.0),
     ("MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS", -0.5),
+    ("MODEL.ZSD.GZSD_SEEN_THRESH", 1.5),  # every seen probability floored to 0
     ("ZSD.BASELINE.EPOCHS", -1),  # was "expected non-negative integer"
     ("SOLVER.IMS_PER_BATCH", 0),  # detectron2 / fvcore messages named no key
     ("SOLVER.MAX_ITER", 0),

@@ -176,6 +176,7 @@ def check_evaluation_settings(cfg) -> None:
             registered(key, setting(cfg, key))
     at_least(cfg, "TEST.DETECTIONS_PER_IMAGE", 1)
     within(cfg, "MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS", 0.0, 20.0)
+    within(cfg, "MODEL.ZSD.GZSD_SEEN_THRESH", 0.0, 1.0)
 
 
 def check_generator_checkpoints(cfg, stages: set, embeddings) -> None:
