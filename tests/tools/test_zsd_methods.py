@@ -39,13 +39,15 @@ def test_presets_define_the_method_rows(bench):
     assert official.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS == 0 and official.ZSD.CLASSIFIER.BG_PER_FG == 1.0
     single = cfgs["single_label"]
     assert single.ZSD.MIXTURES.RATIO == 0 and single.ZSD.CLASSIFIER.MIXTURE_RATIO == 0
-    assert official.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS == 0 and cfgs["baseline"].MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS == 0
-    # everything before stage 3 is shared, so one detector and RoI bank serve every row (the ZSD bias is
-    # a scoring setting)
+    for row in (official, cfgs["baseline"]):  # the official code's scoring / the plain baseline's
+        assert (row.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS, row.MODEL.ZSD.GZSD_SEEN_THRESH) == (0, 0.3)
+    # everything before stage 3 is shared, so one detector and RoI bank serve every row (the ZSD bias
+    # and the seen floor are scoring settings)
     keys = ("MODEL", "INPUT", "SOLVER", "DATASETS", "DATALOADER", "SEED")
     for cfg in cfgs.values():
         cfg = cfg.clone()
-        cfg.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS = cfgs["clf"].MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS
+        for key in ("ZSD_UNSEEN_LOGIT_BIAS", "GZSD_SEEN_THRESH"):
+            cfg.MODEL.ZSD[key] = cfgs["clf"].MODEL.ZSD[key]
         assert all(cfg[k] == cfgs["clf"][k] for k in keys) and cfg.ZSD.FEATURES == cfgs["clf"].ZSD.FEATURES
 
 
@@ -63,6 +65,7 @@ def test_shipped_configs_run_the_default_method():
             "flf", "fclswgan", "sigmoid"], leaf
         assert [cfg.ZSD.CLASSIFIER[k] for k in classifier_keys] == [flf.ZSD.CLASSIFIER[k] for k in classifier_keys]
         assert cfg.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS == flf.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS == 3.0, leaf  # rounds 19, 20
+        assert cfg.MODEL.ZSD.GZSD_SEEN_THRESH == flf.MODEL.ZSD.GZSD_SEEN_THRESH == 0.4, leaf  # round 22
     assert flf.SYNTHESIS.EPOCHS == 12 and flf.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET == 5.0
     assert (flf.ZSD.CLASSIFIER.BG_PER_FG, flf.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS) == (0.5, 1.0)  # rounds 10, 20
     assert (flf.ZSD.CLASSIFIER.CALIBRATION_REFERENCE, flf.ZSD.CLASSIFIER.SEEN_ROWS) == ("detector", "retrained")  # 13-15
