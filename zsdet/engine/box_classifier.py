@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.seeded_rng import derive_seed
+from ..modeling.zsd_predictor import seen_columns
 from ..synthesis import fit_module
 
 
@@ -42,8 +43,7 @@ def grouped_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, unseen_ma
     unseen classes, as grouped scoring meets them. logits, targets: (B, K + 1), background last;
     unseen_mask: (K + 1,) bool, True for unseen columns.
     """
-    seen_mask = ~unseen_mask
-    seen_mask[-1] = False
+    seen_mask = seen_columns(unseen_mask)
     loss = logits.new_zeros(())
     for other in (unseen_mask, seen_mask):  # the seen group leaves out the unseen columns, and back
         log_p = F.log_softmax(logits.masked_fill(other, float("-inf")), dim=1).masked_fill(other, 0.0)

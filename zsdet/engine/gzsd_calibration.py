@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..modeling.zsd_predictor import gzsd_probs
+from ..modeling.zsd_predictor import gzsd_probs, seen_columns
 
 __all__ = ["BIAS_GRID", "REFERENCES", "top1_accuracy", "seen_columns_top1", "seen_roi_labels", "choose_seen_bias",
            "detector_logits", "fold_seen_bias", "fold_unseen_bias"]
@@ -41,8 +41,7 @@ REFERENCES = ("classifier", "detector")  # ZSD.CLASSIFIER.CALIBRATION_REFERENCE
 def _top1(logits: torch.Tensor, unseen_mask: torch.Tensor, scoring: str, seen_thresh: float, bias: float):
     """(labelled (n,) bool: some class above probability 0, top (n,) class, seen_mask (K + 1,)) under
     GZSD scoring with the seen logits lowered by ``bias``; background excluded."""
-    seen_mask = ~unseen_mask
-    seen_mask[-1] = False
+    seen_mask = seen_columns(unseen_mask)
     lowered = logits - bias * seen_mask.to(logits.dtype)
     best, top = gzsd_probs(lowered, unseen_mask, scoring, 0.0, seen_thresh)[:, :-1].max(1)
     return best > 0, top, seen_mask
@@ -64,8 +63,7 @@ def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor, unseen_mask: torch
 def seen_columns_top1(logits: torch.Tensor, labels: torch.Tensor, unseen_mask: torch.Tensor) -> float:
     """Percent of the rows whose highest *seen* logit is their class (the seen classes told apart,
     background and unseen columns ignored); logits (n, K + 1), labels (n,) seen classes."""
-    seen_mask = ~unseen_mask
-    seen_mask[-1] = False
+    seen_mask = seen_columns(unseen_mask)
     return _percent(logits.masked_fill(~seen_mask, float("-inf")).argmax(1) == labels)
 
 

@@ -137,9 +137,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
     @property
     def seen_mask(self) -> torch.Tensor:
         """(K + 1,) bool, True for seen classes (background excluded)."""
-        seen = ~self.unseen_mask
-        seen[-1] = False
-        return seen
+        return seen_columns(self.unseen_mask)
 
     def forward(self, x):
         if self.training and self.semantic_aux_weight > 0:
@@ -185,6 +183,14 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         return probs.split([len(p) for p in proposals], dim=0)
 
 
+def seen_columns(unseen_mask: torch.Tensor) -> torch.Tensor:
+    """(K + 1,) bool, True for the seen columns of ``unseen_mask`` (K + 1,): neither unseen nor the
+    background (last)."""
+    seen = ~unseen_mask
+    seen[-1] = False
+    return seen
+
+
 def gzsd_probs(scores: torch.Tensor, unseen_mask: torch.Tensor, scoring: str, seen_logit_bias: float = 0.0,
                seen_thresh: float = 0.3) -> torch.Tensor:
     """GZSD class probabilities (N, K + 1) of logits ``scores`` (N, K + 1), background last.
@@ -194,8 +200,7 @@ def gzsd_probs(scores: torch.Tensor, unseen_mask: torch.Tensor, scoring: str, se
     over [seen, background] and [unseen, background], seen probabilities below ``seen_thresh`` set to
     0, the background column the mean of the two background probabilities.
     """
-    seen_mask = ~unseen_mask
-    seen_mask[-1] = False
+    seen_mask = seen_columns(unseen_mask)
     if scoring == "joint":
         return F.softmax(scores - seen_logit_bias * seen_mask.to(scores.dtype), dim=-1)
     p_seen = F.softmax(scores.masked_fill(unseen_mask, float("-inf")), dim=-1)
