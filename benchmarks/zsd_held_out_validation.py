@@ -21,15 +21,22 @@ settings of ``configs/dense`` were chosen from (each method row, then its altern
 
 Output: one JSON line per (candidate, split, seed), a table of mean ± std over every split and seed
 (``results_table.md``, with the mean of each split) and ``summary.json`` in ``<out>``. The selection
-score is the rule the defaults were chosen by: the mean of ZSD mAP .5 and GZSD HM mAP .5.
+score is the rule the defaults were chosen by: the mean of ZSD mAP .5 and GZSD HM mAP .5. With
+``--seen-reference NAME`` (a candidate, e.g. ``clf_official``) the table adds each candidate's GZSD
+seen fall against it (the reference's top-1 seen right minus the candidate's, paired by split and
+seed, points) and the fall's one-sided 90 % upper confidence bound over the splits (mean + t(0.90,
+splits - 1) x standard error; the twenty-third round's rule: at most 5).
 
     python benchmarks/zsd_held_out_validation.py                   # 9 candidates x splits 0-2 x seeds 0-1
     python benchmarks/zsd_held_out_validation.py --candidate clf clf.yaml \\
         --candidate clf_30ep clf.yaml SYNTHESIS.EPOCHS 30
     python benchmarks/zsd_held_out_validation.py --quick          # tiny worlds, short schedules: plumbing only
+    python benchmarks/zsd_held_out_validation.py --splits 0,1,2,3,4,5,6,7,8 --seeds 1 --seen-reference clf_official \\
+        --candidate clf_official clf_official.yaml --candidate flf flf.yaml
 """
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -80,8 +87,13 @@ def parse_args(argv=None):
                    help="config overrides of the world detectors (stages 1-2), also given to every candidate run")
     p.add_argument("--quick", action="store_true", help="the tiny worlds and short schedules (ranks nothing)")
     p.add_argument("--output-dir", default=os.path.join("output", "zsd_held_out_validation"))
+    p.add_argument("--seen-reference", default=None, metavar="NAME",
+                   help="a candidate whose GZSD top-1 seen right the others' fall is counted from (e.g. clf_official)")
     args = p.parse_args(argv)
     args.candidates = [tuple(c) for c in args.candidate] if args.candidate else list(DEFAULT_CANDIDATES)
+    if args.seen_reference is not None and args.seen_reference not in {c[0] for c in args.candidates}:
+        p.error(f"--seen-reference {args.seen_reference!r} is not a candidate of this run "
+                f"({', '.join(c[0] for c in args.candidates)})")
     bad = [c for c in args.candidates if len(c) < 2 or len(c) % 2 or not
            os.path.isfile(os.path.join(ROOT, "configs", "dense", c[1]))]
     if bad or len({c[0] for c in args.candidates}) != len(args.candidates):
@@ -142,6 +154,42 @@ def selection_score(line) -> float:
     return (line["zsd_map50"] + line["gzsd_hm_map50"]) / 2
 
 
+def student_t_quantile(probability: float, dof: int) -> float:
+    """The ``probability`` quantile (in (0.5, 1)) of Student's t with ``dof`` >= 1 degrees of freedom:
+    bisection on the closed-form CDF of integer degrees of freedom (Abramowitz & Stegun 26.7.3-4)."""
+    def two_sided(t):  # P(|T| < t)
+        theta = math.atan(t / math.sqrt(dof))
+        c2, term, total = math.cos(theta) ** 2, 1.0, 1.0
+        for k in range(2, dof - 1, 2):  # each step multiplies by cos^2 and k/(k+1) (odd dof) or (k-1)/k (even)
+            term *= (k / (k + 1) if dof % 2 else (k - 1) / k) * c2
+            total += term
+        if dof % 2:
+            return 2 / math.pi * (theta + (math.sin(theta) * math.cos(theta) * total if dof > 1 else 0.0))
+        return math.sin(theta) * total
+
+    low, high = 0.0, 1e3
+    for _ in range(100):
+        mid = (low + high) / 2
+        low, high = (mid, high) if (1 + two_sided(mid)) / 2 < probability else (low, mid)
+    return (low + high) / 2
+
+
+def seen_fall(lines, name: str, reference: str, splits):
+    """(mean, one-sided 90 % upper bound) of candidate ``name``'s GZSD seen fall against ``reference``
+    (points): per split, the mean over seeds of the reference's top-1 seen right minus the candidate's
+    (paired by seed); then over splits, mean + t(0.90, splits - 1) x sd / sqrt(splits)."""
+    seen = {(line["candidate"], line["split"], line["seed"]): line["top1_seen_correct"] for line in lines}
+    per_split = []
+    for split in splits:
+        falls = [seen[(reference, split, seed)] - value for (cand, k, seed), value in seen.items()
+                 if cand == name and k == split and (reference, split, seed) in seen]
+        per_split.append(mean_std(falls)[0])
+    mean, std = mean_std(per_split)
+    if len(per_split) < 2 or mean != mean:
+        return mean, float("nan")
+    return mean, mean + student_t_quantile(0.90, len(per_split) - 1) * std / math.sqrt(len(per_split))
+
+
 def world_opts(split: int, quick: bool, held_out_classes: int = 8):
     """Overrides that point every stage at validation world ``split`` with ``held_out_classes``
     held-out classes (tiny and short with ``quick``)."""
@@ -151,9 +199,10 @@ def world_opts(split: int, quick: bool, held_out_classes: int = 8):
     return dataset_opts(f"zsd_dense_heldout{split}{suffix}")
 
 
-def format_table(lines, candidates, splits) -> str:
-    header = "| candidate | " + " | ".join(h for h, _, _ in COLUMNS) + " |"
-    rows = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+def format_table(lines, candidates, splits, seen_reference=None) -> str:
+    fall_headers = [f"seen fall vs {seen_reference}", "fall bound (90 %)"] if seen_reference else []
+    header = "| candidate | " + " | ".join([h for h, _, _ in COLUMNS] + fall_headers) + " |"
+    rows = [header, "|" + "---|" * (len(COLUMNS) + len(fall_headers) + 1)]
     for name in candidates:
         runs = [line for line in lines if line["candidate"] == name]
         cells = []
@@ -162,6 +211,8 @@ def format_table(lines, candidates, splits) -> str:
             per_split = [mean_std([line[key] for line in runs if line["split"] == k])[0] for k in splits]
             cells.append("n/a" if mean != mean else f"{mean:.{digits}f} ± {std:.{digits}f} ("
                          + ", ".join(f"{v:.{digits}f}" for v in per_split) + ")")
+        if seen_reference:
+            cells.extend("n/a" if v != v else f"{v:.2f}" for v in seen_fall(lines, name, seen_reference, splits))
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return (f"mean ± std over splits {splits} x seeds, then (the mean of each split); percent, but spread "
             "and probe accuracy\n" + "\n".join(rows))
@@ -190,12 +241,16 @@ def main(argv=None):
                 line["selection_score"] = selection_score(line)
                 lines.append(line)
                 print(json.dumps(line), flush=True)
-    table = format_table(lines, [c[0] for c in args.candidates], args.splits)
+    names = [c[0] for c in args.candidates]
+    table = format_table(lines, names, args.splits, args.seen_reference)
     print(table, flush=True)
     write_text(os.path.join(args.output_dir, "results_table.md"), table + "\n")
+    falls = {name: dict(zip(("mean", "bound90"), seen_fall(lines, name, args.seen_reference, args.splits)))
+             for name in names} if args.seen_reference else {}
     write_json(os.path.join(args.output_dir, "summary.json"),
                {"candidates": [list(c) for c in args.candidates], "splits": args.splits, "seeds": args.seeds,
-                "quick": args.quick, "wall_seconds": time.perf_counter() - tic, "runs": lines})
+                "quick": args.quick, "wall_seconds": time.perf_counter() - tic, "runs": lines,
+                "seen_reference": args.seen_reference, "seen_fall": falls})
     print(f"[held-out validation] wrote {args.output_dir}/results_table.md, summary.json", flush=True)
 
 

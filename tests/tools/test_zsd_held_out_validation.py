@@ -64,3 +64,51 @@ def test_each_world_trains_its_own_detector_and_runs_every_candidate(bench, tmp_
 def test_bad_arguments_are_refused(bench, argv):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
+
+
+@pytest.mark.parametrize("probability, dof, table_value", [
+    (0.90, 1, 3.078), (0.90, 2, 1.886), (0.90, 3, 1.638), (0.90, 8, 1.397), (0.95, 4, 2.132),
+    (0.975, 5, 2.571), (0.99, 7, 2.998), (0.95, 30, 1.697)])
+def test_student_t_quantile_matches_the_printed_tables(bench, probability, dof, table_value):
+    assert bench.student_t_quantile(probability, dof) == pytest.approx(table_value, abs=5e-4)
+
+
+def test_seen_fall_is_paired_by_seed_and_bounded_over_splits(bench):
+    def line(candidate, split, seed, seen):
+        return {**{key: 1.0 for _, key, _ in bench.COLUMNS}, "candidate": candidate, "split": split, "seed": seed,
+                "top1_seen_correct": seen}
+    # reference 80 everywhere; the candidate falls 2/4 (seeds) on split 0, 5 on split 1, 6 on split 2
+    lines = [line("ref", k, s, 80.0) for k in range(3) for s in range(2)]
+    lines += [line("cand", 0, 0, 78.0), line("cand", 0, 1, 76.0), line("cand", 1, 0, 75.0), line("cand", 1, 1, 75.0),
+              line("cand", 2, 0, 74.0), line("cand", 2, 1, 74.0)]
+    mean, bound = bench.seen_fall(lines, "cand", "ref", [0, 1, 2])
+    assert mean == pytest.approx(14 / 3)  # per split 3, 5, 6 (seeds averaged first)
+    assert bound == pytest.approx(14 / 3 + 1.8856 * (7 / 3) ** 0.5 / 3 ** 0.5, abs=1e-3)  # sd of (3, 5, 6): sqrt(7/3)
+    assert bench.seen_fall(lines, "ref", "ref", [0, 1, 2]) == (0.0, 0.0)
+    table = bench.format_table(lines, ["ref", "cand"], [0, 1, 2], seen_reference="ref")
+    assert "seen fall vs ref | fall bound (90 %) |" in table
+    assert table.splitlines()[-1].endswith(f"| 4.67 | {bound:.2f} |")
+    assert "fall bound" not in bench.format_table(lines, ["ref", "cand"], [0, 1, 2])
+
+
+def test_seen_reference_adds_the_fall_to_the_table_and_summary(bench, tmp_path, monkeypatch, fake_train_net):
+    with pytest.raises(SystemExit):  # the reference must be a candidate of the run
+        bench.parse_args(["--seen-reference", "clf_official", "--candidate", "flf", "flf.yaml"])
+
+    def write_metrics(config, output_dir, opts):  # seen right 80 (official), 75 + split (flf)
+        split = int(opts[opts.index("DATASETS.TRAIN") + 1].split("heldout")[1][0])
+        seen = 80.0 if config == "clf_official.yaml" else 75.0 + split
+        result = {"zsd": {"recall@100_iou0.5": 50.0, "mAP_iou0.5": 20.0},
+                  "gzsd": {"hm_mAP_iou0.5": 30.0, "top1_unseen_other_group": 50.0, "top1_seen_correct": seen}}
+        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+            json.dump({"synthesis": result}, f)
+
+    train_net, _ = fake_train_net(write_metrics)
+    monkeypatch.setattr(bench, "train_net", train_net)
+    bench.main(["--splits", "0,1", "--seeds", "1", "--output-dir", str(tmp_path), "--seen-reference", "clf_official",
+                "--candidate", "clf_official", "clf_official.yaml", "--candidate", "flf", "flf.yaml"])
+    summary = json.load(open(tmp_path / "summary.json"))
+    fall = summary["seen_fall"]["flf"]  # falls 5 and 4: mean 4.5, sd sqrt(0.5), t(0.90, 1) = 3.078
+    assert summary["seen_reference"] == "clf_official" and fall["mean"] == pytest.approx(4.5)
+    assert fall["bound90"] == pytest.approx(4.5 + 3.0777 * 0.5, abs=1e-3)
+    assert "| 4.50 | 6.04 |" in open(tmp_path / "results_table.md").read()
