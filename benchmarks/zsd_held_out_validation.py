@@ -199,7 +199,9 @@ def world_opts(split: int, quick: bool, held_out_classes: int = 8):
     return dataset_opts(f"zsd_dense_heldout{split}{suffix}")
 
 
-def format_table(lines, candidates, splits, seen_reference=None) -> str:
+def format_table(lines, candidates, splits, seen_reference=None, seen_falls=None) -> str:
+    """The results table; with ``seen_reference``, two more columns from ``seen_falls`` (candidate ->
+    (mean, bound) of :func:`seen_fall`)."""
     fall_headers = [f"seen fall vs {seen_reference}", "fall bound (90 %)"] if seen_reference else []
     header = "| candidate | " + " | ".join([h for h, _, _ in COLUMNS] + fall_headers) + " |"
     rows = [header, "|" + "---|" * (len(COLUMNS) + len(fall_headers) + 1)]
@@ -212,7 +214,7 @@ def format_table(lines, candidates, splits, seen_reference=None) -> str:
             cells.append("n/a" if mean != mean else f"{mean:.{digits}f} ± {std:.{digits}f} ("
                          + ", ".join(f"{v:.{digits}f}" for v in per_split) + ")")
         if seen_reference:
-            cells.extend("n/a" if v != v else f"{v:.2f}" for v in seen_fall(lines, name, seen_reference, splits))
+            cells.extend("n/a" if v != v else f"{v:.2f}" for v in seen_falls[name])
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return (f"mean ± std over splits {splits} x seeds, then (the mean of each split); percent, but spread "
             "and probe accuracy\n" + "\n".join(rows))
@@ -242,15 +244,16 @@ def main(argv=None):
                 lines.append(line)
                 print(json.dumps(line), flush=True)
     names = [c[0] for c in args.candidates]
-    table = format_table(lines, names, args.splits, args.seen_reference)
+    falls = {name: seen_fall(lines, name, args.seen_reference, args.splits)
+             for name in names} if args.seen_reference else {}
+    table = format_table(lines, names, args.splits, args.seen_reference, falls)
     print(table, flush=True)
     write_text(os.path.join(args.output_dir, "results_table.md"), table + "\n")
-    falls = {name: dict(zip(("mean", "bound90"), seen_fall(lines, name, args.seen_reference, args.splits)))
-             for name in names} if args.seen_reference else {}
     write_json(os.path.join(args.output_dir, "summary.json"),
                {"candidates": [list(c) for c in args.candidates], "splits": args.splits, "seeds": args.seeds,
                 "quick": args.quick, "wall_seconds": time.perf_counter() - tic, "runs": lines,
-                "seen_reference": args.seen_reference, "seen_fall": falls})
+                "seen_reference": args.seen_reference,
+                "seen_fall": {name: dict(zip(("mean", "bound90"), fall)) for name, fall in falls.items()}})
     print(f"[held-out validation] wrote {args.output_dir}/results_table.md, summary.json", flush=True)
 
 

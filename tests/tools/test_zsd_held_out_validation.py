@@ -85,7 +85,8 @@ def test_seen_fall_is_paired_by_seed_and_bounded_over_splits(bench):
     assert mean == pytest.approx(14 / 3)  # per split 3, 5, 6 (seeds averaged first)
     assert bound == pytest.approx(14 / 3 + 1.8856 * (7 / 3) ** 0.5 / 3 ** 0.5, abs=1e-3)  # sd of (3, 5, 6): sqrt(7/3)
     assert bench.seen_fall(lines, "ref", "ref", [0, 1, 2]) == (0.0, 0.0)
-    table = bench.format_table(lines, ["ref", "cand"], [0, 1, 2], seen_reference="ref")
+    falls = {name: bench.seen_fall(lines, name, "ref", [0, 1, 2]) for name in ("ref", "cand")}
+    table = bench.format_table(lines, ["ref", "cand"], [0, 1, 2], seen_reference="ref", seen_falls=falls)
     assert "seen fall vs ref | fall bound (90 %) |" in table
     assert table.splitlines()[-1].endswith(f"| 4.67 | {bound:.2f} |")
     assert "fall bound" not in bench.format_table(lines, ["ref", "cand"], [0, 1, 2])
