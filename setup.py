@@ -23,5 +23,5 @@ setup(
         "matplotlib",
         "Pillow",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    extras_require={"test": ["pytest", "pytest-timeout", "pytest-xdist"]},
 )

@@ -10,8 +10,13 @@ import zsdet  # noqa: F401  (Pillow alias before any detectron2.data import in t
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Two cores: keep torch from oversubscribing when several processes run.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores: keep torch from oversubscribing when several processes run. Under pytest-xdist (dev/test.sh
+# runs two workers) each worker and the processes its tests start take one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 def _load_script(relative_path: str):
