@@ -87,15 +87,24 @@ def test_a_negative_bias_brings_a_classifier_below_the_budget_back():
     kept = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=4.0, reference_top1=100.0)
     assert kept["seen_logit_bias"] == 0.0 and kept["seen_top1"] == 70.0 and not kept["within_budget"]
     raised = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=4.0, reference_top1=100.0,
-                              allow_negative=True)
+                              lowest_bias=-10.0)
     assert raised["seen_logit_bias"] == pytest.approx(-2.75) and raised["seen_top1"] == 97.0
     assert raised["within_budget"] and raised["seen_top1_at_0"] == 70.0
     out_of_reach = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=4.0, reference_top1=200.0,
-                                    allow_negative=True)
+                                    lowest_bias=-10.0)
     assert out_of_reach["seen_logit_bias"] == -BIAS_GRID[-1] and not out_of_reach["within_budget"]
+    # a capped negative side stops at its cap, within the budget or not
+    capped = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=4.0, reference_top1=100.0,
+                              lowest_bias=-2.0)
+    assert capped["seen_logit_bias"] == pytest.approx(-2.0) and not capped["within_budget"]
+    assert capped["seen_top1"] == 90.0  # margins >= -2.0: 50 + 40 of 100 rows
+    assert choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=4.0, reference_top1=100.0,
+                            lowest_bias=-3.0)["seen_logit_bias"] == pytest.approx(-2.75)
+    assert choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=4.0, reference_top1=100.0,
+                            lowest_bias=-0.1)["seen_logit_bias"] == 0.0
     # within the budget at bias 0: negative biases are never tried
     assert choose_seen_bias(*margins_case(), UNSEEN, "joint", 0.3, budget=5.0,
-                            allow_negative=True)["seen_logit_bias"] == pytest.approx(0.5)
+                            lowest_bias=-10.0)["seen_logit_bias"] == pytest.approx(0.5)
 
 
 def test_a_row_without_any_positive_probability_has_no_label():

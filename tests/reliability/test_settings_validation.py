@@ -35,6 +35,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.ALIGN_SYNTHESIZED", "histogram"),
     ("ZSD.CLASSIFIER.LOSS", "focal"),
     ("ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS", -1.0),
+    ("ZSD.CLASSIFIER.MIN_SEEN_LOGIT_BIAS", 0.5),  # the lowest seen-logit bias is at most 0
     ("ZSD.CLASSIFIER.CALIBRATION_REFERENCE", "seen_detector"),
     ("ZSD.CLASSIFIER.SEEN_ROWS", "stage1"),
     ("ZSD.CLASSIFIER.SEEN_DISTILLATION", 1.5),

@@ -58,7 +58,7 @@ def test_shipped_configs_run_the_default_method():
     flf, clf, single = _cfg("flf"), _cfg("clf"), _cfg("single_label")
     synthesis_keys = ("FUSION", "GAN", "OUTPUT_ACTIVATION")
     classifier_keys = ("BG_PER_FG", "SEEN_ACCURACY_BUDGET", "CALIBRATION_REFERENCE", "SEEN_ROWS", "UNSEEN_LOGIT_BIAS",
-                       "ALIGN_SYNTHESIZED", "UNSEEN_MIXTURES", "MIXTURE_RATIO")
+                       "MIN_SEEN_LOGIT_BIAS", "ALIGN_SYNTHESIZED", "UNSEEN_MIXTURES", "MIXTURE_RATIO")
     for leaf in ("shapes/zsd_shapes_R18_FPN.yaml", "COCO-ZSD/faster_rcnn_R_101_FPN_65_15.yaml"):
         cfg = get_zsdet_cfg(os.path.join(ROOT, "configs", leaf))
         assert [cfg.SYNTHESIS[k] for k in synthesis_keys] == [flf.SYNTHESIS[k] for k in synthesis_keys] == [

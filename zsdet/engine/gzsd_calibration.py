@@ -20,8 +20,9 @@ both are set, the budget counts from the classifier before ``u`` (``reference_to
 ``ZSD.CLASSIFIER.CALIBRATION_REFERENCE`` ``"detector"`` counts the budget instead from the seen
 detector's own box classifier on the same RoIs (its unseen columns left out: it never scored them),
 the issue's meaning of "seen objects labelled right fall by at most the budget"; the retrained
-classifier can then start below the budget's floor, and :func:`choose_seen_bias` with
-``allow_negative`` goes below 0 (raising the seen logits) until it is back within the budget.
+classifier can then start below the budget's floor, and :func:`choose_seen_bias` goes below 0
+(raising the seen logits) until it is back within the budget, down to ``lowest_bias``
+(``ZSD.CLASSIFIER.MIN_SEEN_LOGIT_BIAS``), which it keeps when no bias reaches the budget.
 """
 from typing import Dict, Optional, Sequence
 
@@ -34,7 +35,7 @@ from ..modeling.zsd_predictor import gzsd_probs, seen_columns
 __all__ = ["BIAS_GRID", "REFERENCES", "top1_accuracy", "seen_columns_top1", "seen_roi_labels", "choose_seen_bias",
            "detector_logits", "fold_seen_bias", "fold_unseen_bias"]
 
-BIAS_GRID = np.round(np.arange(0.0, 10.0 + 1e-9, 0.25), 2)  # candidate seen-logit biases (negated: allow_negative)
+BIAS_GRID = np.round(np.arange(0.0, 10.0 + 1e-9, 0.25), 2)  # candidate seen-logit biases (negated: below 0)
 REFERENCES = ("classifier", "detector")  # ZSD.CLASSIFIER.CALIBRATION_REFERENCE
 
 
@@ -81,7 +82,7 @@ def seen_roi_labels(logits: torch.Tensor, labels: torch.Tensor, unseen_mask: tor
 
 def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Sequence[int], scoring: str,
                      seen_thresh: float, budget: float, reference_top1: Optional[float] = None,
-                     allow_negative: bool = False) -> Dict:
+                     lowest_bias: float = 0.0) -> Dict:
     """The largest bias of ``BIAS_GRID`` within ``budget`` points of seen top-1 accuracy (module docstring).
 
     Args:
@@ -89,8 +90,9 @@ def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Seq
         unseen_ids: the unseen columns; scoring, seen_thresh: ``MODEL.ZSD.GZSD_SCORING`` /
             ``GZSD_SEEN_THRESH``; budget: ``ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET`` (points).
         reference_top1: the seen top-1 accuracy (percent) the budget counts from; default: at bias 0.
-            A reference already more than ``budget`` above bias 0 gives bias 0, or with
-            ``allow_negative`` the first of -0.25, -0.5, ..., -10 back within the budget (-10 if none).
+            A reference already more than ``budget`` above bias 0 gives bias 0, or with ``lowest_bias``
+            < 0 the first of -0.25, -0.5, ... (down to ``lowest_bias``, at least -10) back within the
+            budget, or the last of them tried when none is.
     Returns:
         {"seen_logit_bias", "seen_top1_at_0", "seen_top1", "reference_top1", "budget", "within_budget",
         "num_rois", "scoring"}.
@@ -109,8 +111,8 @@ def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Seq
     outside = np.nonzero(np.asarray(accuracy) < floor)[0]
     best = max(int(outside[0]) - 1, 0) if len(outside) else len(BIAS_GRID) - 1  # the grid up to the first miss
     bias, top1 = float(BIAS_GRID[best]), accuracy[best]
-    if allow_negative and top1 < floor:
-        for candidate in -BIAS_GRID[1:]:  # raise the seen logits step by step until back within the budget
+    if top1 < floor:
+        for candidate in -BIAS_GRID[1:][BIAS_GRID[1:] <= -lowest_bias + 1e-9]:  # raise the seen logits step by step
             bias, top1 = float(candidate), accuracy_at(float(candidate))
             if top1 >= floor:
                 break

@@ -51,7 +51,7 @@ Unseen-logit bias (``UNSEEN_LOGIT_BIAS`` u): ``u`` added to the unseen rows' bia
 Calibration (``SEEN_ACCURACY_BUDGET`` > 0): :mod:`.gzsd_calibration` on the validation images' real
 seen RoIs, folded into the seen biases; the budget counts from the classifier before ``u``, or with
 ``CALIBRATION_REFERENCE`` ``"detector"`` from the seen detector's box classifier on the same RoIs (the
-seen bias may then be negative).
+seen bias may then be negative, down to ``MIN_SEEN_LOGIT_BIAS``).
 """
 import functools
 import logging
@@ -319,7 +319,7 @@ def calibrate(cfg, bank: FeatureBank, classifier: nn.Linear, seen_ids: Sequence[
     reference = top1_accuracy(reference_logits, labels, unseen_mask, z.GZSD_SCORING, z.GZSD_SEEN_THRESH, 0.0)
     choice = choose_seen_bias(logits, labels, unseen_ids, z.GZSD_SCORING, z.GZSD_SEEN_THRESH,
                               c.SEEN_ACCURACY_BUDGET, reference,
-                              allow_negative=c.CALIBRATION_REFERENCE == "detector")
+                              lowest_bias=c.MIN_SEEN_LOGIT_BIAS if c.CALIBRATION_REFERENCE == "detector" else 0.0)
     choice["reference"] = c.CALIBRATION_REFERENCE
     choice["seen_rois"] = seen_roi_labels(logits, labels, unseen_mask, z.GZSD_SCORING, z.GZSD_SEEN_THRESH,
                                           choice["seen_logit_bias"])
