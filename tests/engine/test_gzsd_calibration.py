@@ -96,7 +96,7 @@ def test_a_negative_bias_brings_a_classifier_below_the_budget_back():
     # a capped negative side stops at its cap, within the budget or not
     capped = choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=4.0, reference_top1=100.0,
                               lowest_bias=-2.0)
-    assert capped["seen_logit_bias"] == pytest.approx(-2.0) and not capped["within_budget"]
+    assert capped["seen_logit_bias"] == pytest.approx(-2.0) == capped["lowest_bias"] and not capped["within_budget"]
     assert capped["seen_top1"] == 90.0  # margins >= -2.0: 50 + 40 of 100 rows
     assert choose_seen_bias(logits, labels, UNSEEN, "joint", 0.3, budget=4.0, reference_top1=100.0,
                             lowest_bias=-3.0)["seen_logit_bias"] == pytest.approx(-2.75)

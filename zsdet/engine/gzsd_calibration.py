@@ -95,7 +95,7 @@ def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Seq
             budget, or the last of them tried when none is.
     Returns:
         {"seen_logit_bias", "seen_top1_at_0", "seen_top1", "reference_top1", "budget", "within_budget",
-        "num_rois", "scoring"}.
+        "lowest_bias", "num_rois", "scoring"}.
     """
     if not len(labels):
         raise ValueError("GZSD calibration needs held-out real seen RoIs, got none")
@@ -117,8 +117,8 @@ def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Seq
             if top1 >= floor:
                 break
     return {"seen_logit_bias": bias, "seen_top1_at_0": accuracy[0], "seen_top1": top1, "reference_top1": reference,
-            "budget": float(budget), "within_budget": bool(top1 >= floor), "num_rois": int(len(labels)),
-            "scoring": scoring}
+            "budget": float(budget), "within_budget": bool(top1 >= floor), "lowest_bias": float(lowest_bias),
+            "num_rois": int(len(labels)), "scoring": scoring}
 
 
 def detector_logits(weight: torch.Tensor, bias: torch.Tensor, features: torch.Tensor, num_columns: int,
