@@ -164,8 +164,8 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     # seen top-1 accuracy on the validation images' seen RoIs, folded into the classifier (0 = none)
     p.CLASSIFIER.CALIBRATION_REFERENCE = "classifier"  # the budget counts from: "classifier" (the retrained one
     # before UNSEEN_LOGIT_BIAS) or "detector" (the seen detector's box classifier; the seen bias may go negative)
-    p.CLASSIFIER.MIN_SEEN_LOGIT_BIAS = -10.0  # reference "detector": the lowest seen-logit bias (in [-10, 0]) the
-    # calibration may choose, and its choice when no bias reaches the budget (0 = never raise the seen logits)
+    p.CLASSIFIER.MIN_SEEN_LOGIT_BIAS = -10.0  # reference "detector": the lowest seen-logit bias the calibration may
+    # choose (in [-10, 0], step 0.25), and its choice when no bias reaches the budget (0 = never raise the seen logits)
     p.CLASSIFIER.SEEN_ROWS = "retrained"  # "detector": seen rows rebuilt so that seen minus background logits are the
     # seen detector's (grouped GZSD scoring's seen group = the detector's), after training
     p.CLASSIFIER.SEEN_DISTILLATION = 0.0  # recipe joint: weight in [0, 1] of the seen detector's softmax (seen +

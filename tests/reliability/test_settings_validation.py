@@ -36,6 +36,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.LOSS", "focal"),
     ("ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS", -1.0),
     ("ZSD.CLASSIFIER.MIN_SEEN_LOGIT_BIAS", 0.5),  # the lowest seen-logit bias is at most 0
+    ("ZSD.CLASSIFIER.MIN_SEEN_LOGIT_BIAS", -2.1),  # off the calibration's 0.25 grid
     ("ZSD.CLASSIFIER.CALIBRATION_REFERENCE", "seen_detector"),
     ("ZSD.CLASSIFIER.SEEN_ROWS", "stage1"),
     ("ZSD.CLASSIFIER.SEEN_DISTILLATION", 1.5),

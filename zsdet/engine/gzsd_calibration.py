@@ -92,7 +92,7 @@ def choose_seen_bias(logits: torch.Tensor, labels: torch.Tensor, unseen_ids: Seq
         reference_top1: the seen top-1 accuracy (percent) the budget counts from; default: at bias 0.
             A reference already more than ``budget`` above bias 0 gives bias 0, or with ``lowest_bias``
             < 0 the first of -0.25, -0.5, ... (down to ``lowest_bias``, at least -10) back within the
-            budget, or the last of them tried when none is.
+            budget, or ``lowest_bias`` when none is (a multiple of 0.25, checked with the settings).
     Returns:
         {"seen_logit_bias", "seen_top1_at_0", "seen_top1", "reference_top1", "budget", "within_budget",
         "lowest_bias", "num_rois", "scoring"}.

@@ -152,7 +152,8 @@ def check_synthesis_classifier_settings(cfg) -> None:
     require(cfg, "ZSD.CLASSIFIER.ALIGN_SYNTHESIZED", lambda v: v in ALIGNMENTS, f"one of {ALIGNMENTS}")
     within(cfg, "ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET", 0.0, 100.0)
     within(cfg, "ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS", 0.0, 20.0)
-    within(cfg, "ZSD.CLASSIFIER.MIN_SEEN_LOGIT_BIAS", -10.0, 0.0)
+    require(cfg, "ZSD.CLASSIFIER.MIN_SEEN_LOGIT_BIAS", lambda v: -10.0 <= v <= 0.0 and float(v * 4).is_integer(),
+            "in [-10.0, 0.0] and a multiple of 0.25 (the calibration's grid step)")
     require(cfg, "ZSD.CLASSIFIER.CALIBRATION_REFERENCE", lambda v: v in REFERENCES, f"one of {REFERENCES}")
     require(cfg, "ZSD.CLASSIFIER.SEEN_ROWS", lambda v: v in SEEN_ROWS, f"one of {SEEN_ROWS}")
     within(cfg, "ZSD.CLASSIFIER.SEEN_DISTILLATION", 0.0, 1.0)
