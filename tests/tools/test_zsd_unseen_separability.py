@@ -37,6 +37,25 @@ def test_scores_on_gaussian_worlds(bench):
         assert auc > 0.95 if shift else 0.4 < auc < 0.6
 
 
+def test_mlp_oracle_sees_what_a_linear_one_cannot(bench):
+    """Held-out RoIs on a shell around the seen ones (same mean, larger radius): no linear score
+    separates them, the MLP oracle does; with both drawn alike the MLP is at chance too."""
+    gen = torch.Generator().manual_seed(0)
+    seen = torch.randn(800, 4, generator=gen)
+    direction = torch.randn(800, 4, generator=gen)
+    shell = 4.5 * direction / direction.norm(dim=1, keepdim=True)
+    is_held = torch.arange(1600) < 800
+    images = torch.arange(1600) // 4
+    for held, linear_range, mlp_range in ((shell, (0.35, 0.65), (0.95, 1.01)),
+                                         (torch.randn(800, 4, generator=gen), (0.4, 0.6), (0.4, 0.6))):
+        x = torch.cat([held, seen])
+        linear = bench.oracle_linear_scores(x, is_held, images)
+        mlp = bench.oracle_mlp_scores(x, is_held, images)
+        assert linear_range[0] < bench.auroc(linear[is_held], linear[~is_held]) < linear_range[1]
+        assert mlp_range[0] < bench.auroc(mlp[is_held], mlp[~is_held]) < mlp_range[1]
+    assert torch.equal(mlp, bench.oracle_mlp_scores(x, is_held, images))  # seeded
+
+
 @pytest.mark.parametrize("argv", [["--splits", "9"], ["--splits", "x"], ["--images", "1"], ["--seen-cost", "0"]])
 def test_bad_arguments_are_refused(bench, argv):
     with pytest.raises(SystemExit):
