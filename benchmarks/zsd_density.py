@@ -30,7 +30,7 @@ from detectron2.evaluation import inference_on_dataset  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from zsdet.config import get_zsdet_cfg  # noqa: E402
 from zsdet.engine import ZSDPipeline, load_detector_weights  # noqa: E402
-from zsdet.engine.zsd_pipeline import METHODS as PIPELINE_METHODS  # noqa: E402
+from zsdet.engine.zsd_pipeline import pipeline_methods  # noqa: E402
 from zsdet.evaluation import ZSDEvaluator  # noqa: E402
 from zsdet.evaluation.report import map_key, recall_key  # noqa: E402
 from zsdet.evaluation.zsd_evaluator import evaluate_and_write  # noqa: E402
@@ -114,9 +114,9 @@ def objects_per_image(dataset_name: str) -> dict:
             for rec in DatasetCatalog.get(dataset_name)}
 
 
-def run_weights(run_dir: str):
-    """(weights file, ``MODEL.ZSD.CLASSIFIER``) of a finished run folder."""
-    for _, name, classifier in PIPELINE_METHODS:  # model_zsd.pth, model_baseline.pth
+def run_weights(run_dir: str, cfg):
+    """(weights file, ``MODEL.ZSD.CLASSIFIER``) of a finished run folder with config ``cfg``."""
+    for _, name, classifier in pipeline_methods(cfg):  # model_zsd.pth, model_baseline.pth
         if os.path.isfile(os.path.join(run_dir, name)):
             return os.path.join(run_dir, name), classifier
     raise FileNotFoundError(f"{run_dir}: neither model_zsd.pth nor model_baseline.pth (run "
@@ -128,8 +128,9 @@ def evaluate_run(run_dir: str, bins) -> dict:
     config = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(config):
         raise FileNotFoundError(f"{config} is missing (run benchmarks/zsd_methods.py first)")
-    weights, classifier = run_weights(run_dir)
-    cfg = ZSDPipeline(get_zsdet_cfg(config))._with(MODE="zsd", CLASSIFIER=classifier)
+    run_cfg = get_zsdet_cfg(config)
+    weights, classifier = run_weights(run_dir, run_cfg)
+    cfg = ZSDPipeline(run_cfg)._with(MODE="zsd", CLASSIFIER=classifier)
     model = build_model(cfg)
     load_detector_weights(model, weights)
     evaluator = DensityZSDEvaluator(cfg.ZSD.TEST_ZSD, objects_per_image(cfg.ZSD.TEST_GZSD), bins)

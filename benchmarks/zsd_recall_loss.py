@@ -89,9 +89,11 @@ def world_detector(run_dir: str):
 
     from zsdet.config import get_zsdet_cfg
     from zsdet.engine.checkpoints import load_detector_weights
+    from zsdet.engine.synthesis_classifier import box_classifier_kind
 
-    cfg = get_zsdet_cfg(os.path.join(run_dir, "config.yaml"),
-                        ["MODEL.ZSD.MODE", "zsd", "MODEL.ZSD.CLASSIFIER", "linear", "MODEL.DEVICE", "cpu"])
+    config = os.path.join(run_dir, "config.yaml")
+    kind = box_classifier_kind(get_zsdet_cfg(config))
+    cfg = get_zsdet_cfg(config, ["MODEL.ZSD.MODE", "zsd", "MODEL.ZSD.CLASSIFIER", kind, "MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
     load_detector_weights(model, os.path.join(run_dir, "model_zsd.pth"))
     return model.eval(), cfg

@@ -8,7 +8,8 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 import zsdet
-from zsdet.modeling import SemanticProjectionClassifier, ZSDOutputLayers
+from zsdet.engine.gzsd_calibration import fold_seen_bias, fold_unseen_bias
+from zsdet.modeling import MLPBoxClassifier, SemanticProjectionClassifier, ZSDOutputLayers
 
 CLASSES = ["a", "b", "c", "d"]
 UNSEEN = ["b", "d"]
@@ -103,6 +104,29 @@ def test_semantic_baseline_scores_by_cosine(cfg):
     assert isinstance(p.cls_score, SemanticProjectionClassifier)
     logits, _ = p(torch.randn(3, 8))
     assert logits.shape == (3, 5) and (logits.abs() <= 2.0 + 1e-5).all()  # |cos| / T
+
+
+def test_mlp_classifier_head(cfg):
+    """MODEL.ZSD.CLASSIFIER mlp: ZSD.CLASSIFIER.HIDDEN_UNITS ReLU units, then K + 1 logits; its bias
+    is the output layer's, so folding a constant moves exactly those logits; no hidden units, an error."""
+    c = cfg.clone()
+    c.ZSD.CLASSIFIER.HIDDEN_UNITS = 6
+    torch.manual_seed(0)
+    c.MODEL.ZSD.CLASSIFIER = "mlp"
+    p = ZSDOutputLayers(c, ShapeSpec(channels=8))
+    head = p.cls_score
+    assert isinstance(head, MLPBoxClassifier) and head.hidden.out_features == 6 and head.out.out_features == 5
+    assert head.bias is head.out.bias and head.in_features == 8
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        expected = head.out(torch.relu(head.hidden(x)))
+        assert torch.equal(head(x), expected)
+        fold_seen_bias(head, [0, 2], 1.5)
+        fold_unseen_bias(head, [1, 3], 0.5)
+        torch.testing.assert_close(head(x) - expected, torch.tensor([-1.5, 0.5, -1.5, 0.5, 0.0]).expand(3, 5))
+    c.ZSD.CLASSIFIER.HIDDEN_UNITS = 0
+    with pytest.raises(ValueError, match="HIDDEN_UNITS >= 1"):
+        ZSDOutputLayers(c, ShapeSpec(channels=8))
 
 
 def test_bad_mode_and_missing_agnostic_regression(cfg):

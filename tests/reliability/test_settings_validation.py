@@ -40,6 +40,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.CALIBRATION_REFERENCE", "seen_detector"),
     ("ZSD.CLASSIFIER.SEEN_ROWS", "stage1"),
     ("ZSD.CLASSIFIER.SEEN_DISTILLATION", 1.5),
+    ("ZSD.CLASSIFIER.HIDDEN_UNITS", -1),
     ("MODEL.ZSD.SEMANTIC_AUX_WEIGHT", -1.0),
     ("MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS", -0.5),
     ("MODEL.ZSD.GZSD_SEEN_THRESH", 1.5),  # every seen probability floored to 0
@@ -84,6 +85,16 @@ def test_seen_distillation_is_refused_with_the_suzod_recipe(tmp_path):
     check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_DISTILLATION", "0.5"), STAGES)
     cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_DISTILLATION", "0.5", "ZSD.CLASSIFIER.RECIPE", "suzod")
     with pytest.raises(ValueError, match=r"ZSD.CLASSIFIER.RECIPE must be 'joint' with ZSD.CLASSIFIER.SEEN_DISTILLATION"):
+        check_pipeline_settings(cfg, STAGES)
+
+
+@pytest.mark.parametrize("key,value", [("ZSD.CLASSIFIER.RECIPE", "suzod"), ("ZSD.CLASSIFIER.SEEN_ROWS", "detector")])
+def test_mlp_head_is_refused_where_the_detectors_linear_rows_are_kept(tmp_path, key, value):
+    from zsdet.engine.settings_check import check_pipeline_settings
+
+    check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.HIDDEN_UNITS", "16"), STAGES)
+    cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.HIDDEN_UNITS", "16", key, value)
+    with pytest.raises(ValueError, match=rf"{re.escape(key)} must be .* with ZSD.CLASSIFIER.HIDDEN_UNITS > 0"):
         check_pipeline_settings(cfg, STAGES)
 
 

@@ -34,7 +34,7 @@ from ..data.zsd_split import class_embeddings_from_config, class_embeddings_of
 from ..synthesis import SynthesisTrainer
 from ..utils.io import write_text
 from .roi_stages import foreground_rows, load_bank, load_generator, save_with_classifier
-from .synthesis_classifier import train_synthesis_classifier
+from .synthesis_classifier import box_classifier_kind, train_synthesis_classifier
 from .zsd_pipeline import ZSDPipeline
 
 __all__ = ["add_classes", "append_class_embeddings", "new_embedding_rows"]
@@ -163,7 +163,7 @@ def add_classes(run_dir: str, new_classes: Sequence[str], embeddings_file: str, 
     new_cfg = cfg.clone()
     new_cfg.MODEL.WEIGHTS = weights
     new_cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_all
-    new_cfg.MODEL.ZSD.CLASSIFIER = "linear"
+    new_cfg.MODEL.ZSD.CLASSIFIER = box_classifier_kind(cfg)
     new_cfg.ZSD.CLASS_LIST = class_list
     new_cfg.ZSD.EMBEDDINGS_FILE = ""  # the class list carries the normalised rows of all classes
     new_cfg.ZSD.EMBEDDINGS_NORMALIZE = "none"

@@ -136,12 +136,13 @@ def detector_logits(weight: torch.Tensor, bias: torch.Tensor, features: torch.Te
 
 
 @torch.no_grad()
-def fold_seen_bias(classifier: nn.Linear, seen_ids: Sequence[int], bias: float) -> None:
-    """Subtract ``bias`` from the seen rows of ``classifier``'s bias, in place."""
+def fold_seen_bias(classifier: nn.Module, seen_ids: Sequence[int], bias: float) -> None:
+    """Subtract ``bias`` from the seen rows of ``classifier``'s bias (an ``nn.Linear``'s, or an
+    :class:`~zsdet.modeling.MLPBoxClassifier`'s output layer's), in place."""
     classifier.bias[list(seen_ids)] -= bias
 
 
 @torch.no_grad()
-def fold_unseen_bias(classifier: nn.Linear, unseen_ids: Sequence[int], bias: float) -> None:
-    """Add ``bias`` to the unseen rows of ``classifier``'s bias, in place."""
+def fold_unseen_bias(classifier: nn.Module, unseen_ids: Sequence[int], bias: float) -> None:
+    """Add ``bias`` to the unseen rows of ``classifier``'s bias (as :func:`fold_seen_bias`), in place."""
     classifier.bias[list(unseen_ids)] += bias

@@ -157,6 +157,12 @@ def check_synthesis_classifier_settings(cfg) -> None:
     require(cfg, "ZSD.CLASSIFIER.CALIBRATION_REFERENCE", lambda v: v in REFERENCES, f"one of {REFERENCES}")
     require(cfg, "ZSD.CLASSIFIER.SEEN_ROWS", lambda v: v in SEEN_ROWS, f"one of {SEEN_ROWS}")
     within(cfg, "ZSD.CLASSIFIER.SEEN_DISTILLATION", 0.0, 1.0)
+    at_least(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", 0)
+    if cfg.ZSD.CLASSIFIER.HIDDEN_UNITS > 0:
+        require(cfg, "ZSD.CLASSIFIER.RECIPE", lambda v: v == "joint", "'joint' with ZSD.CLASSIFIER.HIDDEN_UNITS > 0 "
+                "(recipe 'suzod' keeps the detector's linear seen rows)")
+        require(cfg, "ZSD.CLASSIFIER.SEEN_ROWS", lambda v: v == "retrained", "'retrained' with "
+                "ZSD.CLASSIFIER.HIDDEN_UNITS > 0 (the detector's rows are a linear head's)")
     if cfg.ZSD.CLASSIFIER.SEEN_DISTILLATION > 0:
         require(cfg, "ZSD.CLASSIFIER.RECIPE", lambda v: v == "joint", "'joint' with ZSD.CLASSIFIER.SEEN_DISTILLATION "
                 "> 0 (recipe 'suzod' keeps the detector's seen rows)")

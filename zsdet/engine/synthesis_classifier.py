@@ -1,7 +1,8 @@
 """Stage 6 of the synthesis method: the box classifier retrained on real and synthesized RoI features.
 
 :func:`train_synthesis_classifier` returns ``nn.Linear(d, C + 1)`` (the generator's C classes,
-background last) and a record of how it was built, for the pipeline (``classifier`` stage),
+background last), or with ``HIDDEN_UNITS`` h > 0 (recipe ``"joint"``) a
+:class:`~zsdet.modeling.MLPBoxClassifier` with h hidden ReLU units, and a record of how it was built, for the pipeline (``classifier`` stage),
 :func:`~zsdet.engine.add_classes.add_classes` and the validation benchmark.
 
 Training set (``ZSD.CLASSIFIER``; no row of the validation images, which calibrate it):
@@ -13,6 +14,10 @@ Training set (``ZSD.CLASSIFIER``; no row of the validation images, which calibra
   unseen classes (unseen-only and seen + unseen), drawn from the real sets by the paper's label
   sampling (``SYNTHESIS.LABEL_SAMPLING``, :func:`~zsdet.synthesis.sample_label_sets`): the
   classifier meets unseen classes inside mixtures as it meets seen ones.
+
+Head (``HIDDEN_UNITS``): 0 keeps the paper's linear head; h > 0 trains one hidden layer of h ReLU
+units the same way (:func:`box_classifier_module`; evaluated with ``MODEL.ZSD.CLASSIFIER`` ``"mlp"``,
+which the pipeline sets itself). Bias folding and calibration act on its output layer's bias.
 
 Recipes (``RECIPE``): ``"joint"`` trains all columns together with soft-target cross-entropy
 (:func:`~zsdet.engine.box_classifier.fit_box_classifier`), under ``LOSS`` ``"joint"`` (one softmax)
@@ -64,6 +69,7 @@ from torch import nn
 from ..data.feature_bank import FeatureBank
 from ..data.seeded_rng import ALIGNMENT_KEY, CALIBRATION_KEY, QUALITY_KEY, UNSEEN_SETS_KEY, derive_seed
 from ..evaluation.feature_quality import real_vs_synthetic_accuracy
+from ..modeling.mlp_classifier import MLPBoxClassifier
 from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
 from ..synthesis.alignment import ALIGNMENT_CLASSES
 from .box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
@@ -85,6 +91,20 @@ SEEN_ROWS = ("retrained", "detector")  # ZSD.CLASSIFIER.SEEN_ROWS
 # SUZOD's unseen classifier (docs/zsd_protocol.md §7-8)
 SUZOD_RECIPE = {"lr": 1e-4, "betas": (0.5, 0.999), "batch_size": 32, "epochs": 15, "background_per_class": 2,
                 "detector_background_share": 0.35}
+
+
+def box_classifier_module(feature_dim: int, num_outputs: int, hidden_units: int) -> nn.Module:
+    """``nn.Linear(feature_dim, num_outputs)``, or with ``hidden_units`` > 0 an
+    :class:`~zsdet.modeling.MLPBoxClassifier` (``ZSD.CLASSIFIER.HIDDEN_UNITS``)."""
+    if hidden_units > 0:
+        return MLPBoxClassifier(feature_dim, hidden_units, num_outputs)
+    return nn.Linear(feature_dim, num_outputs)
+
+
+def box_classifier_kind(cfg) -> str:
+    """The ``MODEL.ZSD.CLASSIFIER`` the retrained box classifier is evaluated with: ``"mlp"`` when
+    ``ZSD.CLASSIFIER.HIDDEN_UNITS`` > 0, else ``"linear"``."""
+    return "mlp" if cfg.ZSD.CLASSIFIER.HIDDEN_UNITS > 0 else "linear"
 
 
 def widen_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -225,7 +245,7 @@ def _suzod_classifier(cfg, head: Tuple[torch.Tensor, torch.Tensor], bank: Featur
 def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer, seen_ids: Sequence[int],
                                unseen_ids: Sequence[int], held_out_images: np.ndarray,
                                detector_weights: Optional[str] = None,
-                               excluded_images: Optional[np.ndarray] = None) -> Tuple[nn.Linear, Dict]:
+                               excluded_images: Optional[np.ndarray] = None) -> Tuple[nn.Module, Dict]:
     """The synthesis method's box classifier (module docstring).
 
     Args:
@@ -237,7 +257,8 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
             SEEN_DISTILLATION and CALIBRATION_REFERENCE "detector" use (:func:`detector_head`).
         excluded_images: more images never trained on nor calibrated on (the validation benchmark's).
     Returns:
-        (classifier ``nn.Linear(d, C + 1)``, record of counts, training and calibration).
+        (classifier ``nn.Linear(d, C + 1)`` or :class:`~zsdet.modeling.MLPBoxClassifier`, record of
+        counts, training and calibration).
     """
     c, num_classes = cfg.ZSD.CLASSIFIER, trainer.num_classes
     head = detector_head(cfg, detector_weights)  # before any training: a missing detector fails here
@@ -246,7 +267,7 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
     x, y = real_training_set(cfg, bank, seen_ids, rng, with_mixtures=True, held_out_images=unused)
     y = widen_labels(y, num_classes)
     syn_x, syn_y = synthesized_set(trainer, unseen_ids, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SEED)
-    record = {"recipe": c.RECIPE, "loss": c.LOSS, "real_and_mixed": len(x), "synthesized_single": len(syn_x),
+    record = {"recipe": c.RECIPE, "loss": c.LOSS, "hidden_units": c.HIDDEN_UNITS, "real_and_mixed": len(x), "synthesized_single": len(syn_x),
               "synthesized_sets": 0}
     if c.UNSEEN_MIXTURES:
         real_sets = LabelSets.from_multi_hot(y[y[:, :-1].sum(1) > 0, :-1])
@@ -269,7 +290,7 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
     else:
         with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
             torch.manual_seed(cfg.SEED)
-            classifier = nn.Linear(bank.feature_dim, num_classes + 1)
+            classifier = box_classifier_module(bank.feature_dim, num_classes + 1, c.HIDDEN_UNITS)
         loss = None
         if c.LOSS == "grouped":
             unseen_mask = torch.zeros(num_classes + 1, dtype=torch.bool)
@@ -295,7 +316,7 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
     return classifier, record
 
 
-def calibrate(cfg, bank: FeatureBank, classifier: nn.Linear, seen_ids: Sequence[int], unseen_ids: Sequence[int],
+def calibrate(cfg, bank: FeatureBank, classifier: nn.Module, seen_ids: Sequence[int], unseen_ids: Sequence[int],
               held_out: np.ndarray, head: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict:
     """Choose the seen-logit bias on the held-out seen RoIs (at most ``SYNTHESIS.VAL_MAX_SAMPLES`` of
     them) and fold it into ``classifier`` (:mod:`.gzsd_calibration`); the budget counts from

@@ -13,7 +13,7 @@ resume from inside: detectron2 checkpoints, committed bank rows, generator epoch
 """
 import logging
 import os
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Tuple
 
 import numpy as np
 import torch
@@ -40,15 +40,20 @@ from .checkpoints import checkpoint_problem, classifier_record, load_detector_we
 from .detection_trainer import ZSDTrainer
 from .roi_stages import (foreground_rows, generator_source, load_bank, load_generator, real_training_set,
                          save_with_classifier, synthesis_trainer, validation_background)
-from .synthesis_classifier import train_synthesis_classifier
+from .synthesis_classifier import box_classifier_kind, train_synthesis_classifier
 from .settings_check import check_pipeline_settings
 from .zsd_report import write_results_report
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("detector", "features", "generator", "classifier", "baseline", "evaluate")
-# (result name, weights file, MODEL.ZSD.CLASSIFIER)
-METHODS = (("synthesis", "model_zsd.pth", "linear"), ("baseline", "model_baseline.pth", "semantic"))
+
+
+def pipeline_methods(cfg) -> Tuple[Tuple[str, str, str], ...]:
+    """(result name, weights file, ``MODEL.ZSD.CLASSIFIER``) of the methods a run evaluates: the
+    synthesis-retrained classifier (linear, or ``"mlp"`` with ``ZSD.CLASSIFIER.HIDDEN_UNITS`` > 0)
+    and the semantic baseline."""
+    return (("synthesis", "model_zsd.pth", box_classifier_kind(cfg)), ("baseline", "model_baseline.pth", "semantic"))
 
 
 def same_images(*datasets: str) -> bool:
@@ -197,7 +202,7 @@ class ZSDPipeline:
         run_on_main(train_and_save, timeout=LONG_WAIT)
 
     def _train_synthesis_classifier(self, bank: FeatureBank):
-        """Linear classifier over seen + unseen + background (:mod:`.synthesis_classifier`); the
+        """Box classifier (linear, or an MLP) over seen + unseen + background (:mod:`.synthesis_classifier`); the
         generator's validation images are held out and calibrate it."""
         _, val_rows = foreground_rows(self.cfg, bank, self.split.seen_ids)
         trainer = load_generator(self.cfg, self.split.class_names, bank.feature_dim, self.generator_dir)
@@ -246,8 +251,9 @@ class ZSDPipeline:
         return model
 
     def run_evaluate(self):
-        exists = from_main({weights: os.path.isfile(self.path(weights)) for _, weights, _ in METHODS})
-        methods = {name: (self.path(weights), classifier) for name, weights, classifier in METHODS if exists[weights]}
+        runs = pipeline_methods(self.cfg)
+        exists = from_main({weights: os.path.isfile(self.path(weights)) for _, weights, _ in runs})
+        methods = {name: (self.path(weights), classifier) for name, weights, classifier in runs if exists[weights]}
         missing = [weights for weights, there in exists.items() if not there]
         if missing:
             logger.warning("not evaluated (run their stages first): %s", missing)

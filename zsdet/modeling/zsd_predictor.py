@@ -33,10 +33,11 @@ from torch import nn
 
 from ..compat import check_box_loss_options
 from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config
+from .mlp_classifier import MLPBoxClassifier
 from .semantic_classifier import SemanticProjectionClassifier
 
 MODES = ("seen", "zsd", "gzsd")
-CLASSIFIERS = ("linear", "semantic")
+CLASSIFIERS = ("linear", "semantic", "mlp")
 GZSD_SCORINGS = ("joint", "grouped")
 
 
@@ -46,8 +47,10 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
     Args (besides the parent's):
         unseen_class_ids: contiguous ids of the unseen classes.
         mode: one of ``MODES``.
-        classifier: ``"linear"`` (``nn.Linear(d, K + 1)``) or ``"semantic"``
-            (:class:`SemanticProjectionClassifier`; needs ``class_embeddings``).
+        classifier: ``"linear"`` (``nn.Linear(d, K + 1)``), ``"semantic"``
+            (:class:`SemanticProjectionClassifier`; needs ``class_embeddings``) or ``"mlp"``
+            (:class:`MLPBoxClassifier` with ``hidden_units``).
+        hidden_units: the MLP classifier's hidden layer (``ZSD.CLASSIFIER.HIDDEN_UNITS``).
         class_embeddings: (K, a) tensor, required for the semantic classifier.
         semantic_temperature: T of the semantic classifier.
         seen_logit_bias: subtracted from seen logits in ``"gzsd"`` mode with joint scoring.
@@ -67,6 +70,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         mode: str = "gzsd",
         classifier: str = "linear",
         class_embeddings=None,
+        hidden_units: int = 0,
         semantic_temperature: float = 0.05,
         seen_logit_bias: float = 0.0,
         zsd_unseen_logit_bias: float = 0.0,
@@ -91,6 +95,11 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             self.cls_score = SemanticProjectionClassifier(
                 self.cls_score.in_features, emb, semantic_temperature
             )
+        elif classifier == "mlp":
+            if hidden_units < 1:
+                raise ValueError("MODEL.ZSD.CLASSIFIER 'mlp' needs ZSD.CLASSIFIER.HIDDEN_UNITS >= 1, "
+                                 f"got {hidden_units}")
+            self.cls_score = MLPBoxClassifier(self.cls_score.in_features, hidden_units, self.num_classes + 1)
         self.semantic_aux_weight = semantic_aux_weight
         if semantic_aux_weight > 0:
             emb = F.normalize(self._class_embeddings(class_embeddings, "MODEL.ZSD.SEMANTIC_AUX_WEIGHT > 0"), dim=1)
@@ -123,6 +132,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             unseen_class_ids=split.unseen_ids if split else (),
             mode=cfg.MODEL.ZSD.MODE,
             classifier=cfg.MODEL.ZSD.CLASSIFIER,
+            hidden_units=cfg.ZSD.CLASSIFIER.HIDDEN_UNITS if "ZSD" in cfg else 0,
             semantic_temperature=cfg.MODEL.ZSD.SEMANTIC_TEMPERATURE,
             seen_logit_bias=cfg.MODEL.ZSD.SEEN_LOGIT_BIAS,
             zsd_unseen_logit_bias=cfg.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS,
