@@ -111,7 +111,8 @@ def _add_zsd_model_config(cfg: CN) -> None:
     z = cfg.MODEL.ZSD
     z.MODE = "gzsd"  # inference scoring: "zsd" (unseen + bg), "gzsd" (all) or "seen" (seen + bg)
     z.CLASSIFIER = "linear"  # box classifier: "linear" (retrained on synthesized features), "mlp" (the same with
-    # ZSD.CLASSIFIER.HIDDEN_UNITS hidden ReLU units) or "semantic" (baseline)
+    # ZSD.CLASSIFIER.HIDDEN_UNITS hidden ReLU units), "seen_mlp" (such an MLP's seen group, a linear head's
+    # unseen group) or "semantic" (baseline)
     z.SEMANTIC_TEMPERATURE = 0.05  # T of the semantic baseline: logits = cos(Px, e_k) / T
     z.SEMANTIC_AUX_WEIGHT = 0.0  # stage 1: weight of 1 - cos(P x, e_y) on seen foreground box features (0 = off)
     z.GZSD_SCORING = "grouped"  # gzsd: "grouped" (SUZOD, protocol §9: seen / unseen softmaxes) or "joint" (one softmax)
@@ -175,6 +176,8 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     # against background times e^bias in ZSD and GZSD's unseen group (0 = none)
     p.CLASSIFIER.HIDDEN_UNITS = 0  # recipe joint: hidden ReLU units of the retrained box classifier (0 = linear,
     # the paper's; > 0: one hidden layer, evaluated with MODEL.ZSD.CLASSIFIER "mlp")
+    p.CLASSIFIER.HIDDEN_GROUPS = "all"  # HIDDEN_UNITS > 0: "all" (every column from the MLP) or "seen" (grouped
+    # scoring's seen group from the MLP, the unseen group from a linear head; MODEL.ZSD.CLASSIFIER "seen_mlp")
     p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real
     # distribution; "zeros": only the real share of exact zeros per dimension; both fitted on the seen
     # training RoIs and features synthesized for their label sets

@@ -9,7 +9,8 @@ from detectron2.utils.events import EventStorage
 
 import zsdet
 from zsdet.engine.gzsd_calibration import fold_seen_bias, fold_unseen_bias
-from zsdet.modeling import MLPBoxClassifier, SemanticProjectionClassifier, ZSDOutputLayers
+from zsdet.modeling import MLPBoxClassifier, SeenGroupMLPClassifier, SemanticProjectionClassifier, ZSDOutputLayers
+from zsdet.modeling.zsd_predictor import gzsd_probs
 
 CLASSES = ["a", "b", "c", "d"]
 UNSEEN = ["b", "d"]
@@ -127,6 +128,35 @@ def test_mlp_classifier_head(cfg):
     c.ZSD.CLASSIFIER.HIDDEN_UNITS = 0
     with pytest.raises(ValueError, match="HIDDEN_UNITS >= 1"):
         ZSDOutputLayers(c, ShapeSpec(channels=8))
+
+
+def test_seen_group_mlp_classifier(cfg):
+    """MODEL.ZSD.CLASSIFIER seen_mlp: under grouped scoring the [seen, background] softmax is the MLP's
+    and the [unseen, background] softmax the linear head's; its bias folds on top of both."""
+    c = cfg.clone()
+    c.ZSD.CLASSIFIER.HIDDEN_UNITS, c.MODEL.ZSD.CLASSIFIER = 6, "seen_mlp"
+    torch.manual_seed(0)
+    head = ZSDOutputLayers(c, ShapeSpec(channels=8)).cls_score
+    assert isinstance(head, SeenGroupMLPClassifier) and head.seen_mask.tolist() == [True, False, True, False, False]
+    assert "seen_mask" not in head.state_dict()  # from the split, not the checkpoint
+    with torch.no_grad():
+        head.bias.normal_()  # as after folding
+        x = torch.randn(7, 8)
+        lin, mlp, out = head.linear(x), head.mlp(x), head(x)
+        unseen = ~head.seen_mask
+        unseen[-1] = False
+        torch.testing.assert_close(out[:, unseen] - out[:, -1:], (lin + head.bias)[:, unseen] - (lin + head.bias)[:, -1:])
+        seen = head.seen_mask
+        torch.testing.assert_close(out[:, seen] - out[:, -1:], mlp[:, seen] - mlp[:, -1:] + head.bias[seen] - head.bias[-1])
+        no_bias = out - head.bias
+        mask = torch.tensor([False, True, False, True, False])
+        expected_seen = torch.softmax(torch.cat([mlp[:, [0, 2]], mlp[:, -1:]], 1), 1)[:, :2]
+        probs = gzsd_probs(no_bias, mask, "grouped", 0.0, 0.0)
+        torch.testing.assert_close(probs[:, [0, 2]], expected_seen)
+        expected_unseen = torch.softmax(torch.cat([lin[:, [1, 3]], lin[:, -1:]], 1), 1)[:, :2]
+        torch.testing.assert_close(probs[:, [1, 3]], expected_unseen)
+    with pytest.raises(ValueError, match="background"):
+        SeenGroupMLPClassifier(torch.nn.Linear(8, 5), MLPBoxClassifier(8, 4, 5), [0, 4])
 
 
 def test_bad_mode_and_missing_agnostic_regression(cfg):

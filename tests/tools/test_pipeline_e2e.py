@@ -347,25 +347,34 @@ def test_validation_protocol_runs_on_a_bank(run_dir, tmp_path):
         assert 0 <= r["pseudo_unseen_quality"]["real_vs_synth_acc"] <= 1
 
 
-def test_mlp_box_classifier_is_trained_calibrated_and_evaluated(run_dir, tmp_path):
+@pytest.mark.parametrize("groups,kind,module,hidden_key", [
+    ("all", "mlp", "MLPBoxClassifier", "hidden.weight"),
+    ("seen", "seen_mlp", "SeenGroupMLPClassifier", "mlp.hidden.weight"),
+])
+def test_mlp_box_classifier_is_trained_calibrated_and_evaluated(run_dir, tmp_path, groups, kind, module, hidden_key):
     """ZSD.CLASSIFIER.HIDDEN_UNITS > 0: the classifier stage, on the e2e run's detector, bank and
-    generator, trains an MLP head, folds the calibration into its output layer, and the pipeline
-    evaluates it as MODEL.ZSD.CLASSIFIER mlp; --eval-only with those keys gives the same figures, and
-    a linear head asked for by mistake is refused by name."""
+    generator, trains an MLP head (with HIDDEN_GROUPS seen: and a linear one), folds the calibration
+    into it, and the pipeline evaluates it as MODEL.ZSD.CLASSIFIER mlp / seen_mlp; --eval-only with
+    those keys gives the same figures, and a linear head asked for by mistake is refused by name."""
     import shutil
 
     out, _ = run_dir
     for name in ("model_final.pth", "roi_bank", "generator"):
         (shutil.copytree if (out / name).is_dir() else shutil.copy)(out / name, tmp_path / name)
-    train_net(tmp_path, "ZSD.CLASSIFIER.HIDDEN_UNITS", "16")
+    keys = ["ZSD.CLASSIFIER.HIDDEN_UNITS", "16", "ZSD.CLASSIFIER.HIDDEN_GROUPS", groups]
+    train_net(tmp_path, *keys)
     ckpt = torch.load(tmp_path / "model_zsd.pth", map_location="cpu", weights_only=True)
-    assert ckpt["classifier_type"] == "MLPBoxClassifier" and ckpt["classifier_record"]["hidden_units"] == 16
-    assert ckpt["model"]["roi_heads.box_predictor.cls_score.hidden.weight"].shape[0] == 16
+    assert ckpt["classifier_type"] == module and ckpt["classifier_record"]["hidden_units"] == 16
+    assert ckpt["model"]["roi_heads.box_predictor.cls_score." + hidden_key].shape[0] == 16
+    if groups == "seen":  # its linear head is the plain run's, before the folded biases
+        plain = torch.load(out / "model_zsd.pth", map_location="cpu", weights_only=True)["model"]
+        prefix = "roi_heads.box_predictor.cls_score."
+        assert torch.equal(ckpt["model"][prefix + "linear.weight"], plain[prefix + "weight"])
     metrics = json.loads((tmp_path / "metrics.json").read_text())["synthesis"]
     if cfg_for(out).ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET > 0:
         assert "seen_logit_bias" in metrics["gzsd_calibration"]
     train_net(tmp_path / "eval_only", "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "model_zsd.pth"),
-              "MODEL.ZSD.CLASSIFIER", "mlp", "ZSD.CLASSIFIER.HIDDEN_UNITS", "16")
+              "MODEL.ZSD.CLASSIFIER", kind, *keys)
     again = json.loads((tmp_path / "eval_only" / "metrics.json").read_text())["eval"]
     assert again == {k: metrics[k] for k in ("zsd", "gzsd")}
     with pytest.raises(ValueError, match="cls_score.*MODEL.ZSD.CLASSIFIER"):

@@ -17,7 +17,10 @@ Training set (``ZSD.CLASSIFIER``; no row of the validation images, which calibra
 
 Head (``HIDDEN_UNITS``): 0 keeps the paper's linear head; h > 0 trains one hidden layer of h ReLU
 units the same way (:func:`box_classifier_module`; evaluated with ``MODEL.ZSD.CLASSIFIER`` ``"mlp"``,
-which the pipeline sets itself). Bias folding and calibration act on its output layer's bias.
+which the pipeline sets itself). Bias folding and calibration act on its output layer's bias. With
+``HIDDEN_GROUPS`` ``"seen"`` a linear head and such an MLP are both trained on the same rows and
+combined into a :class:`~zsdet.modeling.SeenGroupMLPClassifier` (grouped scoring's seen group from the
+MLP, its unseen group from the linear head; ``"seen_mlp"``).
 
 Recipes (``RECIPE``): ``"joint"`` trains all columns together with soft-target cross-entropy
 (:func:`~zsdet.engine.box_classifier.fit_box_classifier`), under ``LOSS`` ``"joint"`` (one softmax)
@@ -69,7 +72,7 @@ from torch import nn
 from ..data.feature_bank import FeatureBank
 from ..data.seeded_rng import ALIGNMENT_KEY, CALIBRATION_KEY, QUALITY_KEY, UNSEEN_SETS_KEY, derive_seed
 from ..evaluation.feature_quality import real_vs_synthetic_accuracy
-from ..modeling.mlp_classifier import MLPBoxClassifier
+from ..modeling.mlp_classifier import MLPBoxClassifier, SeenGroupMLPClassifier
 from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
 from ..synthesis.alignment import ALIGNMENT_CLASSES
 from .box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
@@ -88,6 +91,7 @@ RECIPES = ("joint", "suzod")
 LOSSES = ("joint", "grouped")  # ZSD.CLASSIFIER.LOSS of recipe "joint"
 ALIGNMENTS = ("none", *ALIGNMENT_CLASSES)
 SEEN_ROWS = ("retrained", "detector")  # ZSD.CLASSIFIER.SEEN_ROWS
+HIDDEN_GROUPS = ("all", "seen")  # ZSD.CLASSIFIER.HIDDEN_GROUPS
 # SUZOD's unseen classifier (docs/zsd_protocol.md §7-8)
 SUZOD_RECIPE = {"lr": 1e-4, "betas": (0.5, 0.999), "batch_size": 32, "epochs": 15, "background_per_class": 2,
                 "detector_background_share": 0.35}
@@ -102,9 +106,12 @@ def box_classifier_module(feature_dim: int, num_outputs: int, hidden_units: int)
 
 
 def box_classifier_kind(cfg) -> str:
-    """The ``MODEL.ZSD.CLASSIFIER`` the retrained box classifier is evaluated with: ``"mlp"`` when
-    ``ZSD.CLASSIFIER.HIDDEN_UNITS`` > 0, else ``"linear"``."""
-    return "mlp" if cfg.ZSD.CLASSIFIER.HIDDEN_UNITS > 0 else "linear"
+    """The ``MODEL.ZSD.CLASSIFIER`` the retrained box classifier is evaluated with: ``"linear"``;
+    with ``ZSD.CLASSIFIER.HIDDEN_UNITS`` > 0 ``"mlp"``, or ``"seen_mlp"`` with ``HIDDEN_GROUPS`` ``"seen"``."""
+    c = cfg.ZSD.CLASSIFIER
+    if c.HIDDEN_UNITS <= 0:
+        return "linear"
+    return "seen_mlp" if c.HIDDEN_GROUPS == "seen" else "mlp"
 
 
 def widen_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -288,9 +295,6 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
         classifier, record["training"] = _suzod_classifier(cfg, head, bank, syn_x, syn_y, unseen_ids,
                                                            np.isin(bank.image_ids, unused), rng)
     else:
-        with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
-            torch.manual_seed(cfg.SEED)
-            classifier = box_classifier_module(bank.feature_dim, num_classes + 1, c.HIDDEN_UNITS)
         loss = None
         if c.LOSS == "grouped":
             unseen_mask = torch.zeros(num_classes + 1, dtype=torch.bool)
@@ -301,10 +305,21 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
             record["seen_distillation"] = c.SEEN_DISTILLATION
         else:
             real_targets = soft_targets(y)
-        record["training"] = fit_box_classifier(classifier, torch.cat([x, syn_x]),
-                                                torch.cat([real_targets, soft_targets(syn_y)]),
-                                                epochs=c.EPOCHS, batch_size=c.BATCH_SIZE, lr=c.LR,
-                                                weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
+        features, targets = torch.cat([x, syn_x]), torch.cat([real_targets, soft_targets(syn_y)])
+
+        def trained(hidden_units: int) -> Tuple[nn.Module, Dict]:
+            with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
+                torch.manual_seed(cfg.SEED)
+                head = box_classifier_module(bank.feature_dim, num_classes + 1, hidden_units)
+            return head, fit_box_classifier(head, features, targets, epochs=c.EPOCHS, batch_size=c.BATCH_SIZE,
+                                            lr=c.LR, weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
+
+        if box_classifier_kind(cfg) == "seen_mlp":  # two heads on the same rows
+            (linear, record["training"]), (mlp, record["training_mlp"]) = trained(0), trained(c.HIDDEN_UNITS)
+            classifier = SeenGroupMLPClassifier(linear, mlp, seen_ids)
+            record["hidden_groups"] = "seen"
+        else:
+            classifier, record["training"] = trained(c.HIDDEN_UNITS)
     if c.SEEN_ROWS == "detector":
         keep_detector_seen_group(classifier, *head, seen_ids)
         record["seen_rows"] = "detector"

@@ -6,7 +6,15 @@ head on the detector's box features cannot put most real unseen RoIs apart from 
 seen cost, while a non-linear one trained on real unseen RoIs can
 (``benchmarks/zsd_unseen_separability.py``). The output layer's ``bias`` is exposed as the module's,
 so the GZSD calibration and the unseen-logit bias fold into it as into a linear head's.
+
+:class:`SeenGroupMLPClassifier` (``ZSD.CLASSIFIER.HIDDEN_GROUPS`` ``"seen"``) takes the seen group
+from such an MLP and everything else from a linear head trained on the same features: its seen
+logits are the MLP's minus the MLP's background logit plus the linear head's, so grouped GZSD
+scoring's [seen, background] softmax is the MLP's and its [unseen, background] softmax (ZSD, GZSD's
+unseen group) the linear head's.
 """
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -36,3 +44,36 @@ class MLPBoxClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(torch.relu(self.hidden(x)))
+
+
+class SeenGroupMLPClassifier(nn.Module):
+    """Logits (N, K + 1) of box features (N, d), background last: the unseen and background columns
+    of ``linear``; the seen columns ``mlp``'s seen minus ``mlp``'s background logit plus ``linear``'s
+    background logit (module docstring); plus ``bias`` (K + 1,), zero at first, where the calibration
+    and the unseen-logit bias are folded.
+
+    Args:
+        linear: ``nn.Linear(d, K + 1)``; mlp: :class:`MLPBoxClassifier` (d -> K + 1);
+        seen_ids: the seen columns (in [0, K); background, K, is never one).
+    """
+
+    def __init__(self, linear: nn.Linear, mlp: MLPBoxClassifier, seen_ids: Sequence[int]):
+        super().__init__()
+        num_classes = linear.out_features - 1
+        bad = [i for i in seen_ids if not 0 <= i < num_classes]
+        if bad:
+            raise ValueError(f"seen class ids {bad} outside [0, {num_classes}) (background, {num_classes}, is no class)")
+        self.linear, self.mlp = linear, mlp
+        seen_mask = torch.zeros(linear.out_features, dtype=torch.bool)
+        seen_mask[list(seen_ids)] = True
+        self.register_buffer("seen_mask", seen_mask, persistent=False)  # from the split, not the checkpoint
+        self.bias = nn.Parameter(torch.zeros(linear.out_features))
+
+    @property
+    def in_features(self) -> int:
+        return self.linear.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lin, mlp = self.linear(x), self.mlp(x)
+        seen_group = mlp - mlp[:, -1:] + lin[:, -1:]
+        return torch.where(self.seen_mask, seen_group, lin) + self.bias
