@@ -180,13 +180,21 @@ def world_rois(world: int, output_dir: str, num_images: int):
 def candidate_seen_probability(run_dir: str, x: torch.Tensor, split) -> torch.Tensor:
     """(n,) highest seen probability of the run's classifier under grouped GZSD scoring (no floor)."""
     from zsdet.engine.checkpoints import CLASSIFIER_PREFIX
+    from torch import nn
+
     from zsdet.engine.synthesis_classifier import box_classifier_module
+    from zsdet.modeling import MLPBoxClassifier, SeenGroupMLPClassifier
     from zsdet.modeling.zsd_predictor import gzsd_probs
 
     state = torch.load(os.path.join(run_dir, "model_zsd.pth"), map_location="cpu", weights_only=False)["model"]
     head = {k[len(CLASSIFIER_PREFIX):]: v.float() for k, v in state.items() if k.startswith(CLASSIFIER_PREFIX)}
-    hidden = head["hidden.weight"].shape[0] if "hidden.weight" in head else 0  # ZSD.CLASSIFIER.HIDDEN_UNITS
-    classifier = box_classifier_module(x.shape[1], split.num_classes + 1, hidden)
+    num_outputs = split.num_classes + 1
+    if "mlp.hidden.weight" in head:  # ZSD.CLASSIFIER.HIDDEN_GROUPS seen
+        classifier = SeenGroupMLPClassifier(nn.Linear(x.shape[1], num_outputs), MLPBoxClassifier(
+            x.shape[1], head["mlp.hidden.weight"].shape[0], num_outputs), split.seen_ids)
+    else:  # linear, or an MLP for every column
+        hidden = head["hidden.weight"].shape[0] if "hidden.weight" in head else 0
+        classifier = box_classifier_module(x.shape[1], num_outputs, hidden)
     classifier.load_state_dict(head)
     unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
     unseen_mask[list(split.unseen_ids)] = True

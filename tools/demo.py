@@ -31,6 +31,7 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 from zsdet.compat import check_config_supported
 from zsdet.engine import load_detector_weights
+from zsdet.engine.checkpoints import weights_classifier_kind
 from zsdet.modeling import zsd_split_from_config
 from zsdet.modeling.zsd_predictor import MODES
 from zsdet.utils.visualize import (
@@ -74,13 +75,15 @@ def build_predictor(cfg) -> DefaultPredictor:
     """detectron2's ``DefaultPredictor`` with the weights loaded by ``load_detector_weights``.
 
     Unlike detectron2's checkpointer, which skips tensors of another shape with a log line, the
-    zsdet loader fails on a missing / corrupt file or a box classifier of the wrong shape.
+    zsdet loader fails on a missing / corrupt file or a box classifier of the wrong shape. The box
+    classifier is built as the weights file records it (``weights_classifier_kind``).
     """
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("MODEL.WEIGHTS is empty: pass --opts MODEL.WEIGHTS path/to/model.pth")
     scratch = cfg.clone()
     scratch.defrost()
     scratch.MODEL.WEIGHTS = ""  # DefaultPredictor then builds the model without loading anything
+    scratch.MODEL.ZSD.CLASSIFIER = weights_classifier_kind(cfg.MODEL.WEIGHTS, cfg.MODEL.ZSD.CLASSIFIER)
     predictor = DefaultPredictor(scratch)
     load_detector_weights(predictor.model, cfg.MODEL.WEIGHTS)
     return predictor

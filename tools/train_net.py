@@ -4,8 +4,11 @@
     python tools/train_net.py --config-file configs/shapes/zsd_shapes_R18_FPN.yaml
     python tools/train_net.py --config-file ... --stages features,generator   # some stages only
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_zsd.pth
-    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_baseline.pth \
-        MODEL.ZSD.CLASSIFIER semantic
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_baseline.pth
+
+With ``--eval-only`` the box classifier is built as the weights file records it (``model_zsd.pth``:
+linear or MLP; ``model_baseline.pth``: semantic); ``MODEL.ZSD.CLASSIFIER`` applies to files that
+record none.
 
 Multi-GPU / multi-machine: ``--num-gpus``, ``--num-machines``, ``--machine-rank``, ``--dist-url``
 (detectron2's ``launch``).
@@ -17,6 +20,7 @@ from detectron2.engine import default_argument_parser
 from zsdet.compat import check_config_supported
 from zsdet.config import get_zsdet_cfg
 from zsdet.engine import STAGES, ZSDPipeline
+from zsdet.engine.checkpoints import weights_classifier_kind
 from zsdet.engine.defaults import launch_tool, output_dir_setup
 from zsdet.engine.settings_check import check_eval_only_settings
 
@@ -37,7 +41,8 @@ def main(args):
     with output_dir_setup(cfg, args):
         if args.eval_only:  # ZSD on ZSD.TEST_ZSD and GZSD on ZSD.TEST_GZSD with MODEL.WEIGHTS
             check_eval_only_settings(cfg)
-            return ZSDPipeline(cfg).evaluate_and_report({"eval": (cfg.MODEL.WEIGHTS, cfg.MODEL.ZSD.CLASSIFIER)})
+            kind = weights_classifier_kind(cfg.MODEL.WEIGHTS, cfg.MODEL.ZSD.CLASSIFIER)  # as the file records
+            return ZSDPipeline(cfg).evaluate_and_report({"eval": (cfg.MODEL.WEIGHTS, kind)})
         return ZSDPipeline(cfg).run()
 
 

@@ -75,7 +75,8 @@ def test_grouped_loss_is_refused_with_the_suzod_recipe(tmp_path):
     from zsdet.engine.settings_check import check_pipeline_settings
 
     check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.LOSS", "grouped"), STAGES)
-    cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.LOSS", "grouped", "ZSD.CLASSIFIER.RECIPE", "suzod")
+    cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.LOSS", "grouped", "ZSD.CLASSIFIER.RECIPE", "suzod",
+                   "ZSD.CLASSIFIER.HIDDEN_UNITS", "0")  # recipe suzod: the linear head
     with pytest.raises(ValueError, match=r"ZSD.CLASSIFIER.LOSS must be 'joint' with ZSD.CLASSIFIER.RECIPE 'suzod'"):
         check_pipeline_settings(cfg, STAGES)
 
@@ -84,7 +85,8 @@ def test_seen_distillation_is_refused_with_the_suzod_recipe(tmp_path):
     from zsdet.engine.settings_check import check_pipeline_settings
 
     check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_DISTILLATION", "0.5"), STAGES)
-    cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_DISTILLATION", "0.5", "ZSD.CLASSIFIER.RECIPE", "suzod")
+    cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_DISTILLATION", "0.5", "ZSD.CLASSIFIER.RECIPE", "suzod",
+                   "ZSD.CLASSIFIER.HIDDEN_UNITS", "0")
     with pytest.raises(ValueError, match=r"ZSD.CLASSIFIER.RECIPE must be 'joint' with ZSD.CLASSIFIER.SEEN_DISTILLATION"):
         check_pipeline_settings(cfg, STAGES)
 

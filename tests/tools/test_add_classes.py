@@ -69,7 +69,7 @@ def test_added_detector_lists_the_new_class(run_dir, added):
     classes = ckpt["zsd_classes"]
     assert classes["thing_classes"][-1] == NEW and len(classes["thing_classes"]) == 16
     assert NEW in classes["unseen_classes"] and classes["added_classes"] == [NEW]
-    assert ckpt["model"]["roi_heads.box_predictor.cls_score.weight"].shape[0] == 17  # + background
+    assert ckpt["model"]["roi_heads.box_predictor.cls_score.bias"].shape[0] == 17  # + background (any head)
     before = torch.load(run_dir / "model_final.pth", map_location="cpu", weights_only=True)["model"]
     key = "roi_heads.box_head.fc1.weight"
     assert torch.equal(ckpt["model"][key], before[key])  # the detector itself is unchanged

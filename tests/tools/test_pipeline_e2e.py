@@ -17,6 +17,7 @@ from detectron2.modeling import build_model
 import zsdet
 from zsdet.data.zsd_split import ZeroShotSplit
 from zsdet.engine import load_detector_weights
+from zsdet.engine.checkpoints import weights_classifier_kind
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "quick_schedules" / "zsd_shapes_tiny_instant_test.yaml"
@@ -90,15 +91,17 @@ def test_retrained_classifier_changes_predictions(run_dir):
     outputs = {}
     for name, weights, mode in (("seen", "model_final.pth", "seen"), ("zsd", "model_zsd.pth", "zsd"),
                                 ("gzsd", "model_zsd.pth", "gzsd")):
-        cfg = cfg_for(out, MODE=mode)
+        cfg = cfg_for(out, MODE=mode, CLASSIFIER=weights_classifier_kind(str(out / weights), "linear"))
         predictor = DefaultPredictor(cfg)  # builds the model; weights loaded with zsdet's checks
         load_detector_weights(predictor.model, str(out / weights))
         outputs[name] = predictor(image)["instances"]
-    model_zsd = build_model(cfg_for(out))
+    model_zsd = build_model(cfg_for(out, CLASSIFIER=weights_classifier_kind(str(out / "model_zsd.pth"), "linear")))
     load_detector_weights(model_zsd, str(out / "model_zsd.pth"))
     seen_state = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
-    key = "roi_heads.box_predictor.cls_score.weight"
-    assert not torch.equal(model_zsd.state_dict()[key], seen_state[key])
+    prefix = "roi_heads.box_predictor.cls_score."
+    retrained = model_zsd.state_dict()
+    key = prefix + ("linear.weight" if prefix + "linear.weight" in retrained else "weight")  # the linear part
+    assert not torch.equal(retrained[key], seen_state[prefix + "weight"])
     unseen = set(model_zsd.roi_heads.box_predictor.unseen_mask.nonzero().flatten().tolist())
     assert set(outputs["seen"].pred_classes.tolist()).isdisjoint(unseen)
     assert set(outputs["zsd"].pred_classes.tolist()) <= unseen
@@ -146,18 +149,33 @@ def test_suzod_recipe_and_unseen_mixtures(run_dir):
 
 
 def classifier_stage_inputs(run_dir):
-    """(cfg without calibration or alignment, split, RoI bank, loaded generator, validation images) of the
-    e2e run, for calling the classifier stage directly."""
+    """(cfg without calibration or alignment, with a linear head, split, RoI bank, loaded generator,
+    validation images) of the e2e run, for calling the classifier stage directly."""
     from zsdet.engine.roi_stages import foreground_rows, load_bank, load_generator
 
     out, _ = run_dir
     cfg = cfg_for(out)
     cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET, cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED = 0.0, "none"
+    cfg.ZSD.CLASSIFIER.HIDDEN_UNITS = 0  # the linear head the options below act on
     split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
     bank = load_bank(str(out / "roi_bank"), split, cfg.DATASETS.TRAIN[0])
     trainer = load_generator(cfg, split.class_names, bank.feature_dim, str(out / "generator"))
     _, val_rows = foreground_rows(cfg, bank, split.seen_ids)
     return cfg, split, bank, trainer, np.unique(bank.image_ids[val_rows])
+
+
+def train_classifier_stage(run_dir, **classifier_keys):
+    """(classifier, record) of the classifier stage on the e2e run's inputs with the run's own
+    settings (calibration, alignment) and ``ZSD.CLASSIFIER`` keys overridden."""
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+
+    out, _ = run_dir
+    _, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
+    cfg = cfg_for(out)
+    for key, value in classifier_keys.items():
+        setattr(cfg.ZSD.CLASSIFIER, key, value)
+    return train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out,
+                                      str(out / "model_final.pth"))
 
 
 @pytest.mark.parametrize("method", ["quantile", "zeros"])
@@ -366,10 +384,10 @@ def test_mlp_box_classifier_is_trained_calibrated_and_evaluated(run_dir, tmp_pat
     ckpt = torch.load(tmp_path / "model_zsd.pth", map_location="cpu", weights_only=True)
     assert ckpt["classifier_type"] == module and ckpt["classifier_record"]["hidden_units"] == 16
     assert ckpt["model"]["roi_heads.box_predictor.cls_score." + hidden_key].shape[0] == 16
-    if groups == "seen":  # its linear head is the plain run's, before the folded biases
-        plain = torch.load(out / "model_zsd.pth", map_location="cpu", weights_only=True)["model"]
+    if groups == "seen":  # its linear head is the one a linear run trains (same rows and seed)
+        linear, _ = train_classifier_stage(run_dir, HIDDEN_UNITS=0)
         prefix = "roi_heads.box_predictor.cls_score."
-        assert torch.equal(ckpt["model"][prefix + "linear.weight"], plain[prefix + "weight"])
+        assert torch.equal(ckpt["model"][prefix + "linear.weight"], linear.weight)
     metrics = json.loads((tmp_path / "metrics.json").read_text())["synthesis"]
     if cfg_for(out).ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET > 0:
         assert "seen_logit_bias" in metrics["gzsd_calibration"]

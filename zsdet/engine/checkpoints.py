@@ -82,17 +82,23 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
             os.remove(os.path.join(self.save_dir, LAST_CHECKPOINT))
 
 
+def read_checkpoint(path: str):
+    """What ``torch.load`` (weights only, on the CPU) reads from ``path``; ``FileNotFoundError`` /
+    ``RuntimeError`` naming ``path`` when it is missing or unreadable."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, not a torch file, unsafe pickle, ...
+        raise RuntimeError(f"cannot read checkpoint {path} (corrupt or not a torch file): {e}") from e
+
+
 def load_state_dict_file(path: str) -> dict:
     """The ``model`` state dict of a detectron2-style checkpoint (``{"model": state_dict, ...}``).
 
     Raises ``FileNotFoundError`` / ``RuntimeError`` naming ``path`` when it is missing or unreadable.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, not a torch file, unsafe pickle, ...
-        raise RuntimeError(f"cannot read checkpoint {path} (corrupt or not a torch file): {e}") from e
+    ckpt = read_checkpoint(path)
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RuntimeError(f"{path} holds no model state dict")
@@ -104,6 +110,23 @@ def classifier_record(path: str) -> dict:
     training and GZSD calibration); ``{}`` for a checkpoint without one."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     return ckpt.get("classifier_record", {}) if isinstance(ckpt, dict) else {}
+
+
+# the box classifier a checkpoint records (``classifier_type``) -> MODEL.ZSD.CLASSIFIER
+CLASSIFIER_KINDS = {"Linear": "linear", "MLPBoxClassifier": "mlp", "SeenGroupMLPClassifier": "seen_mlp",
+                    "SemanticProjectionClassifier": "semantic"}
+
+
+def weights_classifier_kind(path: str, configured: str) -> str:
+    """The ``MODEL.ZSD.CLASSIFIER`` to build for the weights ``path``: the kind of box classifier the
+    checkpoint records (``classifier_type``, written by the classifier and baseline stages), else
+    ``configured`` (a detector checkpoint, or one written elsewhere)."""
+    ckpt = read_checkpoint(path)
+    recorded = ckpt.get("classifier_type") if isinstance(ckpt, dict) else None
+    kind = CLASSIFIER_KINDS.get(recorded, configured)
+    if kind != configured:
+        logger.info("%s holds a %s box classifier: built as MODEL.ZSD.CLASSIFIER %r", path, recorded, kind)
+    return kind
 
 
 def load_detector_weights(model: torch.nn.Module, path: str) -> None:
