@@ -145,9 +145,11 @@ def test_seen_group_mlp_classifier(cfg):
         lin, mlp, out = head.linear(x), head.mlp(x), head(x)
         unseen = ~head.seen_mask
         unseen[-1] = False
-        torch.testing.assert_close(out[:, unseen] - out[:, -1:], (lin + head.bias)[:, unseen] - (lin + head.bias)[:, -1:])
+        biased = lin + head.bias
+        torch.testing.assert_close(out[:, unseen] - out[:, -1:], biased[:, unseen] - biased[:, -1:])
         seen = head.seen_mask
-        torch.testing.assert_close(out[:, seen] - out[:, -1:], mlp[:, seen] - mlp[:, -1:] + head.bias[seen] - head.bias[-1])
+        torch.testing.assert_close(out[:, seen] - out[:, -1:],
+                                   mlp[:, seen] - mlp[:, -1:] + head.bias[seen] - head.bias[-1])
         no_bias = out - head.bias
         mask = torch.tensor([False, True, False, True, False])
         expected_seen = torch.softmax(torch.cat([mlp[:, [0, 2]], mlp[:, -1:]], 1), 1)[:, :2]

@@ -1,9 +1,9 @@
 """Stage 6 of the synthesis method: the box classifier retrained on real and synthesized RoI features.
 
 :func:`train_synthesis_classifier` returns ``nn.Linear(d, C + 1)`` (the generator's C classes,
-background last), or with ``HIDDEN_UNITS`` h > 0 (recipe ``"joint"``) a
-:class:`~zsdet.modeling.MLPBoxClassifier` with h hidden ReLU units, and a record of how it was built, for the pipeline (``classifier`` stage),
-:func:`~zsdet.engine.add_classes.add_classes` and the validation benchmark.
+background last; with ``HIDDEN_UNITS`` h > 0 a head with h hidden ReLU units, below) and a record of
+how it was built, for the pipeline (``classifier`` stage), :func:`~zsdet.engine.add_classes.add_classes`
+and the validation benchmark.
 
 Training set (``ZSD.CLASSIFIER``; no row of the validation images, which calibrate it):
 
@@ -264,8 +264,8 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
             SEEN_DISTILLATION and CALIBRATION_REFERENCE "detector" use (:func:`detector_head`).
         excluded_images: more images never trained on nor calibrated on (the validation benchmark's).
     Returns:
-        (classifier ``nn.Linear(d, C + 1)`` or :class:`~zsdet.modeling.MLPBoxClassifier`, record of
-        counts, training and calibration).
+        (classifier ``nn.Linear(d, C + 1)``, :class:`~zsdet.modeling.MLPBoxClassifier` or
+        :class:`~zsdet.modeling.SeenGroupMLPClassifier`, record of counts, training and calibration).
     """
     c, num_classes = cfg.ZSD.CLASSIFIER, trainer.num_classes
     head = detector_head(cfg, detector_weights)  # before any training: a missing detector fails here
@@ -274,8 +274,8 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
     x, y = real_training_set(cfg, bank, seen_ids, rng, with_mixtures=True, held_out_images=unused)
     y = widen_labels(y, num_classes)
     syn_x, syn_y = synthesized_set(trainer, unseen_ids, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SEED)
-    record = {"recipe": c.RECIPE, "loss": c.LOSS, "hidden_units": c.HIDDEN_UNITS, "real_and_mixed": len(x), "synthesized_single": len(syn_x),
-              "synthesized_sets": 0}
+    record = {"recipe": c.RECIPE, "loss": c.LOSS, "hidden_units": c.HIDDEN_UNITS, "real_and_mixed": len(x),
+              "synthesized_single": len(syn_x), "synthesized_sets": 0}
     if c.UNSEEN_MIXTURES:
         real_sets = LabelSets.from_multi_hot(y[y[:, :-1].sum(1) > 0, :-1])
         num = int(c.MIXTURE_RATIO * len(syn_x))
@@ -310,9 +310,9 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
         def trained(hidden_units: int) -> Tuple[nn.Module, Dict]:
             with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
                 torch.manual_seed(cfg.SEED)
-                head = box_classifier_module(bank.feature_dim, num_classes + 1, hidden_units)
-            return head, fit_box_classifier(head, features, targets, epochs=c.EPOCHS, batch_size=c.BATCH_SIZE,
-                                            lr=c.LR, weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
+                module = box_classifier_module(bank.feature_dim, num_classes + 1, hidden_units)
+            return module, fit_box_classifier(module, features, targets, epochs=c.EPOCHS, batch_size=c.BATCH_SIZE,
+                                              lr=c.LR, weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
 
         if box_classifier_kind(cfg) == "seen_mlp":  # two heads on the same rows
             (linear, record["training"]), (mlp, record["training_mlp"]) = trained(0), trained(c.HIDDEN_UNITS)

@@ -62,7 +62,8 @@ class SeenGroupMLPClassifier(nn.Module):
         num_classes = linear.out_features - 1
         bad = [i for i in seen_ids if not 0 <= i < num_classes]
         if bad:
-            raise ValueError(f"seen class ids {bad} outside [0, {num_classes}) (background, {num_classes}, is no class)")
+            raise ValueError(f"seen class ids {bad} outside [0, {num_classes}) "
+                             f"(background, {num_classes}, is no class)")
         self.linear, self.mlp = linear, mlp
         seen_mask = torch.zeros(linear.out_features, dtype=torch.bool)
         seen_mask[list(seen_ids)] = True
