@@ -120,10 +120,11 @@ def oracle_linear_scores(x: torch.Tensor, is_held_out: torch.Tensor, image_ids: 
 def mlp_scores(train_x: torch.Tensor, train_target: torch.Tensor, test_x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """(k,) logits on ``test_x`` (k, d) of a one-hidden-layer MLP (``MLP_HIDDEN`` ReLU units) fitted on
     ``train_x`` (m, d) with targets +-1 (m,): full-batch Adam, ``MLP_STEPS`` steps, weight decay
-    ``MLP_WEIGHT_DECAY``, both sides weighted equally; seeded."""
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(train_x.shape[1], MLP_HIDDEN), torch.nn.ReLU(),
-                                torch.nn.Linear(MLP_HIDDEN, 1))
+    ``MLP_WEIGHT_DECAY``, both sides weighted equally; seeded (the global generator is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(train_x.shape[1], MLP_HIDDEN), torch.nn.ReLU(),
+                                    torch.nn.Linear(MLP_HIDDEN, 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=MLP_LR, weight_decay=MLP_WEIGHT_DECAY)
     positive = train_target > 0
     weight = torch.where(positive, 0.5 / positive.double().mean(), 0.5 / (~positive).double().mean()).float()
@@ -179,22 +180,17 @@ def world_rois(world: int, output_dir: str, num_images: int):
 
 def candidate_seen_probability(run_dir: str, x: torch.Tensor, split) -> torch.Tensor:
     """(n,) highest seen probability of the run's classifier under grouped GZSD scoring (no floor)."""
+    from zsdet.config import get_zsdet_cfg
     from zsdet.engine.checkpoints import CLASSIFIER_PREFIX
-    from torch import nn
-
-    from zsdet.engine.synthesis_classifier import box_classifier_module
-    from zsdet.modeling import MLPBoxClassifier, SeenGroupMLPClassifier
+    from zsdet.engine.synthesis_classifier import box_classifier_kind
+    from zsdet.modeling.mlp_classifier import build_box_head
     from zsdet.modeling.zsd_predictor import gzsd_probs
 
     state = torch.load(os.path.join(run_dir, "model_zsd.pth"), map_location="cpu", weights_only=False)["model"]
     head = {k[len(CLASSIFIER_PREFIX):]: v.float() for k, v in state.items() if k.startswith(CLASSIFIER_PREFIX)}
-    num_outputs = split.num_classes + 1
-    if "mlp.hidden.weight" in head:  # ZSD.CLASSIFIER.HIDDEN_GROUPS seen
-        classifier = SeenGroupMLPClassifier(nn.Linear(x.shape[1], num_outputs), MLPBoxClassifier(
-            x.shape[1], head["mlp.hidden.weight"].shape[0], num_outputs), split.seen_ids)
-    else:  # linear, or an MLP for every column
-        hidden = head["hidden.weight"].shape[0] if "hidden.weight" in head else 0
-        classifier = box_classifier_module(x.shape[1], num_outputs, hidden)
+    cfg = get_zsdet_cfg(os.path.join(run_dir, "config.yaml"))  # the run's head
+    classifier = build_box_head(box_classifier_kind(cfg), x.shape[1], split.num_classes + 1,
+                                cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, split.seen_ids)
     classifier.load_state_dict(head)
     unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
     unseen_mask[list(split.unseen_ids)] = True

@@ -137,8 +137,9 @@ def detector_logits(weight: torch.Tensor, bias: torch.Tensor, features: torch.Te
 
 @torch.no_grad()
 def fold_seen_bias(classifier: nn.Module, seen_ids: Sequence[int], bias: float) -> None:
-    """Subtract ``bias`` from the seen rows of ``classifier``'s bias (an ``nn.Linear``'s, or an
-    :class:`~zsdet.modeling.MLPBoxClassifier`'s output layer's), in place."""
+    """Subtract ``bias`` from the seen rows of ``classifier``'s bias (an ``nn.Linear``'s, an
+    :class:`~zsdet.modeling.MLPBoxClassifier`'s output layer's or a
+    :class:`~zsdet.modeling.SeenGroupMLPClassifier`'s added bias), in place."""
     classifier.bias[list(seen_ids)] -= bias
 
 

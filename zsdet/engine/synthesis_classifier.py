@@ -16,7 +16,7 @@ Training set (``ZSD.CLASSIFIER``; no row of the validation images, which calibra
   classifier meets unseen classes inside mixtures as it meets seen ones.
 
 Head (``HIDDEN_UNITS``): 0 keeps the paper's linear head; h > 0 trains one hidden layer of h ReLU
-units the same way (:func:`box_classifier_module`; evaluated with ``MODEL.ZSD.CLASSIFIER`` ``"mlp"``,
+units the same way (:func:`~zsdet.modeling.mlp_classifier.build_box_head`; evaluated with ``MODEL.ZSD.CLASSIFIER`` ``"mlp"``,
 which the pipeline sets itself). Bias folding and calibration act on its output layer's bias. With
 ``HIDDEN_GROUPS`` ``"seen"`` a linear head and such an MLP are both trained on the same rows and
 combined into a :class:`~zsdet.modeling.SeenGroupMLPClassifier` (grouped scoring's seen group from the
@@ -72,7 +72,7 @@ from torch import nn
 from ..data.feature_bank import FeatureBank
 from ..data.seeded_rng import ALIGNMENT_KEY, CALIBRATION_KEY, QUALITY_KEY, UNSEEN_SETS_KEY, derive_seed
 from ..evaluation.feature_quality import real_vs_synthetic_accuracy
-from ..modeling.mlp_classifier import MLPBoxClassifier, SeenGroupMLPClassifier
+from ..modeling.mlp_classifier import SeenGroupMLPClassifier, build_box_head
 from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
 from ..synthesis.alignment import ALIGNMENT_CLASSES
 from .box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
@@ -95,14 +95,6 @@ HIDDEN_GROUPS = ("all", "seen")  # ZSD.CLASSIFIER.HIDDEN_GROUPS
 # SUZOD's unseen classifier (docs/zsd_protocol.md §7-8)
 SUZOD_RECIPE = {"lr": 1e-4, "betas": (0.5, 0.999), "batch_size": 32, "epochs": 15, "background_per_class": 2,
                 "detector_background_share": 0.35}
-
-
-def box_classifier_module(feature_dim: int, num_outputs: int, hidden_units: int) -> nn.Module:
-    """``nn.Linear(feature_dim, num_outputs)``, or with ``hidden_units`` > 0 an
-    :class:`~zsdet.modeling.MLPBoxClassifier` (``ZSD.CLASSIFIER.HIDDEN_UNITS``)."""
-    if hidden_units > 0:
-        return MLPBoxClassifier(feature_dim, hidden_units, num_outputs)
-    return nn.Linear(feature_dim, num_outputs)
 
 
 def box_classifier_kind(cfg) -> str:
@@ -307,19 +299,19 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
             real_targets = soft_targets(y)
         features, targets = torch.cat([x, syn_x]), torch.cat([real_targets, soft_targets(syn_y)])
 
-        def trained(hidden_units: int) -> Tuple[nn.Module, Dict]:
+        def trained(kind: str) -> Tuple[nn.Module, Dict]:
             with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
                 torch.manual_seed(cfg.SEED)
-                module = box_classifier_module(bank.feature_dim, num_classes + 1, hidden_units)
+                module = build_box_head(kind, bank.feature_dim, num_classes + 1, c.HIDDEN_UNITS)
             return module, fit_box_classifier(module, features, targets, epochs=c.EPOCHS, batch_size=c.BATCH_SIZE,
                                               lr=c.LR, weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
 
         if box_classifier_kind(cfg) == "seen_mlp":  # two heads on the same rows
-            (linear, record["training"]), (mlp, record["training_mlp"]) = trained(0), trained(c.HIDDEN_UNITS)
+            (linear, record["training"]), (mlp, record["training_mlp"]) = trained("linear"), trained("mlp")
             classifier = SeenGroupMLPClassifier(linear, mlp, seen_ids)
             record["hidden_groups"] = "seen"
         else:
-            classifier, record["training"] = trained(c.HIDDEN_UNITS)
+            classifier, record["training"] = trained(box_classifier_kind(cfg))
     if c.SEEN_ROWS == "detector":
         keep_detector_seen_group(classifier, *head, seen_ids)
         record["seen_rows"] = "detector"

@@ -51,8 +51,8 @@ STAGES = ("detector", "features", "generator", "classifier", "baseline", "evalua
 
 def pipeline_methods(cfg) -> Tuple[Tuple[str, str, str], ...]:
     """(result name, weights file, ``MODEL.ZSD.CLASSIFIER``) of the methods a run evaluates: the
-    synthesis-retrained classifier (linear, or ``"mlp"`` with ``ZSD.CLASSIFIER.HIDDEN_UNITS`` > 0)
-    and the semantic baseline."""
+    synthesis-retrained classifier (:func:`.synthesis_classifier.box_classifier_kind`) and the
+    semantic baseline."""
     return (("synthesis", "model_zsd.pth", box_classifier_kind(cfg)), ("baseline", "model_baseline.pth", "semantic"))
 
 

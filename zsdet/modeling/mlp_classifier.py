@@ -78,3 +78,23 @@ class SeenGroupMLPClassifier(nn.Module):
         lin, mlp = self.linear(x), self.mlp(x)
         seen_group = mlp - mlp[:, -1:] + lin[:, -1:]
         return torch.where(self.seen_mask, seen_group, lin) + self.bias
+
+
+HEADS = ("linear", "mlp", "seen_mlp")  # the MODEL.ZSD.CLASSIFIER values :func:`build_box_head` builds
+
+
+def build_box_head(kind: str, feature_dim: int, num_outputs: int, hidden_units: int = 0,
+                   seen_ids: Sequence[int] = ()) -> nn.Module:
+    """A box classifier (N, d) -> (N, K + 1) of ``kind`` (:data:`HEADS`): ``nn.Linear``,
+    :class:`MLPBoxClassifier` or :class:`SeenGroupMLPClassifier` (``hidden_units`` >= 1 for the last
+    two; ``seen_ids`` for the last)."""
+    if kind == "linear":
+        return nn.Linear(feature_dim, num_outputs)
+    if hidden_units < 1:
+        raise ValueError(f"MODEL.ZSD.CLASSIFIER {kind!r} needs ZSD.CLASSIFIER.HIDDEN_UNITS >= 1, got {hidden_units}")
+    mlp = MLPBoxClassifier(feature_dim, hidden_units, num_outputs)
+    if kind == "mlp":
+        return mlp
+    if kind == "seen_mlp":
+        return SeenGroupMLPClassifier(nn.Linear(feature_dim, num_outputs), mlp, seen_ids)
+    raise ValueError(f"box head must be one of {HEADS}, got {kind!r}")

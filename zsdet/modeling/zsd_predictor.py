@@ -33,7 +33,7 @@ from torch import nn
 
 from ..compat import check_box_loss_options
 from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config
-from .mlp_classifier import MLPBoxClassifier, SeenGroupMLPClassifier
+from .mlp_classifier import build_box_head
 from .semantic_classifier import SemanticProjectionClassifier
 
 MODES = ("seen", "zsd", "gzsd")
@@ -49,8 +49,8 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         mode: one of ``MODES``.
         classifier: ``"linear"`` (``nn.Linear(d, K + 1)``), ``"semantic"``
             (:class:`SemanticProjectionClassifier`; needs ``class_embeddings``), ``"mlp"``
-            (:class:`MLPBoxClassifier` with ``hidden_units``) or ``"seen_mlp"``
-            (:class:`SeenGroupMLPClassifier`: such an MLP's seen group, a linear head's unseen one).
+            (``MLPBoxClassifier`` with ``hidden_units``) or ``"seen_mlp"`` (``SeenGroupMLPClassifier``:
+            such an MLP's seen group, a linear head's unseen one); :func:`.mlp_classifier.build_box_head`.
         hidden_units: the MLP classifier's hidden layer (``ZSD.CLASSIFIER.HIDDEN_UNITS``).
         class_embeddings: (K, a) tensor, required for the semantic classifier.
         semantic_temperature: T of the semantic classifier.
@@ -96,14 +96,9 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             self.cls_score = SemanticProjectionClassifier(
                 self.cls_score.in_features, emb, semantic_temperature
             )
-        elif classifier in ("mlp", "seen_mlp"):
-            if hidden_units < 1:
-                raise ValueError(f"MODEL.ZSD.CLASSIFIER {classifier!r} needs ZSD.CLASSIFIER.HIDDEN_UNITS >= 1, "
-                                 f"got {hidden_units}")
-            mlp = MLPBoxClassifier(self.cls_score.in_features, hidden_units, self.num_classes + 1)
-            self.cls_score = mlp if classifier == "mlp" else SeenGroupMLPClassifier(
-                nn.Linear(self.cls_score.in_features, self.num_classes + 1), mlp,
-                [i for i in range(self.num_classes) if i not in set(unseen_class_ids)])
+        elif classifier != "linear":  # "mlp", "seen_mlp"
+            self.cls_score = build_box_head(classifier, self.cls_score.in_features, self.num_classes + 1, hidden_units,
+                                            [i for i in range(self.num_classes) if i not in set(unseen_class_ids)])
         self.semantic_aux_weight = semantic_aux_weight
         if semantic_aux_weight > 0:
             emb = F.normalize(self._class_embeddings(class_embeddings, "MODEL.ZSD.SEMANTIC_AUX_WEIGHT > 0"), dim=1)
