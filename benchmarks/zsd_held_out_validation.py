@@ -10,6 +10,11 @@ images of the held-out classes. No test image of ``zsd_dense`` and no real unsee
 ``--held-out-classes 4`` uses the worlds ``zsd_dense_heldout<k>_h4`` instead: 4 classes held out, 28
 left for training (the test scenes train on 32).
 
+``--family shapes`` uses the shapes' worlds ``zsd_shapes_heldout<k>``, k = 0..3
+(:func:`zsdet.data.datasets.shapes.held_out_world`): 3 of the 12 seen shapes held out, each of their
+colours and shapes left in one of the 9 training classes; candidates are files of ``configs/shapes``
+(default: the shapes config as shipped and with the linear box head, the twenty-seventh round).
+
 Per split, stages 1-2 (detector, RoI bank) run once into ``<out>/split<k>/shared`` (with
 ``--detector-opts``, e.g. ``MODEL.ZSD.SEMANTIC_AUX_WEIGHT 1.0``; use another ``--output-dir`` per
 detector setting); every
@@ -33,8 +38,10 @@ splits - 1) x standard error; the twenty-third round's rule: at most 5).
     python benchmarks/zsd_held_out_validation.py --quick          # tiny worlds, short schedules: plumbing only
     python benchmarks/zsd_held_out_validation.py --splits 0,1,2,3,4,5,6,7,8 --seeds 1 --seen-reference clf_official \\
         --candidate clf_official clf_official.yaml --candidate flf flf.yaml
+    python benchmarks/zsd_held_out_validation.py --family shapes --splits 0,1,2,3 --seeds 2
 """
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -45,9 +52,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
-from zsd_methods import (QUICK_SCHEDULE, SHARED_CONFIG, SHARED_STAGES, dataset_opts, json_line,  # noqa: E402
-                         link_shared, mean_std, method_stages, run_result, train_net)
+from zsd_methods import (CONFIG_DIR, QUICK_SCHEDULE, SHARED_CONFIG, SHARED_STAGES, dataset_opts,  # noqa: E402
+                         json_line, link_shared, mean_std, method_stages, run_result, train_net)
 
+from zsdet.data.datasets import shapes  # noqa: E402
 from zsdet.data.datasets.dense_scenes import HELD_OUT_SPLITS, WORLD_SIZES  # noqa: E402
 from zsdet.utils.io import write_json, write_text  # noqa: E402
 
@@ -66,6 +74,31 @@ DEFAULT_CANDIDATES = (
     ("flf_9ep_bg0.5", "flf.yaml", *EPOCHS_9_BG_HALF),
     ("flf_clamp_9ep_bg0.5", "flf.yaml", *CLAMP, *EPOCHS_9_BG_HALF),
 )
+SHAPES_CANDIDATES = (  # the twenty-seventh round: round 26's box head (the shapes config as shipped) and the linear one
+    ("shapes_default", "zsd_shapes_R18_FPN.yaml"),
+    ("shapes_linear", "zsd_shapes_R18_FPN.yaml", "ZSD.CLASSIFIER.HIDDEN_UNITS", "0"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldFamily:
+    """Validation worlds of one built-in set: ``<prefix>_heldout<k>[_h<n>]`` (``_tiny_`` for --quick),
+    k < ``splits``; ``sizes`` are the held-out class counts registered (the first without suffix);
+    candidates and the shared stages' config are files of ``config_dir``."""
+
+    prefix: str
+    splits: int
+    sizes: tuple
+    config_dir: str
+    shared_config: str
+    default_candidates: tuple
+
+
+FAMILIES = {
+    "dense": WorldFamily("zsd_dense", HELD_OUT_SPLITS, WORLD_SIZES, CONFIG_DIR, SHARED_CONFIG, DEFAULT_CANDIDATES),
+    "shapes": WorldFamily("zsd_shapes", shapes.HELD_OUT_SPLITS, (3,), os.path.join(ROOT, "configs", "shapes"),
+                          "zsd_shapes_R18_FPN.yaml", SHAPES_CANDIDATES),
+}
 # (header, JSON-line key of zsd_methods.HEADLINE or selection_score, digits)
 COLUMNS = (("selection score", "selection_score", 1), ("ZSD R@100 .5", "zsd_recall50", 1),
            ("ZSD mAP .5", "zsd_map50", 1), ("GZSD HM mAP .5", "gzsd_hm_map50", 1),
@@ -76,13 +109,15 @@ COLUMNS = (("selection score", "selection_score", 1), ("ZSD R@100 .5", "zsd_reca
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--family", default="dense", choices=sorted(FAMILIES),
+                   help="the worlds: zsd_dense_heldout<k> (configs/dense) or zsd_shapes_heldout<k> (configs/shapes)")
     p.add_argument("--candidate", nargs="+", action="append", metavar="NAME CONFIG [KEY VALUE]",
-                   help="a candidate: its name, a leaf of configs/dense and overrides (repeatable)")
-    p.add_argument("--splits", default="0,1,2", help=f"comma-separated validation worlds, of 0..{HELD_OUT_SPLITS - 1}")
+                   help="a candidate: its name, a file of the family's configs folder and overrides (repeatable)")
+    p.add_argument("--splits", default="0,1,2", help="comma-separated validation worlds, of 0..8 (dense), 0..3 (shapes)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per candidate and split")
-    p.add_argument("--held-out-classes", type=int, default=8, choices=WORLD_SIZES,
-                   help="seen classes held out per world (8: zsd_dense_heldout<k>; 4: zsd_dense_heldout<k>_h4, "
-                        "28 training classes)")
+    p.add_argument("--held-out-classes", type=int, default=None,
+                   help="seen classes held out per world; dense: 8 (zsd_dense_heldout<k>, the default) or 4 "
+                        "(zsd_dense_heldout<k>_h4, 28 training classes); shapes: 3")
     p.add_argument("--detector-opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="config overrides of the world detectors (stages 1-2), also given to every candidate run")
     p.add_argument("--quick", action="store_true", help="the tiny worlds and short schedules (ranks nothing)")
@@ -90,18 +125,24 @@ def parse_args(argv=None):
     p.add_argument("--seen-reference", default=None, metavar="NAME",
                    help="a candidate whose GZSD top-1 seen right the others' fall is counted from (e.g. clf_official)")
     args = p.parse_args(argv)
-    args.candidates = [tuple(c) for c in args.candidate] if args.candidate else list(DEFAULT_CANDIDATES)
+    family = args.world_family = FAMILIES[args.family]
+    if args.held_out_classes is None:
+        args.held_out_classes = family.sizes[0]
+    if args.held_out_classes not in family.sizes:
+        p.error(f"--held-out-classes: {args.family} worlds hold out {' or '.join(map(str, family.sizes))} classes; "
+                f"got {args.held_out_classes}")
+    args.candidates = [tuple(c) for c in args.candidate] if args.candidate else list(family.default_candidates)
     if args.seen_reference is not None and args.seen_reference not in {c[0] for c in args.candidates}:
         p.error(f"--seen-reference {args.seen_reference!r} is not a candidate of this run "
                 f"({', '.join(c[0] for c in args.candidates)})")
     bad = [c for c in args.candidates if len(c) < 2 or len(c) % 2 or not
-           os.path.isfile(os.path.join(ROOT, "configs", "dense", c[1]))]
+           os.path.isfile(os.path.join(family.config_dir, c[1]))]
     if bad or len({c[0] for c in args.candidates}) != len(args.candidates):
         p.error(f"--candidate NAME CONFIG [KEY VALUE ...] with distinct names and CONFIG a file of "
-                f"configs/dense; got {bad or args.candidates}")
+                f"{os.path.relpath(family.config_dir, ROOT)}; got {bad or args.candidates}")
     if len(args.detector_opts) % 2:
         p.error(f"--detector-opts: KEY VALUE pairs; got {args.detector_opts}")
-    args.splits = world_splits(p, args.splits)
+    args.splits = world_splits(p, args.splits, family.splits)
     if args.seeds < 1:
         p.error("--seeds >= 1")
     args.output_dir = os.path.abspath(args.output_dir)
@@ -138,14 +179,14 @@ def analyse_worlds(args, world_result, format_table):
     return results, table
 
 
-def world_splits(parser: argparse.ArgumentParser, text: str):
-    """The validation worlds of a comma-separated ``--splits`` value, or a parser error."""
+def world_splits(parser: argparse.ArgumentParser, text: str, count: int = HELD_OUT_SPLITS):
+    """The validation worlds of a comma-separated ``--splits`` value (each < ``count``), or a parser error."""
     try:
         splits = [int(k) for k in text.split(",")]
     except ValueError:
         splits = []
-    if not splits or not all(0 <= k < HELD_OUT_SPLITS for k in splits):
-        parser.error(f"--splits: a subset of 0..{HELD_OUT_SPLITS - 1}; got {text!r}")
+    if not splits or not all(0 <= k < count for k in splits):
+        parser.error(f"--splits: a subset of 0..{count - 1}; got {text!r}")
     return splits
 
 
@@ -190,13 +231,13 @@ def seen_fall(lines, name: str, reference: str, splits):
     return mean, mean + student_t_quantile(0.90, len(per_split) - 1) * std / math.sqrt(len(per_split))
 
 
-def world_opts(split: int, quick: bool, held_out_classes: int = 8):
-    """Overrides that point every stage at validation world ``split`` with ``held_out_classes``
-    held-out classes (tiny and short with ``quick``)."""
-    suffix = "" if held_out_classes == 8 else f"_h{held_out_classes}"
+def world_opts(split: int, quick: bool, held_out_classes: int = 8, family: WorldFamily = FAMILIES["dense"]):
+    """Overrides that point every stage at validation world ``split`` of ``family`` with
+    ``held_out_classes`` held-out classes (tiny and short with ``quick``)."""
+    suffix = "" if held_out_classes == family.sizes[0] else f"_h{held_out_classes}"
     if quick:
-        return dataset_opts(f"zsd_dense_tiny_heldout{split}{suffix}") + QUICK_SCHEDULE
-    return dataset_opts(f"zsd_dense_heldout{split}{suffix}")
+        return dataset_opts(f"{family.prefix}_tiny_heldout{split}{suffix}") + QUICK_SCHEDULE
+    return dataset_opts(f"{family.prefix}_heldout{split}{suffix}")
 
 
 def format_table(lines, candidates, splits, seen_reference=None, seen_falls=None) -> str:
@@ -222,13 +263,13 @@ def format_table(lines, candidates, splits, seen_reference=None, seen_falls=None
 
 def main(argv=None):
     args = parse_args(argv)
-    tic, lines = time.perf_counter(), []
+    tic, lines, family = time.perf_counter(), [], args.world_family
     for split in args.splits:
-        opts = [*world_opts(split, args.quick, args.held_out_classes), *args.detector_opts]
+        opts = [*world_opts(split, args.quick, args.held_out_classes, family), *args.detector_opts]
         shared = os.path.join(args.output_dir, f"split{split}", "shared")
         if not os.path.isfile(os.path.join(shared, "roi_bank", "COMPLETE")):
             print(f"[held-out validation] split {split}: detector and RoI bank -> {shared}", flush=True)
-            train_net(SHARED_CONFIG, shared, SHARED_STAGES, opts)
+            train_net(family.shared_config, shared, SHARED_STAGES, opts, config_dir=family.config_dir)
         for seed in range(args.seeds):
             for name, config, *overrides in args.candidates:
                 run_dir = os.path.join(args.output_dir, f"split{split}", name, f"seed{seed}")
@@ -237,8 +278,9 @@ def main(argv=None):
                 if not os.path.isfile(metrics_file):
                     print(f"[held-out validation] split {split}, {name}, seed {seed} -> {run_dir}", flush=True)
                     link_shared(shared, run_dir)
-                    train_net(config, run_dir, method_stages(method),
-                              [*opts, "SEED", str(seed), "SYNTHESIS.SEED", str(seed), *overrides])
+                    train_net(config, run_dir, method_stages(method, family.config_dir),
+                              [*opts, "SEED", str(seed), "SYNTHESIS.SEED", str(seed), *overrides],
+                              config_dir=family.config_dir)
                 line = {"candidate": name, "split": split, **json_line(method, seed, run_result(method, metrics_file))}
                 line["selection_score"] = selection_score(line)
                 lines.append(line)
@@ -250,7 +292,7 @@ def main(argv=None):
     print(table, flush=True)
     write_text(os.path.join(args.output_dir, "results_table.md"), table + "\n")
     write_json(os.path.join(args.output_dir, "summary.json"),
-               {"candidates": [list(c) for c in args.candidates], "splits": args.splits, "seeds": args.seeds,
+               {"family": args.family, "candidates": [list(c) for c in args.candidates], "splits": args.splits, "seeds": args.seeds,
                 "quick": args.quick, "wall_seconds": time.perf_counter() - tic, "runs": lines,
                 "seen_reference": args.seen_reference,
                 "seen_fall": {name: dict(zip(("mean", "bound90"), fall)) for name, fall in falls.items()}})

@@ -107,10 +107,10 @@ def parse_args(argv=None):
     return args
 
 
-def train_net(config: str, output_dir: str, stages, opts) -> dict:
-    """Run ``tools/train_net.py`` with a leaf of ``configs/dense`` (:func:`run_logged`)."""
+def train_net(config: str, output_dir: str, stages, opts, config_dir: str = CONFIG_DIR) -> dict:
+    """Run ``tools/train_net.py`` with the config file ``config`` of ``config_dir`` (:func:`run_logged`)."""
     return run_logged([sys.executable, os.path.join(ROOT, "tools", "train_net.py"),
-                       "--config-file", os.path.join(CONFIG_DIR, config), "--stages", ",".join(stages),
+                       "--config-file", os.path.join(config_dir, config), "--stages", ",".join(stages),
                        "OUTPUT_DIR", output_dir, *opts], output_dir)
 
 
@@ -151,11 +151,11 @@ def link_shared(shared_dir: str, run_dir: str) -> None:
             os.symlink(os.path.relpath(os.path.join(shared_dir, name), run_dir), link)
 
 
-def method_stages(method: str):
-    """The leaf's stages after the shared ones (read from its config)."""
+def method_stages(method: str, config_dir: str = CONFIG_DIR):
+    """The stages of config ``<config_dir>/<method>.yaml`` after the shared ones."""
     from zsdet.config import get_zsdet_cfg
 
-    cfg = get_zsdet_cfg(os.path.join(CONFIG_DIR, f"{method}.yaml"))
+    cfg = get_zsdet_cfg(os.path.join(config_dir, f"{method}.yaml"))
     return [s for s in cfg.ZSD.STAGES if s not in SHARED_STAGES]
 
 

@@ -26,7 +26,7 @@ def fake_train_net(tmp_path):
     def make(later_stages):
         calls = []
 
-        def train_net(config, output_dir, stages, opts):
+        def train_net(config, output_dir, stages, opts, config_dir=None):
             calls.append((config, os.path.relpath(output_dir, tmp_path), list(stages), list(opts)))
             if "detector" in stages:
                 os.makedirs(os.path.join(output_dir, "roi_bank"))

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..embeddings import normalize_embeddings
 from .generated import GeneratedSetConfig, register_generated_splits, write_generated_dataset
+from .generated import held_out_world as generated_held_out_world
 from .shapes import PALETTE, SHAPES, background, camera, mask_box, object_mask
 
 TEXTURES = ("solid", "striped")
@@ -250,17 +251,9 @@ def register_zsd_dense(prefix: str = "zsd_dense", root: Optional[str] = None, **
 
 
 def held_out_world(split: int, num_held_out: int = 8, **generator_options) -> dict:
-    """Generator options of a validation world of ``DenseScenesConfig(**generator_options)``:
-    ``num_held_out`` of its seen classes, drawn by ``split``, become unseen, and its unseen classes are
-    ``absent`` (in no image). Its detector never sees the held-out classes, as the real detector never
-    sees the unseen ones, while no real unseen object is drawn; its ``test_*`` images are validation
-    images of the held-out classes. Same classes and embeddings as the base set."""
-    base = DenseScenesConfig(**generator_options)
-    held_out = np.sort(np.random.default_rng([split, 7717]).choice(np.asarray(base.seen_ids), num_held_out,
-                                                                    replace=False))
-    triples = base.class_triples
-    return dict(generator_options, unseen=tuple(base.unseen) + tuple(triples[i] for i in held_out),
-                absent=tuple(base.unseen))
+    """Generator options of validation world ``split`` of ``DenseScenesConfig(**generator_options)``
+    with ``num_held_out`` held-out seen classes (:func:`.generated.held_out_world`)."""
+    return generated_held_out_world(DenseScenesConfig, split, num_held_out, **generator_options)
 
 
 HELD_OUT_SPLITS = 9  # validation worlds zsd_dense_heldout0 ... zsd_dense_heldout8

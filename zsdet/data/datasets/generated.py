@@ -42,7 +42,7 @@ from tqdm import tqdm
 from ...utils.io import write_json
 from ..embeddings import write_embedding_table
 
-__all__ = ["GeneratedSetConfig", "image_classes", "write_generated_dataset", "ensure_generated",
+__all__ = ["GeneratedSetConfig", "held_out_world", "image_classes", "write_generated_dataset", "ensure_generated",
            "register_generated_splits", "SPLITS"]
 
 logger = logging.getLogger(__name__)
@@ -146,6 +146,33 @@ class GeneratedSetConfig:
     def generate(self, out_dir: str) -> None:
         """Write the set into the empty folder ``out_dir`` (:func:`write_generated_dataset`)."""
         raise NotImplementedError
+
+
+_HELD_OUT_DRAWS = 1000  # draws of held_out_world before it gives up
+
+
+def held_out_world(config_type, split: int, num_held_out: int, **generator_options) -> dict:
+    """Generator options of a validation world of ``config_type(**generator_options)`` (a
+    :class:`GeneratedSetConfig` with an ``absent`` field): ``num_held_out`` of its seen classes,
+    drawn by ``split``, become unseen, and its unseen classes are ``absent`` (in no image). Its
+    detector never sees the held-out classes, as the real detector never sees the unseen ones, while
+    no real unseen object is drawn; its ``test_*`` images are validation images of the held-out
+    classes. Same classes and embeddings as the base set.
+
+    The draw is the first of a ``np.random.default_rng([split, 7717])`` stream whose held-out
+    attribute values all remain in a training class (learnable from seen data, as the real unseen
+    ones must be). Raises ``ValueError`` when no such draw turns up."""
+    base = config_type(**generator_options)
+    seen, attributes = np.asarray(base.seen_ids), base.class_attributes
+    rng = np.random.default_rng([split, 7717])
+    for _ in range(_HELD_OUT_DRAWS):
+        held_out = np.sort(rng.choice(seen, num_held_out, replace=False))
+        kept = {v for i in np.setdiff1d(seen, held_out) for v in attributes[i]}
+        if all(v in kept for i in held_out for v in attributes[i]):
+            return dict(generator_options, unseen=tuple(base.unseen) + tuple(attributes[i] for i in held_out),
+                        absent=tuple(base.unseen))
+    raise ValueError(f"{config_type.__name__}: no {num_held_out} of the {len(seen)} seen classes can be held out "
+                     f"with each of their attribute values left in a training class ({_HELD_OUT_DRAWS} draws)")
 
 
 def image_classes(rng: np.random.Generator, config: GeneratedSetConfig, image_set: str) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..embeddings import normalize_embeddings
 from .generated import GeneratedSetConfig, register_generated_splits, write_generated_dataset
+from .generated import held_out_world as generated_held_out_world
 
 PALETTE = {  # RGB
     "red": (220, 40, 40),
@@ -67,6 +68,7 @@ class ShapesConfig(GeneratedSetConfig):
         colours: colour names (keys of ``PALETTE``).
         shapes: shape names (keys of ``SHAPES``).
         unseen: (colour, shape) pairs held out as unseen classes.
+        absent: unseen pairs drawn in no image (validation worlds, :func:`held_out_world`).
         image_size: side of the square images, px.
         objects_per_image: inclusive (min, max) number of objects drawn per image.
         object_size: inclusive (min, max) side of an object's unrotated outline, px.
@@ -81,6 +83,7 @@ class ShapesConfig(GeneratedSetConfig):
     unseen: Tuple[Tuple[str, str], ...] = (
         ("green", "triangle"), ("green", "cross"), ("yellow", "triangle"), ("yellow", "cross"),
     )
+    absent: Tuple[Tuple[str, str], ...] = ()
     image_size: int = 128
     objects_per_image: Tuple[int, int] = (1, 4)
     object_size: Tuple[int, int] = (18, 48)
@@ -233,6 +236,17 @@ def register_zsd_shapes(prefix: str = "zsd_shapes", root: Optional[str] = None, 
                                      [PALETTE[c] for c, _ in config.class_pairs])
 
 
+def held_out_world(split: int, num_held_out: int = 3, **generator_options) -> dict:
+    """Generator options of validation world ``split`` of ``ShapesConfig(**generator_options)``:
+    ``num_held_out`` seen classes held out, each of their colours and shapes left in a training
+    class (:func:`.generated.held_out_world`)."""
+    return generated_held_out_world(ShapesConfig, split, num_held_out, **generator_options)
+
+
+HELD_OUT_SPLITS = 4  # validation worlds zsd_shapes_heldout0 ... zsd_shapes_heldout3 (3 held-out classes each)
+TINY_OPTIONS = dict(image_size=96, object_size=(14, 36), num_train=40, num_val=10, num_test=20)
 register_zsd_shapes("zsd_shapes")
-register_zsd_shapes("zsd_shapes_tiny", image_size=96, object_size=(14, 36),
-                    num_train=40, num_val=10, num_test=20)
+register_zsd_shapes("zsd_shapes_tiny", **TINY_OPTIONS)
+for _split in range(HELD_OUT_SPLITS):  # validation worlds (benchmarks/zsd_held_out_validation.py --family shapes)
+    register_zsd_shapes(f"zsd_shapes_heldout{_split}", **held_out_world(_split))
+    register_zsd_shapes(f"zsd_shapes_tiny_heldout{_split}", **held_out_world(_split, **TINY_OPTIONS))
