@@ -130,3 +130,32 @@ def test_default_datasets_are_registered():
         assert len(meta.thing_classes) == 16 and len(meta.unseen_classes) == 4
         assert np.asarray(meta.class_embeddings).shape == (16, 12)
         assert os.path.basename(meta.dataset_dir).startswith(prefix + "_")
+
+
+def test_held_out_worlds_keep_every_held_out_attribute_in_a_training_class(tmp_path):
+    """A shapes validation world: 3 seen shapes held out (each colour and shape still drawn in training),
+    the real unseen ones in no image, the same classes and embeddings, the base folder name unchanged."""
+    base = ShapesConfig(**SMALL)
+    assert ShapesConfig().digest() == "d1638f60"  # absent unset: the folder of before
+    worlds = [ShapesConfig(**shapes.held_out_world(k, **SMALL)) for k in range(shapes.HELD_OUT_SPLITS)]
+    held_out_sets = []
+    for world in worlds:
+        held_out = sorted(set(world.unseen_ids) - set(base.unseen_ids))
+        training = {v for i in world.seen_ids for v in world.class_pairs[i]}
+        assert len(held_out) == 3 and set(held_out) <= set(base.seen_ids) and len(world.seen_ids) == 9
+        assert all(v in training for i in held_out for v in world.class_pairs[i])
+        assert world.absent_ids == base.unseen_ids and world.class_names == base.class_names
+        np.testing.assert_array_equal(shapes.shape_class_embeddings(world), shapes.shape_class_embeddings(base))
+        held_out_sets.append(tuple(held_out))
+    assert len(set(held_out_sets)) == len(worlds)  # drawn by the split
+    out = str(tmp_path / "world")
+    ensure_generated(out, worlds[0])
+    gzsd = {a["category_id"] - 1 for a in read_split(out, "test_gzsd")["annotations"]}
+    train = {a["category_id"] - 1 for a in read_split(out, "train")["annotations"]}
+    assert train <= set(worlds[0].seen_ids) and not gzsd & set(base.unseen_ids) and gzsd & set(worlds[0].drawn_unseen_ids)
+    with pytest.raises(ValueError, match="ShapesConfig: no 11 of the 12 seen classes"):  # 1 training class cannot
+        shapes.held_out_world(0, 11)                                                       # keep 4 colours
+    for k in range(shapes.HELD_OUT_SPLITS):
+        meta = MetadataCatalog.get(f"zsd_shapes_heldout{k}_test_gzsd")
+        assert len(meta.unseen_classes) == 7 and len(meta.seen_classes) == 9
+        assert f"zsd_shapes_tiny_heldout{k}_train" in DatasetCatalog.list()

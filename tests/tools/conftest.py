@@ -20,14 +20,14 @@ def extract_vgg_features(load_script):
 @pytest.fixture
 def fake_train_net(tmp_path):
     """``fake_train_net(later_stages)`` -> (a stand-in for the method benchmarks' ``train_net``, the list
-    of its calls as (config, run folder relative to ``tmp_path``, stages, opts)). Stages 1-2 leave
+    of its calls as (config, run folder relative to ``tmp_path``, stages, opts, config folder or None)). Stages 1-2 leave
     ``model_final.pth`` and a complete ``roi_bank/``; any other run must see them (linked) and calls
     ``later_stages(config, output_dir, opts)``, which writes its ``metrics.json``."""
     def make(later_stages):
         calls = []
 
         def train_net(config, output_dir, stages, opts, config_dir=None):
-            calls.append((config, os.path.relpath(output_dir, tmp_path), list(stages), list(opts)))
+            calls.append((config, os.path.relpath(output_dir, tmp_path), list(stages), list(opts), config_dir))
             if "detector" in stages:
                 os.makedirs(os.path.join(output_dir, "roi_bank"))
                 open(os.path.join(output_dir, "roi_bank", "COMPLETE"), "w").close()

@@ -57,6 +57,40 @@ def test_each_world_trains_its_own_detector_and_runs_every_candidate(bench, tmp_
     assert len(calls) == 2 and all(c[3][8:10] == ["MODEL.ZSD.SEMANTIC_AUX_WEIGHT", "1.0"] for c in calls)
 
 
+def test_shapes_family_runs_its_worlds_with_the_shapes_configs(bench, tmp_path, monkeypatch, fake_train_net):
+    """--family shapes: zsd_shapes_heldout<k> worlds, configs/shapes files, round 27's two candidates by default."""
+    def write_metrics(config, output_dir, opts):
+        linear = opts[-2:] == ["ZSD.CLASSIFIER.HIDDEN_UNITS", "0"]
+        result = {"zsd": {"recall@100_iou0.5": 60.0, "mAP_iou0.5": 20.0},
+                  "gzsd": {"hm_mAP_iou0.5": 30.0, "top1_unseen_other_group": 30.0 if linear else 50.0,
+                           "top1_seen_correct": 90.0}}
+        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+            json.dump({"synthesis": result}, f)
+
+    train_net, calls = fake_train_net(write_metrics)
+    monkeypatch.setattr(bench, "train_net", train_net)
+    bench.main(["--family", "shapes", "--splits", "3", "--seeds", "1", "--output-dir", str(tmp_path)])
+    shapes_dir = os.path.join(bench.ROOT, "configs", "shapes")
+    assert [(c[0], c[1], c[4]) for c in calls] == [
+        ("zsd_shapes_R18_FPN.yaml", os.path.join("split3", "shared"), shapes_dir),
+        ("zsd_shapes_R18_FPN.yaml", os.path.join("split3", "shapes_default", "seed0"), shapes_dir),
+        ("zsd_shapes_R18_FPN.yaml", os.path.join("split3", "shapes_linear", "seed0"), shapes_dir)]
+    assert calls[0][3][:2] == ["DATASETS.TRAIN", "('zsd_shapes_heldout3_train',)"]
+    assert calls[1][2] == ["generator", "classifier", "baseline", "evaluate"]  # the shapes config's stages
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["family"] == "shapes"
+    assert [(r["candidate"], r["top1_unseen_as_seen"]) for r in summary["runs"]] == [
+        ("shapes_default", 50.0), ("shapes_linear", 30.0)]
+    assert bench.world_opts(2, True, 3, bench.FAMILIES["shapes"])[1] == "('zsd_shapes_tiny_heldout2_train',)"
+
+
+@pytest.mark.parametrize("argv", [["--family", "shapes", "--splits", "4"], ["--family", "shapes", "--held-out-classes", "8"],
+                                  ["--family", "shapes", "--candidate", "x", "flf.yaml"], ["--family", "coco"]])
+def test_bad_shapes_family_arguments_are_refused(bench, argv):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+
+
 @pytest.mark.parametrize("argv", [["--splits", "9"], ["--splits", "a"], ["--seeds", "0"], ["--held-out-classes", "5"],
                                   ["--candidate", "x", "no_such.yaml"], ["--candidate", "x", "alf.yaml", "KEY"],
                                   ["--candidate", "x", "alf.yaml", "--candidate", "x", "flf.yaml"],
