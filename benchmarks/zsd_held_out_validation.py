@@ -113,7 +113,8 @@ def parse_args(argv=None):
                    help="the worlds: zsd_dense_heldout<k> (configs/dense) or zsd_shapes_heldout<k> (configs/shapes)")
     p.add_argument("--candidate", nargs="+", action="append", metavar="NAME CONFIG [KEY VALUE]",
                    help="a candidate: its name, a file of the family's configs folder and overrides (repeatable)")
-    p.add_argument("--splits", default="0,1,2", help="comma-separated validation worlds, of 0..8 (dense), 0..3 (shapes)")
+    p.add_argument("--splits", default="0,1,2",
+                   help="comma-separated validation worlds, of 0..8 (dense), 0..3 (shapes)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per candidate and split")
     p.add_argument("--held-out-classes", type=int, default=None,
                    help="seen classes held out per world; dense: 8 (zsd_dense_heldout<k>, the default) or 4 "
@@ -292,8 +293,8 @@ def main(argv=None):
     print(table, flush=True)
     write_text(os.path.join(args.output_dir, "results_table.md"), table + "\n")
     write_json(os.path.join(args.output_dir, "summary.json"),
-               {"family": args.family, "candidates": [list(c) for c in args.candidates], "splits": args.splits, "seeds": args.seeds,
-                "quick": args.quick, "wall_seconds": time.perf_counter() - tic, "runs": lines,
+               {"family": args.family, "candidates": [list(c) for c in args.candidates], "splits": args.splits,
+                "seeds": args.seeds, "quick": args.quick, "wall_seconds": time.perf_counter() - tic, "runs": lines,
                 "seen_reference": args.seen_reference,
                 "seen_fall": {name: dict(zip(("mean", "bound90"), fall)) for name, fall in falls.items()}})
     print(f"[held-out validation] wrote {args.output_dir}/results_table.md, summary.json", flush=True)

@@ -20,9 +20,9 @@ def extract_vgg_features(load_script):
 @pytest.fixture
 def fake_train_net(tmp_path):
     """``fake_train_net(later_stages)`` -> (a stand-in for the method benchmarks' ``train_net``, the list
-    of its calls as (config, run folder relative to ``tmp_path``, stages, opts, config folder or None)). Stages 1-2 leave
-    ``model_final.pth`` and a complete ``roi_bank/``; any other run must see them (linked) and calls
-    ``later_stages(config, output_dir, opts)``, which writes its ``metrics.json``."""
+    of its calls as (config, run folder relative to ``tmp_path``, stages, opts, config folder or None)).
+    Stages 1-2 leave ``model_final.pth`` and a complete ``roi_bank/``; any other run must see them
+    (linked) and calls ``later_stages(config, output_dir, opts)``, which writes its ``metrics.json``."""
     def make(later_stages):
         calls = []
 

@@ -84,7 +84,8 @@ def test_shapes_family_runs_its_worlds_with_the_shapes_configs(bench, tmp_path, 
     assert bench.world_opts(2, True, 3, bench.FAMILIES["shapes"])[1] == "('zsd_shapes_tiny_heldout2_train',)"
 
 
-@pytest.mark.parametrize("argv", [["--family", "shapes", "--splits", "4"], ["--family", "shapes", "--held-out-classes", "8"],
+@pytest.mark.parametrize("argv", [["--family", "shapes", "--splits", "4"],
+                                  ["--family", "shapes", "--held-out-classes", "8"],
                                   ["--family", "shapes", "--candidate", "x", "flf.yaml"], ["--family", "coco"]])
 def test_bad_shapes_family_arguments_are_refused(bench, argv):
     with pytest.raises(SystemExit):
