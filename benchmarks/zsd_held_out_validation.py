@@ -150,9 +150,12 @@ def parse_args(argv=None):
     return args
 
 
-def add_world_arguments(parser: argparse.ArgumentParser) -> None:
+def add_world_arguments(parser: argparse.ArgumentParser, families: bool = False) -> None:
     """``--output-dir``, ``--splits`` and ``--images`` of the analyses that read this benchmark's
-    worlds (checked by :func:`check_world_arguments`)."""
+    worlds, and ``--family`` for those that read both families' (checked by :func:`check_world_arguments`)."""
+    if families:
+        parser.add_argument("--family", default="dense", choices=sorted(FAMILIES),
+                            help="the worlds: zsd_dense_heldout<k> or zsd_shapes_heldout<k>")
     parser.add_argument("--output-dir", default=os.path.join("output", "zsd_held_out_validation"),
                         help="a zsd_held_out_validation output folder: split<k>/shared holds world k's detector and bank")
     parser.add_argument("--splits", default="0,1,2,3",
@@ -161,8 +164,10 @@ def add_world_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_world_arguments(parser: argparse.ArgumentParser, args) -> None:
-    """Parse ``args.splits`` into world ids, make ``args.output_dir`` absolute, refuse ``--images`` < 2."""
-    args.splits = world_splits(parser, args.splits)
+    """Parse ``args.splits`` into world ids of ``args.world_family`` (``--family``, dense without it),
+    make ``args.output_dir`` absolute, refuse ``--images`` < 2."""
+    args.world_family = FAMILIES[getattr(args, "family", "dense")]
+    args.splits = world_splits(parser, args.splits, args.world_family.splits)
     if args.images < 2:
         parser.error("--images >= 2")
     args.output_dir = os.path.abspath(args.output_dir)

@@ -6,8 +6,8 @@ that only if the detector's RoI features put unseen objects apart from seen ones
 measures it on the validation worlds of ``benchmarks/zsd_held_out_validation.py`` (their detectors,
 never shown the held-out classes, as the real detector is never shown the unseen ones), on the
 foreground RoIs (IoU >= ``ZSD.FEATURES.FG_IOU`` with a box, the boxes included) of the first
-``--images`` validation images of each world (``zsd_dense_heldout<k>_test_gzsd``: held-out and seen
-objects). Each score is turned into "held-out RoIs flagged at a seen cost": the share of the
+``--images`` validation images of each world (``zsd_dense_heldout<k>_test_gzsd``, or with ``--family
+shapes`` ``zsd_shapes_heldout<k>_test_gzsd``: held-out and seen objects). Each score is turned into "held-out RoIs flagged at a seen cost": the share of the
 held-out RoIs scoring above the ``1 - cost`` quantile of the seen RoIs' scores, and the AUROC:
 
 * ``oracle_linear``: a ridge probe *trained on real held-out vs seen RoIs* (two folds by image,
@@ -21,9 +21,11 @@ held-out RoIs scoring above the ``1 - cost`` quantile of the seen RoIs' scores, 
 * ``<candidate>_seen_probability``: 1 - the highest seen probability of a trained run's classifier
   under grouped GZSD scoring (``--candidate``, its ``model_zsd.pth``, seed 0), what its calibration moves.
 
-No test image of ``zsd_dense`` is read; nothing here chooses a setting.
+No test image of ``zsd_dense`` or ``zsd_shapes`` is read; nothing here chooses a setting.
 
     python benchmarks/zsd_unseen_separability.py --output-dir output/zsd_held_out_validation --splits 0,1,2,3
+    python benchmarks/zsd_unseen_separability.py --family shapes --candidate shapes_default \\
+        --output-dir output/zsd_held_out_validation_shapes --images 200
 """
 import argparse
 import os
@@ -37,7 +39,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 from zsd_held_out_validation import add_world_arguments, analyse_worlds, check_world_arguments  # noqa: E402
-from zsd_methods import CONFIG_DIR, dataset_opts  # noqa: E402
+from zsd_methods import dataset_opts  # noqa: E402
 
 from zsdet.evaluation.feature_quality import ridge_probe_scores  # noqa: E402
 from zsdet.utils.io import write_json, write_text  # noqa: E402
@@ -53,7 +55,7 @@ MLP_WEIGHT_DECAY = 1e-4
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_world_arguments(p)
+    add_world_arguments(p, families=True)
     p.add_argument("--seen-cost", type=float, default=5.0, help="percent of seen RoIs allowed to be flagged")
     p.add_argument("--candidate", default="flf", help="a run of the output folder whose classifier is scored too "
                                                       "('' = none)")
@@ -144,9 +146,10 @@ def oracle_mlp_scores(x: torch.Tensor, is_held_out: torch.Tensor, image_ids: tor
     return two_fold_scores(x, is_held_out, image_ids, mlp_scores)
 
 
-def world_rois(world: int, output_dir: str, num_images: int):
+def world_rois(world: int, output_dir: str, num_images: int, family):
     """(features (n, d), labels (n,), image index (n,), cfg, split) of the foreground RoIs of world
-    ``world``'s first ``num_images`` validation images, from its detector."""
+    ``world`` of ``family`` (a ``zsd_held_out_validation.WorldFamily``): its first ``num_images``
+    validation images, from its detector."""
     from detectron2.data import DatasetCatalog, DatasetMapper
     from detectron2.data.detection_utils import build_augmentation
     from detectron2.modeling import build_model
@@ -156,8 +159,8 @@ def world_rois(world: int, output_dir: str, num_images: int):
     from zsdet.engine.checkpoints import load_detector_weights
     from zsdet.modeling import RoIFeatureExtractor
 
-    cfg = get_zsdet_cfg(os.path.join(CONFIG_DIR, "flf.yaml"),
-                        [*dataset_opts(f"zsd_dense_heldout{world}"), "MODEL.ZSD.MODE", "seen"])
+    cfg = get_zsdet_cfg(os.path.join(family.config_dir, family.shared_config),  # the stages-1-2 config
+                        [*dataset_opts(f"{family.prefix}_heldout{world}"), "MODEL.ZSD.MODE", "seen"])
     split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
     detector = build_model(cfg)
     load_detector_weights(detector, os.path.join(output_dir, f"split{world}", "shared", "model_final.pth"))
@@ -202,7 +205,7 @@ def candidate_seen_probability(run_dir: str, x: torch.Tensor, split) -> torch.Te
 def world_result(world: int, args) -> dict:
     from zsdet.engine.roi_stages import load_bank
 
-    x, labels, images, cfg, split = world_rois(world, args.output_dir, args.images)
+    x, labels, images, cfg, split = world_rois(world, args.output_dir, args.images, args.world_family)
     foreground = labels < split.num_classes
     x, labels, images = x[foreground], labels[foreground], images[foreground]
     is_held_out = torch.isin(labels, torch.tensor(list(split.unseen_ids)))
@@ -240,7 +243,7 @@ def main(argv=None):
     results, table = analyse_worlds(args, world_result, lambda r: format_table(r, args.seen_cost))
     write_text(os.path.join(args.output_dir, "unseen_separability.md"), table + "\n")
     write_json(os.path.join(args.output_dir, "unseen_separability.json"),
-               {"splits": args.splits, "images": args.images, "seen_cost": args.seen_cost, "worlds": results})
+               {"family": args.family, "splits": args.splits, "images": args.images, "seen_cost": args.seen_cost, "worlds": results})
 
 
 if __name__ == "__main__":

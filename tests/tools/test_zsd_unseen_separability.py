@@ -56,7 +56,17 @@ def test_mlp_oracle_sees_what_a_linear_one_cannot(bench):
     assert torch.equal(mlp, bench.oracle_mlp_scores(x, is_held, images))  # seeded
 
 
-@pytest.mark.parametrize("argv", [["--splits", "9"], ["--splits", "x"], ["--images", "1"], ["--seen-cost", "0"]])
+@pytest.mark.parametrize("argv", [["--splits", "9"], ["--splits", "x"], ["--images", "1"], ["--seen-cost", "0"],
+                                  ["--family", "shapes", "--splits", "4"], ["--family", "coco"]])
 def test_bad_arguments_are_refused(bench, argv):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
+
+
+def test_family_picks_the_worlds(bench):
+    """--family shapes reads the shapes' worlds (0..3); without it, the dense ones (0..8)."""
+    shapes = bench.parse_args(["--family", "shapes", "--splits", "0,3"])
+    assert shapes.splits == [0, 3] and shapes.world_family.prefix == "zsd_shapes"
+    assert shapes.world_family.shared_config == "zsd_shapes_R18_FPN.yaml"
+    dense = bench.parse_args(["--splits", "8"])
+    assert dense.splits == [8] and dense.world_family.prefix == "zsd_dense"
