@@ -20,6 +20,8 @@ held-out RoIs scoring above the ``1 - cost`` quantile of the seen RoIs' scores, 
   example.
 * ``<candidate>_seen_probability``: 1 - the highest seen probability of a trained run's classifier
   under grouped GZSD scoring (``--candidate``, its ``model_zsd.pth``, seed 0), what its calibration moves.
+* ``<candidate>_plus_mahalanobis``: that score plus ``mahalanobis``, each standardised by its mean and
+  standard deviation on the bank's seen RoIs (no unseen example): whether novelty adds to the classifier.
 
 No test image of ``zsd_dense`` or ``zsd_shapes`` is read; nothing here chooses a setting.
 
@@ -98,6 +100,11 @@ def mahalanobis_novelty(bank_x: torch.Tensor, bank_y: torch.Tensor, x: torch.Ten
     cov = (1 - shrinkage) * cov + shrinkage * cov.trace() / d * torch.eye(d, dtype=cov.dtype)
     whiten = torch.linalg.cholesky(torch.linalg.inv(cov + 1e-9 * torch.eye(d, dtype=cov.dtype)))
     return torch.cdist(x @ whiten, means @ whiten).min(1).values
+
+
+def summed_standardised(scores, references) -> torch.Tensor:
+    """(n,) sum over pairs of (score (n,) - mean) / std of its reference scores (m,), e.g. the seen RoIs'."""
+    return sum((score.double() - ref.double().mean()) / ref.double().std() for score, ref in zip(scores, references))
 
 
 def two_fold_scores(x: torch.Tensor, is_held_out: torch.Tensor, image_ids: torch.Tensor, fit_score) -> torch.Tensor:
@@ -212,13 +219,17 @@ def world_result(world: int, args) -> dict:
     bank = load_bank(os.path.join(args.output_dir, f"split{world}", "shared", "roi_bank"), split, cfg.DATASETS.TRAIN[0])
     rows = np.nonzero(np.isin(bank.labels, split.seen_ids))[0]
     rows = np.sort(np.random.default_rng(cfg.SEED).choice(rows, min(BANK_ROWS, len(rows)), replace=False))
+    bank_x, bank_y = torch.from_numpy(bank.load(rows)), torch.from_numpy(bank.labels[rows].astype(np.int64))
     scores = {"oracle_linear": oracle_linear_scores(x, is_held_out, images),
               "oracle_mlp": oracle_mlp_scores(x, is_held_out, images),
-              "mahalanobis": mahalanobis_novelty(torch.from_numpy(bank.load(rows)),
-                                                 torch.from_numpy(bank.labels[rows].astype(np.int64)), x)}
+              "mahalanobis": mahalanobis_novelty(bank_x, bank_y, x)}
     if args.candidate:
         run_dir = os.path.join(args.output_dir, f"split{world}", args.candidate, "seed0")
-        scores[f"{args.candidate}_seen_probability"] = -candidate_seen_probability(run_dir, x, split)
+        novelty = -candidate_seen_probability(run_dir, x, split)
+        scores[f"{args.candidate}_seen_probability"] = novelty
+        references = (-candidate_seen_probability(run_dir, bank_x, split), mahalanobis_novelty(bank_x, bank_y, bank_x))
+        scores[f"{args.candidate}_plus_mahalanobis"] = summed_standardised((novelty, scores["mahalanobis"]),
+                                                                           references)
     result = {"split": world, "held_out_rois": int(is_held_out.sum()), "seen_rois": int((~is_held_out).sum())}
     for name, s in scores.items():
         result[name] = {"auroc": auroc(s[is_held_out], s[~is_held_out]),

@@ -70,3 +70,10 @@ def test_family_picks_the_worlds(bench):
     assert shapes.world_family.shared_config == "zsd_shapes_R18_FPN.yaml"
     dense = bench.parse_args(["--splits", "8"])
     assert dense.splits == [8] and dense.world_family.prefix == "zsd_dense"
+
+
+def test_summed_standardised_scores_by_their_references(bench):
+    a, b = torch.tensor([1.0, 3.0]), torch.tensor([10.0, 30.0])
+    ref_a, ref_b = torch.tensor([0.0, 2.0]), torch.tensor([10.0, 20.0, 30.0])  # means 1 and 20, sds sqrt(2) and 10
+    expected = torch.tensor([0 / 2 ** 0.5 - 1.0, 2 / 2 ** 0.5 + 1.0], dtype=torch.float64)
+    assert torch.allclose(bench.summed_standardised((a, b), (ref_a, ref_b)), expected)
