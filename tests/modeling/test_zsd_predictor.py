@@ -222,3 +222,12 @@ def test_semantic_aux_loss_needs_a_training_forward(cfg):
     p = predictor(cfg, SEMANTIC_AUX_WEIGHT=1.0)
     with pytest.raises(RuntimeError, match="training forward"):
         p.semantic_aux_loss([])
+
+
+def test_build_box_head_names_an_unknown_kind_before_the_hidden_units():
+    from zsdet.modeling.mlp_classifier import build_box_head
+
+    with pytest.raises(ValueError, match=r"box head must be one of \('linear', 'mlp', 'seen_mlp'\), got 'mpl'"):
+        build_box_head("mpl", 8, 5, hidden_units=0)
+    assert isinstance(build_box_head("seen_mlp", 8, 5, 4, [0, 2]), SeenGroupMLPClassifier)
+    assert isinstance(build_box_head("linear", 8, 5), torch.nn.Linear)

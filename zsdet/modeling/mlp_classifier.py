@@ -88,6 +88,8 @@ def build_box_head(kind: str, feature_dim: int, num_outputs: int, hidden_units: 
     """A box classifier (N, d) -> (N, K + 1) of ``kind`` (:data:`HEADS`): ``nn.Linear``,
     :class:`MLPBoxClassifier` or :class:`SeenGroupMLPClassifier` (``hidden_units`` >= 1 for the last
     two; ``seen_ids`` for the last)."""
+    if kind not in HEADS:
+        raise ValueError(f"box head must be one of {HEADS}, got {kind!r}")
     if kind == "linear":
         return nn.Linear(feature_dim, num_outputs)
     if hidden_units < 1:
@@ -95,6 +97,4 @@ def build_box_head(kind: str, feature_dim: int, num_outputs: int, hidden_units: 
     mlp = MLPBoxClassifier(feature_dim, hidden_units, num_outputs)
     if kind == "mlp":
         return mlp
-    if kind == "seen_mlp":
-        return SeenGroupMLPClassifier(nn.Linear(feature_dim, num_outputs), mlp, seen_ids)
-    raise ValueError(f"box head must be one of {HEADS}, got {kind!r}")
+    return SeenGroupMLPClassifier(nn.Linear(feature_dim, num_outputs), mlp, seen_ids)
