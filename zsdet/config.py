@@ -181,6 +181,9 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real
     # distribution; "zeros": only the real share of exact zeros per dimension; both fitted on the seen
     # training RoIs and features synthesized for their label sets
+    p.CLASSIFIER.ANCHOR_SYNTHESIZED = False  # every synthesized feature G(L, z) becomes a real seen training RoI x_s
+    # plus G(L, z) - G({s}, z), clamped to the real range (zsdet.synthesis.anchoring)
+    p.CLASSIFIER.ANCHOR_NEAREST = 3  # ANCHOR_SYNTHESIZED: s among the seen classes nearest L's mean embedding (0 = any)
 
     p.BASELINE = CN()  # semantic-projection baseline, trained on seen features only
     p.BASELINE.EPOCHS = 10  # passes over the training features

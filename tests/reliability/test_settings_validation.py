@@ -42,6 +42,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.SEEN_DISTILLATION", 1.5),
     ("ZSD.CLASSIFIER.HIDDEN_UNITS", -1),
     ("ZSD.CLASSIFIER.HIDDEN_GROUPS", "unseen"),
+    ("ZSD.CLASSIFIER.ANCHOR_NEAREST", -1),
     ("MODEL.ZSD.SEMANTIC_AUX_WEIGHT", -1.0),
     ("MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS", -0.5),
     ("MODEL.ZSD.GZSD_SEEN_THRESH", 1.5),  # every seen probability floored to 0

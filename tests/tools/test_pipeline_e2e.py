@@ -200,6 +200,29 @@ def test_alignment_of_synthesized_features(run_dir, method):
     assert not torch.equal(aligned.weight, plain.weight)
 
 
+@pytest.mark.parametrize("alignment", ["none", "zeros"])
+def test_anchoring_keeps_real_rows_and_moves_the_synthesized_ones(run_dir, alignment):
+    """ANCHOR_SYNTHESIZED: the same real rows, synthesized rows replaced by anchored ones (within the
+    real range, with exact zeros near the real share, drawn from nearest seen classes), recorded;
+    the same settings give the same classifier."""
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+
+    cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
+    cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED = alignment
+    plain, plain_record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
+    cfg.ZSD.CLASSIFIER.ANCHOR_SYNTHESIZED, cfg.ZSD.CLASSIFIER.ANCHOR_NEAREST = True, 1
+    anchored, record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
+    again, _ = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
+    a = record["anchoring"]
+    assert "anchoring" not in plain_record and a["nearest"] == 1
+    assert a["rows"] == record["synthesized_single"] + record["synthesized_sets"] and a["real_rows"] > 0
+    assert 1 <= a["anchor_classes"] <= len(split.unseen_ids)  # one nearest seen class per unseen class
+    assert 0 < a["zeros_anchored"] < 1 and 0 < a["zeros_real"] < 1
+    assert record["real_and_mixed"] == plain_record["real_and_mixed"]
+    assert not torch.equal(anchored.weight, plain.weight)
+    assert torch.equal(anchored.weight, again.weight)
+
+
 def test_grouped_loss_trains_the_groups_grouped_scoring_uses(run_dir):
     """LOSS grouped: on the same training rows, synthesized unseen features become background to the
     seen group of grouped scoring (a lower seen probability than after joint training)."""

@@ -25,6 +25,7 @@ BACKGROUND_KEY = 2 ** 31 + 4  # background RoIs of the generator's selection pro
 UNSEEN_SETS_KEY = 2 ** 31 + 5  # the box classifier's synthesized label sets with unseen classes
 CALIBRATION_KEY = 2 ** 31 + 6  # the held-out RoIs of the GZSD calibration
 ALIGNMENT_KEY = 2 ** 31 + 7  # the synthesis noise of the box classifier's quantile alignment
+ANCHOR_KEY = 2 ** 31 + 8  # the box classifier's anchor classes and real rows (ANCHOR_SYNTHESIZED)
 
 
 def derive_seed(*keys: int) -> int:

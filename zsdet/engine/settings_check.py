@@ -150,6 +150,7 @@ def check_synthesis_classifier_settings(cfg) -> None:
         require(cfg, "ZSD.CLASSIFIER.LOSS", lambda v: v == "joint", "'joint' with ZSD.CLASSIFIER.RECIPE 'suzod' "
                 "(its own losses)")
     require(cfg, "ZSD.CLASSIFIER.ALIGN_SYNTHESIZED", lambda v: v in ALIGNMENTS, f"one of {ALIGNMENTS}")
+    at_least(cfg, "ZSD.CLASSIFIER.ANCHOR_NEAREST", 0)
     within(cfg, "ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET", 0.0, 100.0)
     within(cfg, "ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS", 0.0, 20.0)
     require(cfg, "ZSD.CLASSIFIER.MIN_SEEN_LOGIT_BIAS", lambda v: -10.0 <= v <= 0.0 and float(v * 4).is_integer(),

@@ -38,6 +38,12 @@ fitted on the real seen (and mixed) training features against features synthesiz
 sets, so that "synthesized" is no cue of the unseen columns; the record gives the real-vs-synthesized
 probe accuracy on the validation images' seen RoIs before and after it.
 
+Anchoring (``ANCHOR_SYNTHESIZED``, :func:`anchor_synthesized`): every synthesized feature G(L, z) becomes
+a real training RoI x_s of a seen class s (among the ``ANCHOR_NEAREST`` seen classes nearest L's mean
+embedding) plus ``G(L, z) - G({s}, z)`` under the same noise (both aligned first, with an alignment),
+clamped to the real features' range: the unseen rows keep a real RoI's traits and move only its class
+(:mod:`zsdet.synthesis.anchoring`).
+
 Seen group (``SEEN_ROWS`` ``"detector"``): after training, the seen rows are rebuilt from the seen
 detector's box classifier so that every seen logit minus the background logit is the detector's
 (:func:`keep_detector_seen_group`): grouped GZSD scoring's [seen, background] softmax is then the
@@ -70,18 +76,19 @@ import torch
 from torch import nn
 
 from ..data.feature_bank import FeatureBank
-from ..data.seeded_rng import ALIGNMENT_KEY, CALIBRATION_KEY, QUALITY_KEY, UNSEEN_SETS_KEY, derive_seed
+from ..data.seeded_rng import ALIGNMENT_KEY, ANCHOR_KEY, CALIBRATION_KEY, QUALITY_KEY, UNSEEN_SETS_KEY, derive_seed
 from ..evaluation.feature_quality import real_vs_synthetic_accuracy
 from ..modeling.mlp_classifier import SeenGroupMLPClassifier, build_box_head
 from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
 from ..synthesis.alignment import ALIGNMENT_CLASSES
+from ..synthesis.anchoring import anchor_classes, anchor_rows, anchored_features
 from .box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
 from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
 from .gzsd_calibration import (choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias,
                                seen_columns_top1, seen_roi_labels, top1_accuracy)
 from .roi_stages import real_training_set, synthesized_set
 
-__all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "fit_alignment", "detector_head",
+__all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "anchor_synthesized", "fit_alignment", "detector_head",
            "detector_distilled_targets", "keep_detector_seen_group", "train_synthesis_classifier",
            "unseen_mixture_sets", "widen_labels"]
 
@@ -160,6 +167,37 @@ def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Te
                 method, record["fit_rows"],
                 {k: round(v, 3) for k, v in record.items() if k.startswith(("real_vs", "zeros"))})
     return alignment, record
+
+
+def anchor_synthesized(cfg, trainer: SynthesisTrainer, x: torch.Tensor, y: torch.Tensor, syn_x: torch.Tensor,
+                       syn_y: torch.Tensor, parts: Sequence[Tuple[int, int]], seen_ids: Sequence[int],
+                       alignment: Optional[Callable]) -> Tuple[torch.Tensor, Dict]:
+    """``ANCHOR_SYNTHESIZED`` (:mod:`zsdet.synthesis.anchoring`): the synthesized rows ``syn_x`` (n, d) of
+    the label sets ``syn_y`` (n, C + 1) become ``clamp(x_s + A(G(L, z)) - A(G({s}, z)))`` on real rows of
+    ``x`` / ``y`` (the real training set) of one seen class, within the range of ``x``; A is the
+    ``alignment`` (or none). ``parts``: (rows, noise seed) of each synthesis call that made ``syn_x``, in
+    order, so that every anchor feature is synthesized with its row's noise. Returns the features and a record."""
+    c = cfg.ZSD.CLASSIFIER
+    single = ((y[:, :-1] > 0).sum(1) == 1) & (y[:, -1] == 0)  # real rows of one seen class
+    real, real_classes = x[single], y[single, :-1].argmax(1)
+    gen = torch.Generator().manual_seed(derive_seed(cfg.SEED, ANCHOR_KEY))
+    classes = anchor_classes(syn_y[:, :-1], trainer.generator.class_embeddings.detach().cpu(), seen_ids,
+                             c.ANCHOR_NEAREST, gen)
+    rows = anchor_rows(classes, real_classes, gen)
+    one_hot = torch.nn.functional.one_hot(classes, trainer.num_classes)
+    bounds = np.cumsum([0] + [n for n, _ in parts])
+    anchors = torch.cat([trainer.synthesize(LabelSets.from_multi_hot(one_hot[a:b]), 1, seed=seed)[0]
+                         for a, b, (_, seed) in zip(bounds[:-1], bounds[1:], parts)])
+    if alignment is not None:
+        syn_x, anchors = alignment(syn_x), alignment(anchors)
+    out = anchored_features(real[rows], syn_x, anchors, x.min(0).values, x.max(0).values)
+    record = {"rows": len(out), "nearest": c.ANCHOR_NEAREST, "real_rows": len(real),
+              "anchor_classes": int(classes.unique().numel()), "zeros_real": float((real == 0).double().mean()),
+              "zeros_anchored": float((out == 0).double().mean())}
+    logger.info("box classifier: %d synthesized features anchored on real RoIs of %d seen classes "
+                "(zeros: real %.3f, anchored %.3f)", len(out), record["anchor_classes"], record["zeros_real"],
+                record["zeros_anchored"])
+    return out, record
 
 
 def detector_head(cfg, detector_weights: Optional[str]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
@@ -266,6 +304,7 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
     x, y = real_training_set(cfg, bank, seen_ids, rng, with_mixtures=True, held_out_images=unused)
     y = widen_labels(y, num_classes)
     syn_x, syn_y = synthesized_set(trainer, unseen_ids, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SEED)
+    parts = [(len(syn_x), cfg.SEED)]  # (rows, noise seed) of each synthesis call, in order
     record = {"recipe": c.RECIPE, "loss": c.LOSS, "hidden_units": c.HIDDEN_UNITS, "real_and_mixed": len(x),
               "synthesized_single": len(syn_x), "synthesized_sets": 0}
     if c.UNSEEN_MIXTURES:
@@ -275,13 +314,18 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
                                    num, derive_seed(cfg.SEED, UNSEEN_SETS_KEY))
         mix_x, mix_y = trainer.synthesize(sets, 1, seed=derive_seed(cfg.SEED, UNSEEN_SETS_KEY))
         syn_x = torch.cat([syn_x, mix_x])
+        parts.append((len(mix_x), derive_seed(cfg.SEED, UNSEEN_SETS_KEY)))
         syn_y = torch.cat([syn_y, torch.cat([mix_y, mix_y.new_zeros(len(mix_y), 1)], 1)])  # no background mass
         record["synthesized_sets"] = len(mix_x)
     logger.info("box classifier (%s): %d real + mixed, %d synthesized single-label, %d synthesized multi-label "
                 "features", c.RECIPE, len(x), record["synthesized_single"], record["synthesized_sets"])
     held_out = np.isin(bank.image_ids, held_out_images)
+    alignment = None
     if c.ALIGN_SYNTHESIZED != "none":
         alignment, record["alignment"] = fit_alignment(cfg, bank, trainer, x, y, seen_ids, held_out)
+    if c.ANCHOR_SYNTHESIZED:
+        syn_x, record["anchoring"] = anchor_synthesized(cfg, trainer, x, y, syn_x, syn_y, parts, seen_ids, alignment)
+    elif alignment is not None:
         syn_x = alignment(syn_x)
     if c.RECIPE == "suzod":
         classifier, record["training"] = _suzod_classifier(cfg, head, bank, syn_x, syn_y, unseen_ids,
