@@ -67,6 +67,7 @@ HEADLINE = {"zsd_recall50": ("zsd", "recall@100_iou0.5"), "zsd_map50": ("zsd", "
             "spread_ratio": ("feature_quality", "spread_ratio"),
             "real_vs_synth_acc": ("feature_quality", "real_vs_synth_acc"),
             "real_vs_synth_acc_aligned": ("alignment", "real_vs_synth_acc_after"),
+            "real_vs_anchored_acc": ("anchoring", "real_vs_anchored_acc"),
             "tstr_ap": ("feature_quality", "tstr_ap"),
             "top1_unseen_as_seen": ("gzsd", "top1_unseen_other_group"),
             "top1_seen_correct": ("gzsd", "top1_seen_correct")}
@@ -75,6 +76,7 @@ TABLE_COLUMNS = COLUMNS + (
     ("spread ratio", "feature_quality", "spread_ratio"),
     ("real-vs-synth probe acc", "feature_quality", "real_vs_synth_acc"),
     ("probe acc, aligned", "alignment", "real_vs_synth_acc_after"),
+    ("probe acc, anchored", "anchoring", "real_vs_anchored_acc"),
     ("TSTR mAP", "feature_quality", "tstr_ap"),
     ("top-1 unseen as seen", "gzsd", "top1_unseen_other_group"),
     ("top-1 seen right", "gzsd", "top1_seen_correct"),

@@ -54,7 +54,8 @@ def test_every_stage_produces_its_artifact(run_dir):
     c = cfg_for(out).ZSD.CLASSIFIER
     assert set(metrics["synthesis"]) == ({"zsd", "gzsd", "feature_quality"}
                                          | ({"gzsd_calibration"} if c.SEEN_ACCURACY_BUDGET > 0 else set())
-                                         | ({"alignment"} if c.ALIGN_SYNTHESIZED != "none" else set()))
+                                         | ({"alignment"} if c.ALIGN_SYNTHESIZED != "none" else set())
+                                         | ({"anchoring"} if c.ANCHOR_SYNTHESIZED else set()))
     if c.ALIGN_SYNTHESIZED != "none":
         assert 0 <= metrics["synthesis"]["alignment"]["real_vs_synth_acc_after"] <= 1
     assert set(metrics["baseline"]) == {"zsd", "gzsd"}
@@ -218,6 +219,7 @@ def test_anchoring_keeps_real_rows_and_moves_the_synthesized_ones(run_dir, align
     assert a["rows"] == record["synthesized_single"] + record["synthesized_sets"] and a["real_rows"] > 0
     assert 1 <= a["anchor_classes"] <= len(split.unseen_ids)  # one nearest seen class per unseen class
     assert 0 < a["zeros_anchored"] < 1 and 0 < a["zeros_real"] < 1
+    assert a["probe_rows"] >= 4 and 0 <= a["real_vs_anchored_acc"] <= 1
     assert record["real_and_mixed"] == plain_record["real_and_mixed"]
     assert not torch.equal(anchored.weight, plain.weight)
     assert torch.equal(anchored.weight, again.weight)

@@ -169,34 +169,55 @@ def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Te
     return alignment, record
 
 
-def anchor_synthesized(cfg, trainer: SynthesisTrainer, x: torch.Tensor, y: torch.Tensor, syn_x: torch.Tensor,
-                       syn_y: torch.Tensor, parts: Sequence[Tuple[int, int]], seen_ids: Sequence[int],
-                       alignment: Optional[Callable]) -> Tuple[torch.Tensor, Dict]:
+def anchor_synthesized(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Tensor, y: torch.Tensor,
+                       syn_x: torch.Tensor, syn_y: torch.Tensor, parts: Sequence[Tuple[int, int]],
+                       seen_ids: Sequence[int], alignment: Optional[Callable], held_out: np.ndarray
+                       ) -> Tuple[torch.Tensor, Dict]:
     """``ANCHOR_SYNTHESIZED`` (:mod:`zsdet.synthesis.anchoring`): the synthesized rows ``syn_x`` (n, d) of
     the label sets ``syn_y`` (n, C + 1) become ``clamp(x_s + A(G(L, z)) - A(G({s}, z)))`` on real rows of
     ``x`` / ``y`` (the real training set) of one seen class, within the range of ``x``; A is the
     ``alignment`` (or none). ``parts``: (rows, noise seed) of each synthesis call that made ``syn_x``, in
-    order, so that every anchor feature is synthesized with its row's noise. Returns the features and a record."""
+    order, so that every anchor feature is synthesized with its row's noise.
+
+    The record gives the real-vs-anchored probe accuracy: up to ``SYNTHESIS.VAL_MAX_SAMPLES`` seen RoIs of
+    the ``held_out`` (bool per bank row) images against anchored features of their classes."""
     c = cfg.ZSD.CLASSIFIER
     single = ((y[:, :-1] > 0).sum(1) == 1) & (y[:, -1] == 0)  # real rows of one seen class
     real, real_classes = x[single], y[single, :-1].argmax(1)
-    gen = torch.Generator().manual_seed(derive_seed(cfg.SEED, ANCHOR_KEY))
-    classes = anchor_classes(syn_y[:, :-1], trainer.generator.class_embeddings.detach().cpu(), seen_ids,
-                             c.ANCHOR_NEAREST, gen)
-    rows = anchor_rows(classes, real_classes, gen)
-    one_hot = torch.nn.functional.one_hot(classes, trainer.num_classes)
-    bounds = np.cumsum([0] + [n for n, _ in parts])
-    anchors = torch.cat([trainer.synthesize(LabelSets.from_multi_hot(one_hot[a:b]), 1, seed=seed)[0]
-                         for a, b, (_, seed) in zip(bounds[:-1], bounds[1:], parts)])
-    if alignment is not None:
-        syn_x, anchors = alignment(syn_x), alignment(anchors)
-    out = anchored_features(real[rows], syn_x, anchors, x.min(0).values, x.max(0).values)
+    embeddings = trainer.generator.class_embeddings.detach().cpu()
+    low, high = x.min(0).values, x.max(0).values
+
+    def anchored(multi_hot: torch.Tensor, synthesized: torch.Tensor, calls: Sequence[Tuple[int, int]],
+                 gen: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+        classes = anchor_classes(multi_hot, embeddings, seen_ids, c.ANCHOR_NEAREST, gen)
+        rows = anchor_rows(classes, real_classes, gen)
+        one_hot = torch.nn.functional.one_hot(classes, trainer.num_classes)
+        bounds = np.cumsum([0] + [n for n, _ in calls])
+        anchors = torch.cat([trainer.synthesize(LabelSets.from_multi_hot(one_hot[a:b]), 1, seed=seed)[0]
+                             for a, b, (_, seed) in zip(bounds[:-1], bounds[1:], calls)])
+        if alignment is not None:
+            synthesized, anchors = alignment(synthesized), alignment(anchors)
+        return anchored_features(real[rows], synthesized, anchors, low, high), classes
+
+    seed = derive_seed(cfg.SEED, ANCHOR_KEY)
+    out, classes = anchored(syn_y[:, :-1], syn_x, parts, torch.Generator().manual_seed(seed))
     record = {"rows": len(out), "nearest": c.ANCHOR_NEAREST, "real_rows": len(real),
               "anchor_classes": int(classes.unique().numel()), "zeros_real": float((real == 0).double().mean()),
               "zeros_anchored": float((out == 0).double().mean())}
+    probe = np.nonzero(held_out & np.isin(bank.labels, seen_ids))[0]
+    if len(probe) >= 4:
+        rng = np.random.default_rng(derive_seed(seed, 1))
+        probe = np.sort(rng.choice(probe, min(len(probe), cfg.SYNTHESIS.VAL_MAX_SAMPLES), replace=False))
+        one_hot = torch.nn.functional.one_hot(torch.from_numpy(bank.labels[probe].astype(np.int64)),
+                                              trainer.num_classes)
+        probe_seed = derive_seed(seed, 2)
+        matched, _ = trainer.synthesize(LabelSets.from_multi_hot(one_hot), 1, seed=probe_seed)
+        matched, _ = anchored(one_hot, matched, [(len(probe), probe_seed)], torch.Generator().manual_seed(probe_seed))
+        record.update(probe_rows=len(probe), real_vs_anchored_acc=real_vs_synthetic_accuracy(
+            torch.from_numpy(bank.load(probe)), matched, derive_seed(cfg.SEED, QUALITY_KEY)))
     logger.info("box classifier: %d synthesized features anchored on real RoIs of %d seen classes "
-                "(zeros: real %.3f, anchored %.3f)", len(out), record["anchor_classes"], record["zeros_real"],
-                record["zeros_anchored"])
+                "(zeros: real %.3f, anchored %.3f; real-vs-anchored probe %s)", len(out), record["anchor_classes"],
+                record["zeros_real"], record["zeros_anchored"], record.get("real_vs_anchored_acc"))
     return out, record
 
 
@@ -324,7 +345,8 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
     if c.ALIGN_SYNTHESIZED != "none":
         alignment, record["alignment"] = fit_alignment(cfg, bank, trainer, x, y, seen_ids, held_out)
     if c.ANCHOR_SYNTHESIZED:
-        syn_x, record["anchoring"] = anchor_synthesized(cfg, trainer, x, y, syn_x, syn_y, parts, seen_ids, alignment)
+        syn_x, record["anchoring"] = anchor_synthesized(cfg, bank, trainer, x, y, syn_x, syn_y, parts, seen_ids,
+                                                        alignment, held_out)
     elif alignment is not None:
         syn_x = alignment(syn_x)
     if c.RECIPE == "suzod":

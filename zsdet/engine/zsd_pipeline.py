@@ -268,7 +268,8 @@ class ZSDPipeline:
             record = classifier_record(methods["synthesis"][0])
             metrics["synthesis"].update({k: v for k, v in (("feature_quality", quality),
                                                             ("gzsd_calibration", record.get("gzsd_calibration")),
-                                                            ("alignment", record.get("alignment"))) if v})
+                                                            ("alignment", record.get("alignment")),
+                                                            ("anchoring", record.get("anchoring"))) if v})
         if comm.is_main_process():
             write_results_report(self.out, metrics)
         return metrics
