@@ -184,6 +184,8 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.CLASSIFIER.ANCHOR_SYNTHESIZED = False  # every synthesized feature G(L, z) becomes a real seen training RoI x_s
     # plus G(L, z) - G({s}, z), clamped to the real range (zsdet.synthesis.anchoring)
     p.CLASSIFIER.ANCHOR_NEAREST = 3  # ANCHOR_SYNTHESIZED: s among the seen classes nearest L's mean embedding (0 = any)
+    p.CLASSIFIER.ANCHOR_ZEROS = False  # ANCHOR_SYNTHESIZED: then the real share of exact zeros per dimension (fitted
+    # on the real seen training rows against anchored features of their classes)
 
     p.BASELINE = CN()  # semantic-projection baseline, trained on seen features only
     p.BASELINE.EPOCHS = 10  # passes over the training features

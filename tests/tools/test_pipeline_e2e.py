@@ -150,13 +150,14 @@ def test_suzod_recipe_and_unseen_mixtures(run_dir):
 
 
 def classifier_stage_inputs(run_dir):
-    """(cfg without calibration or alignment, with a linear head, split, RoI bank, loaded generator,
+    """(cfg without calibration, alignment or anchoring, with a linear head, split, RoI bank, loaded generator,
     validation images) of the e2e run, for calling the classifier stage directly."""
     from zsdet.engine.roi_stages import foreground_rows, load_bank, load_generator
 
     out, _ = run_dir
     cfg = cfg_for(out)
     cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET, cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED = 0.0, "none"
+    cfg.ZSD.CLASSIFIER.ANCHOR_SYNTHESIZED = False  # plain synthesized features (the test below anchors them)
     cfg.ZSD.CLASSIFIER.HIDDEN_UNITS = 0  # the linear head the options below act on
     split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
     bank = load_bank(str(out / "roi_bank"), split, cfg.DATASETS.TRAIN[0])
@@ -223,6 +224,11 @@ def test_anchoring_keeps_real_rows_and_moves_the_synthesized_ones(run_dir, align
     assert record["real_and_mixed"] == plain_record["real_and_mixed"]
     assert not torch.equal(anchored.weight, plain.weight)
     assert torch.equal(anchored.weight, again.weight)
+    cfg.ZSD.CLASSIFIER.ANCHOR_ZEROS = True  # the real share of exact zeros, on the same anchored rows
+    _, matched = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
+    m = matched["anchoring"]
+    assert m["zeros_matched"] and not a["zeros_matched"]
+    assert abs(m["zeros_anchored"] - m["zeros_real"]) < abs(a["zeros_anchored"] - a["zeros_real"])
 
 
 def test_grouped_loss_trains_the_groups_grouped_scoring_uses(run_dir):

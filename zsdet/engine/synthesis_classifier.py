@@ -42,7 +42,7 @@ Anchoring (``ANCHOR_SYNTHESIZED``, :func:`anchor_synthesized`): every synthesize
 a real training RoI x_s of a seen class s (among the ``ANCHOR_NEAREST`` seen classes nearest L's mean
 embedding) plus ``G(L, z) - G({s}, z)`` under the same noise (both aligned first, with an alignment),
 clamped to the real features' range: the unseen rows keep a real RoI's traits and move only its class
-(:mod:`zsdet.synthesis.anchoring`).
+(:mod:`zsdet.synthesis.anchoring`); with ``ANCHOR_ZEROS`` they then get the real share of exact zeros.
 
 Seen group (``SEEN_ROWS`` ``"detector"``): after training, the seen rows are rebuilt from the seen
 detector's box classifier so that every seen logit minus the background logit is the detector's
@@ -80,7 +80,7 @@ from ..data.seeded_rng import ALIGNMENT_KEY, ANCHOR_KEY, CALIBRATION_KEY, QUALIT
 from ..evaluation.feature_quality import real_vs_synthetic_accuracy
 from ..modeling.mlp_classifier import SeenGroupMLPClassifier, build_box_head
 from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
-from ..synthesis.alignment import ALIGNMENT_CLASSES
+from ..synthesis.alignment import ALIGNMENT_CLASSES, ZeroShareAlignment
 from ..synthesis.anchoring import anchor_classes, anchor_rows, anchored_features
 from .box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
 from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
@@ -88,7 +88,8 @@ from .gzsd_calibration import (choose_seen_bias, detector_logits, fold_seen_bias
                                seen_columns_top1, seen_roi_labels, top1_accuracy)
 from .roi_stages import real_training_set, synthesized_set
 
-__all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "anchor_synthesized", "fit_alignment", "detector_head",
+__all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "anchor_synthesized",
+           "fit_alignment", "detector_head",
            "detector_distilled_targets", "keep_detector_seen_group", "train_synthesis_classifier",
            "unseen_mixture_sets", "widen_labels"]
 
@@ -177,7 +178,10 @@ def anchor_synthesized(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: tor
     the label sets ``syn_y`` (n, C + 1) become ``clamp(x_s + A(G(L, z)) - A(G({s}, z)))`` on real rows of
     ``x`` / ``y`` (the real training set) of one seen class, within the range of ``x``; A is the
     ``alignment`` (or none). ``parts``: (rows, noise seed) of each synthesis call that made ``syn_x``, in
-    order, so that every anchor feature is synthesized with its row's noise.
+    order, so that every anchor feature is synthesized with its row's noise. With ``ANCHOR_ZEROS`` the
+    anchored rows then get the real share of exact zeros per dimension (a
+    :class:`~zsdet.synthesis.alignment.ZeroShareAlignment` fitted on the real training rows against
+    anchored features of their classes).
 
     The record gives the real-vs-anchored probe accuracy: up to ``SYNTHESIS.VAL_MAX_SAMPLES`` seen RoIs of
     the ``held_out`` (bool per bank row) images against anchored features of their classes."""
@@ -199,9 +203,19 @@ def anchor_synthesized(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: tor
             synthesized, anchors = alignment(synthesized), alignment(anchors)
         return anchored_features(real[rows], synthesized, anchors, low, high), classes
 
+    def synthesized_and_anchored(multi_hot: torch.Tensor, seed: int) -> torch.Tensor:
+        synthesized, _ = trainer.synthesize(LabelSets.from_multi_hot(multi_hot), 1, seed=seed)
+        return anchored(multi_hot, synthesized, [(len(multi_hot), seed)], torch.Generator().manual_seed(seed))[0]
+
     seed = derive_seed(cfg.SEED, ANCHOR_KEY)
     out, classes = anchored(syn_y[:, :-1], syn_x, parts, torch.Generator().manual_seed(seed))
-    record = {"rows": len(out), "nearest": c.ANCHOR_NEAREST, "real_rows": len(real),
+    zeros = None
+    if c.ANCHOR_ZEROS:  # fitted on the real training rows against anchored features of their classes
+        seen_anchored = synthesized_and_anchored(torch.nn.functional.one_hot(real_classes, trainer.num_classes),
+                                                 derive_seed(seed, 3))
+        zeros = ZeroShareAlignment.fit(seen_anchored, real)
+        out = zeros(out)
+    record = {"rows": len(out), "nearest": c.ANCHOR_NEAREST, "zeros_matched": c.ANCHOR_ZEROS, "real_rows": len(real),
               "anchor_classes": int(classes.unique().numel()), "zeros_real": float((real == 0).double().mean()),
               "zeros_anchored": float((out == 0).double().mean())}
     probe = np.nonzero(held_out & np.isin(bank.labels, seen_ids))[0]
@@ -210,9 +224,8 @@ def anchor_synthesized(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: tor
         probe = np.sort(rng.choice(probe, min(len(probe), cfg.SYNTHESIS.VAL_MAX_SAMPLES), replace=False))
         one_hot = torch.nn.functional.one_hot(torch.from_numpy(bank.labels[probe].astype(np.int64)),
                                               trainer.num_classes)
-        probe_seed = derive_seed(seed, 2)
-        matched, _ = trainer.synthesize(LabelSets.from_multi_hot(one_hot), 1, seed=probe_seed)
-        matched, _ = anchored(one_hot, matched, [(len(probe), probe_seed)], torch.Generator().manual_seed(probe_seed))
+        matched = synthesized_and_anchored(one_hot, derive_seed(seed, 2))
+        matched = matched if zeros is None else zeros(matched)
         record.update(probe_rows=len(probe), real_vs_anchored_acc=real_vs_synthetic_accuracy(
             torch.from_numpy(bank.load(probe)), matched, derive_seed(cfg.SEED, QUALITY_KEY)))
     logger.info("box classifier: %d synthesized features anchored on real RoIs of %d seen classes "
