@@ -225,11 +225,15 @@ def format_table(summary, seeds: int) -> str:
             return "n/a"
         return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
+    def digits(group, metric):  # ratios: 2 digits, probe accuracies 3 (their target is 0.75); percent: 1
+        if group in ("alignment", "anchoring") or (group == "feature_quality" and metric != "tstr_ap"):
+            return 3 if "acc" in metric else 2
+        return 1
+
     header = "| method | " + " | ".join(h for h, _, _ in TABLE_COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
     for method, stats in summary.items():
-        lines.append(f"| {method} | " + " | ".join(cell(*stats[f"{g}/{m}"], 2 if g == "feature_quality" and
-                                                         m != "tstr_ap" else 1)
+        lines.append(f"| {method} | " + " | ".join(cell(*stats[f"{g}/{m}"], digits(g, m))
                                                     for _, g, m in TABLE_COLUMNS) + " |")
     return (f"mean ± sample std over {seeds} seed(s); percent, but spread ratio and probe accuracy (ratios)\n"
             + "\n".join(lines))

@@ -127,3 +127,14 @@ def test_benchmark_runs_shared_stages_once_then_each_method_and_seed(bench, tmp_
 def test_bad_method_is_refused(bench):
     with pytest.raises(SystemExit):
         bench.parse_args(["--methods", "clf,zsd"])
+
+
+def test_table_digits_percent_ratios_and_probes(bench):
+    """Percent columns 1 digit, spread 2, probe accuracies 3 (their target, 0.75, sits between 2-digit values)."""
+    stats = {f"{g}/{m}": (1.0, float("nan")) for _, g, m in bench.TABLE_COLUMNS}
+    stats.update({"zsd/mAP_iou0.5": (26.74, 2.2), "feature_quality/spread_ratio": (1.404, 0.41),
+                  "anchoring/real_vs_anchored_acc": (0.7473, 0.0071),
+                  "alignment/real_vs_synth_acc_after": (0.6342, 0.01)})
+    table = bench.format_table({"flf": stats}, 3)
+    assert "26.7 ± 2.2" in table and "1.40 ± 0.41" in table
+    assert "0.747 ± 0.007" in table and "0.634 ± 0.010" in table
