@@ -104,7 +104,7 @@ COLUMNS = (("selection score", "selection_score", 1), ("ZSD R@100 .5", "zsd_reca
            ("ZSD mAP .5", "zsd_map50", 1), ("GZSD HM mAP .5", "gzsd_hm_map50", 1),
            ("top-1 unseen as seen", "top1_unseen_as_seen", 1), ("top-1 seen right", "top1_seen_correct", 1),
            ("spread ratio", "spread_ratio", 2), ("real-vs-synth probe acc", "real_vs_synth_acc", 2),
-           ("probe acc, aligned", "real_vs_synth_acc_aligned", 2))
+           ("probe acc, aligned", "real_vs_synth_acc_aligned", 2), ("probe acc, anchored", "real_vs_anchored_acc", 3))
 
 
 def parse_args(argv=None):
