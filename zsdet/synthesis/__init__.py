@@ -16,6 +16,8 @@ Works on plain feature tensors and class-embedding matrices from a
   validation), :mod:`.metrics_log` (``metrics.jsonl``) and :mod:`.distributed` (devices, ranks).
 * :mod:`.classifiers`: :func:`train_multilabel_classifier` (final f_z / f_gz heads).
 * :mod:`.label_sampling`: label sets to synthesize (explicit, co-occurrence + nearest unseen).
+* :mod:`.alignment` / :mod:`.anchoring`: synthesized features mapped towards real ones (per-dimension
+  quantiles or zero share) / moved onto real seen RoIs (``x_s + G(L, z) - G({s}, z)``), for the box classifier.
 
 Typical use::
 
