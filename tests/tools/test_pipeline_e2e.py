@@ -212,7 +212,8 @@ def test_anchoring_keeps_real_rows_and_moves_the_synthesized_ones(run_dir, align
     cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
     cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED = alignment
     plain, plain_record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
-    cfg.ZSD.CLASSIFIER.ANCHOR_SYNTHESIZED, cfg.ZSD.CLASSIFIER.ANCHOR_NEAREST = True, 1
+    c = cfg.ZSD.CLASSIFIER
+    c.ANCHOR_SYNTHESIZED, c.ANCHOR_NEAREST, c.ANCHOR_ZEROS = True, 1, False  # the zero share below
     anchored, record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
     again, _ = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids, held_out)
     a = record["anchoring"]
