@@ -10,7 +10,8 @@ fresh processes:
   (``ZSDPipeline._foreground`` / ``_source``, default ``ZSD.FEATURES`` budget), train the generator
   for one short epoch with small networks, then stream one whole pass over their share of the
   foreground rows (the reading throughput, ``rows_per_sec``: bank rows read by all ranks / s);
-* ``classifier``: ``ZSDPipeline._real_training_set`` (default caps) + one epoch of the box classifier.
+* ``classifier``: ``ZSDPipeline._real_training_set`` (default caps) + one epoch of the box classifier,
+  then the whole classifier stage with anchored synthesized features (``stage6_sec``).
 
 ``--compression`` first compares part compressions on 65,536 rows (bytes / row, rows / s written
 and read). Output: a table, then one JSON line per (rows, ranks, stage) with keys ``fg_rows``,
@@ -18,6 +19,7 @@ and read). Output: a table, then one JSON line per (rows, ranks, stage) with key
 
     python benchmarks/bench_roi_bank.py --rows 250000,2000000 --ranks 1,2
     python benchmarks/bench_roi_bank.py --rows 20000 --ranks 1 --compression   # seconds
+    python benchmarks/bench_roi_bank.py --rows 250000 --ranks 1 --classifier-opts ZSD.CLASSIFIER.ANCHOR_SYNTHESIZED False
 """
 import argparse
 import json
@@ -48,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--dir", default=tempfile.gettempdir(), help="where the temporary banks go")
     p.add_argument("--compression", action="store_true", help="also compare part compressions")
     p.add_argument("--keep", action="store_true", help="keep the banks (debugging)")
+    p.add_argument("--classifier-opts", nargs="*", default=[], metavar="KEY VALUE",
+                   help="config overrides of the whole classifier stage, e.g. ZSD.CLASSIFIER.ANCHOR_SYNTHESIZED False")
     return p.parse_args(argv)
 
 
@@ -151,17 +155,37 @@ def generator_rank(rank, world, init_file, bank_dir, seen, out_file):
             dist.destroy_process_group()
 
 
-def classifier_stage(bank_dir, seen, out_file):
+def classifier_stage(bank_dir, seen, out_file, opts):
+    """The real training set and one epoch of a linear head, then the whole stage 6
+    (``train_synthesis_classifier``: zeros alignment, anchored synthesized features with the real zero
+    share, one epoch; then the config overrides ``opts``) on the generator stage's generator; peak RSS
+    covers both."""
     from zsdet.engine.box_classifier import fit_box_classifier, soft_targets
-    from zsdet.engine.roi_stages import real_training_set
+    from zsdet.engine.roi_stages import foreground_rows, real_training_set
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+    from zsdet.synthesis import SynthesisTrainer
     torch.set_num_threads(1)
     bank = FeatureBank(bank_dir)
+    cfg = stage_config()
     tic = time.perf_counter()
-    x, y = real_training_set(stage_config(), bank, seen, np.random.default_rng(0), with_mixtures=True)
+    x, y = real_training_set(cfg, bank, seen, np.random.default_rng(0), with_mixtures=True)
     read_sec = time.perf_counter() - tic
     classifier = torch.nn.Linear(bank.feature_dim, CLASSES + 1)
     fit_box_classifier(classifier, x, soft_targets(y), epochs=1, batch_size=256, lr=1e-3, weight_decay=0.0, seed=0)
-    write_json(out_file, {"peak_rss_gb": peak_rss_gb(), "rows": len(x), "read_sec": read_sec})
+    del x, y
+    c = cfg.ZSD.CLASSIFIER
+    c.EPOCHS, c.ALIGN_SYNTHESIZED, c.ANCHOR_SYNTHESIZED, c.ANCHOR_NEAREST, c.ANCHOR_ZEROS = 1, "zeros", True, 0, True
+    cfg.merge_from_list(list(opts))
+    emb = torch.randn(CLASSES, 300, generator=torch.Generator().manual_seed(0))  # generator_rank's
+    trainer = SynthesisTrainer.from_config(cfg, emb, bank.feature_dim, os.path.join(bank_dir, "generator"))
+    trainer.load_best()
+    _, val_rows = foreground_rows(cfg, bank, seen)
+    unseen = sorted(set(range(CLASSES)) - set(seen))
+    tic = time.perf_counter()
+    _, record = train_synthesis_classifier(cfg, bank, trainer, seen, unseen, np.unique(bank.image_ids[val_rows]))
+    write_json(out_file, {"peak_rss_gb": peak_rss_gb(), "rows": record["real_and_mixed"], "read_sec": read_sec,
+                          "stage6_sec": time.perf_counter() - tic,
+                          "anchored_rows": record.get("anchoring", {}).get("rows", 0)})
 
 
 def run_processes(target, args_of, n):
@@ -203,10 +227,11 @@ def main():
                                 "train_sec": round(max(r["train_sec"] for r in ranks), 1)})
                 print(json.dumps(results[-1]), flush=True)
             out = os.path.join(work, "clf.json")
-            run_processes(classifier_stage, lambda r: (bank_dir, w["seen"], out), 1)
+            run_processes(classifier_stage, lambda r: (bank_dir, w["seen"], out, args.classifier_opts), 1)
             c = json.load(open(out))
             results.append({**base, "stage": "classifier", "ranks": 1, "peak_rss_gb": round(c["peak_rss_gb"], 3),
-                            "rows_per_sec": round(c["rows"] / c["read_sec"]), "classifier_rows": c["rows"]})
+                            "rows_per_sec": round(c["rows"] / c["read_sec"]), "classifier_rows": c["rows"],
+                            "stage6_sec": round(c["stage6_sec"], 1), "anchored_rows": c["anchored_rows"]})
             print(json.dumps(results[-1]), flush=True)
             if not args.keep:
                 shutil.rmtree(bank_dir)
