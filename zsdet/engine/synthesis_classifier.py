@@ -137,6 +137,21 @@ def unseen_mixture_sets(cfg, real_sets: LabelSets, class_embeddings: torch.Tenso
     return multi[torch.randint(len(multi), (num,), generator=gen)]
 
 
+def probe_rows(cfg, bank: FeatureBank, seen_ids: Sequence[int], held_out: np.ndarray, num_classes: int,
+               seed: int) -> Tuple[np.ndarray, torch.Tensor]:
+    """The seen RoIs of the ``held_out`` (bool per bank row) images that a real-vs-synthesized probe
+    compares against: up to ``SYNTHESIS.VAL_MAX_SAMPLES`` sorted bank rows drawn with ``seed``, and their
+    one-hot labels (n, ``num_classes``); none when fewer than 4 exist."""
+    rows = np.nonzero(held_out & np.isin(bank.labels, seen_ids))[0]
+    if len(rows) < 4:
+        rows = rows[:0]
+    else:
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(rows, min(len(rows), cfg.SYNTHESIS.VAL_MAX_SAMPLES), replace=False))
+    labels = torch.from_numpy(bank.labels[rows].astype(np.int64))
+    return rows, torch.nn.functional.one_hot(labels, num_classes)
+
+
 def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Tensor, y: torch.Tensor,
                   seen_ids: Sequence[int], held_out: np.ndarray) -> Tuple[Callable, Dict]:
     """The ``ALIGN_SYNTHESIZED`` alignment (module docstring) fitted on the foreground rows of the real
@@ -150,12 +165,8 @@ def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Te
     method = cfg.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED
     alignment = ALIGNMENT_CLASSES[method].fit(synth, x[fg])
     record = {"method": method, "fit_rows": int(fg.sum())}
-    rows = np.nonzero(held_out & np.isin(bank.labels, seen_ids))[0]
-    if len(rows) >= 4:
-        rng = np.random.default_rng(derive_seed(seed, 1))
-        rows = np.sort(rng.choice(rows, min(len(rows), cfg.SYNTHESIS.VAL_MAX_SAMPLES), replace=False))
-        labels = torch.from_numpy(bank.labels[rows].astype(np.int64))
-        one_hot = torch.nn.functional.one_hot(labels, trainer.num_classes)
+    rows, one_hot = probe_rows(cfg, bank, seen_ids, held_out, trainer.num_classes, derive_seed(seed, 1))
+    if len(rows):
         matched, _ = trainer.synthesize(LabelSets.from_multi_hot(one_hot), 1, seed=derive_seed(seed, 2))
         real = torch.from_numpy(bank.load(rows))
         probe_seed = derive_seed(cfg.SEED, QUALITY_KEY)
@@ -218,12 +229,8 @@ def anchor_synthesized(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: tor
     record = {"rows": len(out), "nearest": c.ANCHOR_NEAREST, "zeros_matched": c.ANCHOR_ZEROS, "real_rows": len(real),
               "anchor_classes": int(classes.unique().numel()), "zeros_real": float((real == 0).double().mean()),
               "zeros_anchored": float((out == 0).double().mean())}
-    probe = np.nonzero(held_out & np.isin(bank.labels, seen_ids))[0]
-    if len(probe) >= 4:
-        rng = np.random.default_rng(derive_seed(seed, 1))
-        probe = np.sort(rng.choice(probe, min(len(probe), cfg.SYNTHESIS.VAL_MAX_SAMPLES), replace=False))
-        one_hot = torch.nn.functional.one_hot(torch.from_numpy(bank.labels[probe].astype(np.int64)),
-                                              trainer.num_classes)
+    probe, one_hot = probe_rows(cfg, bank, seen_ids, held_out, trainer.num_classes, derive_seed(seed, 1))
+    if len(probe):
         matched = synthesized_and_anchored(one_hot, derive_seed(seed, 2))
         matched = matched if zeros is None else zeros(matched)
         record.update(probe_rows=len(probe), real_vs_anchored_acc=real_vs_synthetic_accuracy(
