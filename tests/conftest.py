@@ -1,4 +1,5 @@
 """Shared test fixtures: paths and the repository's scripts."""
+import contextlib
 import importlib.util
 import os
 from pathlib import Path
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 import zsdet  # noqa: F401  (Pillow alias before any detectron2.data import in the tests)
+from zsdet.synthesis import SynthesisTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,3 +44,27 @@ def one_torch_thread():
 def load_script():
     """``load_script("tools/demo.py")`` imports a repository script as a module."""
     return _load_script
+
+
+class KilledRun(Exception):
+    """A run killed by a test (:func:`killed_after_checkpoint`)."""
+
+
+@pytest.fixture
+def killed_after_checkpoint(monkeypatch):
+    """``with killed_after_checkpoint(epoch): run()``: the generator run inside the block is killed right
+    after it writes its checkpoint of ``epoch`` (the block must end in that kill; the patch is undone
+    on leaving it)."""
+    @contextlib.contextmanager
+    def killed(epoch: int = 1):
+        save = SynthesisTrainer._save_checkpoint
+
+        def save_then_die(self, at):
+            save(self, at)
+            if at == epoch:
+                raise KilledRun
+        with monkeypatch.context() as patch:
+            patch.setattr(SynthesisTrainer, "_save_checkpoint", save_then_die)
+            with pytest.raises(KilledRun):
+                yield
+    return killed

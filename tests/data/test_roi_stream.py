@@ -129,11 +129,7 @@ def tiny_trainer(out_dir, epochs=1):
     return SynthesisTrainer.from_config(cfg, emb, 8, str(out_dir))
 
 
-class Killed(Exception):
-    pass
-
-
-def test_kill_and_resume_with_the_streamed_source_is_bit_identical(tmp_path, monkeypatch):
+def test_kill_and_resume_with_the_streamed_source_is_bit_identical(tmp_path, killed_after_checkpoint):
     bank = make_bank(tmp_path / "bank")
     fg = bank.foreground_rows()
 
@@ -142,17 +138,8 @@ def test_kill_and_resume_with_the_streamed_source_is_bit_identical(tmp_path, mon
         tiny_trainer(out, epochs=3).fit(train, RoIBankSource(bank, fg[fg >= 800]))
 
     fit(tmp_path / "straight")
-    save = SynthesisTrainer._save_checkpoint
-
-    def save_then_die(self, epoch):
-        save(self, epoch)
-        if epoch == 1:
-            raise Killed
-
-    monkeypatch.setattr(SynthesisTrainer, "_save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
+    with killed_after_checkpoint(epoch=1):
         fit(tmp_path / "resumed")
-    monkeypatch.undo()
     torch.manual_seed(12345)  # a new process would have another global RNG state
     fit(tmp_path / "resumed")
     a, b = (torch.load(tmp_path / run / "last_checkpoint.pth", weights_only=True) for run in ("straight", "resumed"))

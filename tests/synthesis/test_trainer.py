@@ -65,28 +65,15 @@ def assert_same_tensors(a, b, where=""):
         assert a == b or (a != a and b != b), where
 
 
-class Killed(Exception):
-    pass
-
-
 @pytest.mark.parametrize("gan,extra", [("fvaegan", {}), ("fclswgan", {}),
                                        ("fclswgan", {"SEMANTIC_WEIGHT": 1.0, "SEMANTIC_FLOOR": True})])
-def test_kill_and_resume_equals_uninterrupted_run(tiny, tmp_path, monkeypatch, gan, extra):
+def test_kill_and_resume_equals_uninterrupted_run(tiny, tmp_path, killed_after_checkpoint, gan, extra):
     cfg = small_cfg(FUSION="clf", GAN=gan, EPOCHS=3, CLF_DROPOUT=0.2, **extra)  # dropout: exercises the RNG streams
     train = TensorFeatureSource(tiny.x_train, tiny.y_train)
     build(cfg, tiny, tmp_path / "straight").fit(train)
 
-    save = SynthesisTrainer._save_checkpoint
-
-    def save_then_die(self, epoch):
-        save(self, epoch)
-        if epoch == 1:
-            raise Killed
-
-    monkeypatch.setattr(SynthesisTrainer, "_save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
+    with killed_after_checkpoint(epoch=1):
         build(cfg, tiny, tmp_path / "resumed").fit(train)
-    monkeypatch.undo()
     assert state_of(tmp_path / "resumed" / "last_checkpoint.pth")["epoch"] == 1
     torch.manual_seed(12345)  # a new process would have a different global RNG state
     trainer = build(cfg, tiny, tmp_path / "resumed")
