@@ -42,6 +42,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.SEEN_DISTILLATION", 1.5),
     ("ZSD.CLASSIFIER.HIDDEN_UNITS", -1),
     ("ZSD.CLASSIFIER.HIDDEN_GROUPS", "unseen"),
+    ("ZSD.CLASSIFIER.SEEN_GROUP_LOSS", "focal"),
     ("ZSD.CLASSIFIER.ANCHOR_NEAREST", -1),
     ("MODEL.ZSD.SEMANTIC_AUX_WEIGHT", -1.0),
     ("MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS", -0.5),
@@ -80,6 +81,21 @@ def test_grouped_loss_is_refused_with_the_suzod_recipe(tmp_path):
                    "ZSD.CLASSIFIER.HIDDEN_UNITS", "0")  # recipe suzod: the linear head
     with pytest.raises(ValueError, match=r"ZSD.CLASSIFIER.LOSS must be 'joint' with ZSD.CLASSIFIER.RECIPE 'suzod'"):
         check_pipeline_settings(cfg, STAGES)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("ZSD.CLASSIFIER.HIDDEN_GROUPS", "all", r"ZSD.CLASSIFIER.HIDDEN_GROUPS must be 'seen' with "
+                                            r"ZSD.CLASSIFIER.SEEN_GROUP_LOSS 'grouped'"),
+    ("ZSD.CLASSIFIER.HIDDEN_UNITS", "0", r"ZSD.CLASSIFIER.HIDDEN_UNITS must be > 0 with ZSD.CLASSIFIER.SEEN_GROUP_LOSS"),
+])
+def test_seen_group_loss_needs_the_seen_groups_own_mlp(tmp_path, key, value, message):
+    from zsdet.engine.settings_check import check_pipeline_settings
+
+    grouped = ["ZSD.CLASSIFIER.SEEN_GROUP_LOSS", "grouped", "ZSD.CLASSIFIER.HIDDEN_UNITS", "16",
+               "ZSD.CLASSIFIER.HIDDEN_GROUPS", "seen"]
+    check_pipeline_settings(tiny_cfg(tmp_path, *grouped), STAGES)
+    with pytest.raises(ValueError, match=message):
+        check_pipeline_settings(tiny_cfg(tmp_path, *grouped, key, value), STAGES)
 
 
 def test_seen_distillation_is_refused_with_the_suzod_recipe(tmp_path):

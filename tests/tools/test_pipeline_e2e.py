@@ -254,6 +254,33 @@ def test_grouped_loss_trains_the_groups_grouped_scoring_uses(run_dir):
     assert seen_probability["grouped"] < seen_probability["joint"], seen_probability
 
 
+def test_seen_group_loss_trains_the_seen_groups_mlp_alone(run_dir):
+    """SEEN_GROUP_LOSS grouped (HIDDEN_GROUPS seen): the linear head is the one the joint loss trains
+    (same rows and seed), the MLP that gives the seen group changes, and under grouped scoring the
+    synthesized unseen features get a lower seen probability from it."""
+    from zsdet.engine.roi_stages import synthesized_set
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+    from zsdet.modeling.zsd_predictor import gzsd_probs
+
+    cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
+    cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, cfg.ZSD.CLASSIFIER.HIDDEN_GROUPS = 16, "seen"
+    syn_x, _ = synthesized_set(trainer, split.unseen_ids, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SEED)
+    unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
+    unseen_mask[list(split.unseen_ids)] = True
+    heads, seen_probability = {}, {}
+    for loss in ("joint", "grouped"):
+        cfg.ZSD.CLASSIFIER.SEEN_GROUP_LOSS = loss
+        heads[loss], record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids, split.unseen_ids,
+                                                         held_out)
+        assert record["seen_group_loss"] == loss and record["hidden_groups"] == "seen"
+        with torch.no_grad():
+            probs = gzsd_probs(heads[loss](syn_x), unseen_mask.clone(), "grouped", 0.0, 0.0)
+        seen_probability[loss] = float(probs[:, list(split.seen_ids)].sum(1).mean())
+    assert torch.equal(heads["joint"].linear.weight, heads["grouped"].linear.weight)
+    assert not torch.equal(heads["joint"].mlp.hidden.weight, heads["grouped"].mlp.hidden.weight)
+    assert seen_probability["grouped"] < seen_probability["joint"], seen_probability
+
+
 def test_unseen_logit_bias_is_folded_and_counts_against_the_budget(run_dir):
     """UNSEEN_LOGIT_BIAS u adds u to the unseen rows' biases of the same trained classifier (nothing
     else changes), and the calibration's budget counts from the classifier before u."""

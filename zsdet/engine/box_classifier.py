@@ -8,7 +8,8 @@ target the background column. Box regression is left as stage 1 trained it.
 Losses (``ZSD.CLASSIFIER.LOSS``): ``"joint"``, one softmax over all ``K + 1`` columns
 (:func:`soft_cross_entropy`); ``"grouped"``, the loss of grouped GZSD scoring
 (:func:`grouped_cross_entropy`), which scores with a [seen, background] and an [unseen, background]
-softmax (:func:`zsdet.modeling.zsd_predictor.gzsd_probs`).
+softmax (:func:`zsdet.modeling.zsd_predictor.gzsd_probs`). :func:`seen_group_cross_entropy` is its
+seen half alone (``ZSD.CLASSIFIER.SEEN_GROUP_LOSS``: the loss of the MLP that gives the seen group).
 """
 from typing import Callable, Dict, Optional, Tuple
 
@@ -34,23 +35,34 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
+def group_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """The soft cross-entropy of one group of grouped GZSD scoring: the softmax over the columns not in
+    ``other`` (the group's classes and background), each row's target its mass on the group's classes
+    with the rest (its mass on ``other``) on background. logits, targets: (B, K + 1), background last;
+    other: (K + 1,) bool, True for the other group's columns (never background)."""
+    log_p = F.log_softmax(logits.masked_fill(other, float("-inf")), dim=1).masked_fill(other, 0.0)
+    group_targets = targets.masked_fill(other, 0.0)
+    group_targets[:, -1] += (targets * other).sum(1)
+    return -(group_targets * log_p).sum(1).mean()
+
+
 def grouped_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, unseen_mask: torch.Tensor) -> torch.Tensor:
     """The loss of grouped GZSD scoring: the mean of the soft cross-entropies of the [seen,
-    background] and the [unseen, background] softmaxes, each group's target the row's mass on its
-    classes with the rest (the other group's) on background.
+    background] and the [unseen, background] softmaxes (:func:`group_cross_entropy`).
 
     So a synthesized unseen feature is background to the seen classes and a real seen one to the
     unseen classes, as grouped scoring meets them. logits, targets: (B, K + 1), background last;
     unseen_mask: (K + 1,) bool, True for unseen columns.
     """
-    seen_mask = seen_columns(unseen_mask)
-    loss = logits.new_zeros(())
-    for other in (unseen_mask, seen_mask):  # the seen group leaves out the unseen columns, and back
-        log_p = F.log_softmax(logits.masked_fill(other, float("-inf")), dim=1).masked_fill(other, 0.0)
-        group_targets = targets.masked_fill(other, 0.0)
-        group_targets[:, -1] += (targets * other).sum(1)
-        loss = loss - (group_targets * log_p).sum(1).mean() / 2
-    return loss
+    return (seen_group_cross_entropy(logits, targets, unseen_mask)
+            + group_cross_entropy(logits, targets, seen_columns(unseen_mask))) / 2
+
+
+def seen_group_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, unseen_mask: torch.Tensor) -> torch.Tensor:
+    """The seen half of :func:`grouped_cross_entropy`: the [seen, background] softmax alone, every row's
+    unseen mass on background (``ZSD.CLASSIFIER.SEEN_GROUP_LOSS`` ``"grouped"``); the unseen columns get
+    no gradient. Shapes as there."""
+    return group_cross_entropy(logits, targets, unseen_mask)
 
 
 def fit_box_classifier(classifier: nn.Module, features: torch.Tensor, targets: torch.Tensor, *,

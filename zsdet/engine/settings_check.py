@@ -25,7 +25,7 @@ from ..evaluation.multilabel import CONVENTIONS
 from ..synthesis.checkpoint import BEST, CHECKPOINT, check_embeddings_file, embeddings_record
 from ..synthesis.settings import SynthesisSettings, check_synthesis_config
 from .gzsd_calibration import REFERENCES
-from .synthesis_classifier import ALIGNMENTS, HIDDEN_GROUPS, LOSSES, RECIPES, SEEN_ROWS
+from .synthesis_classifier import ALIGNMENTS, HIDDEN_GROUPS, LOSSES, RECIPES, SEEN_GROUP_LOSSES, SEEN_ROWS
 
 __all__ = ["SettingsError", "check_pipeline_settings", "check_eval_only_settings", "check_classification_settings",
            "box_feature_dim"]
@@ -160,6 +160,12 @@ def check_synthesis_classifier_settings(cfg) -> None:
     within(cfg, "ZSD.CLASSIFIER.SEEN_DISTILLATION", 0.0, 1.0)
     at_least(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", 0)
     require(cfg, "ZSD.CLASSIFIER.HIDDEN_GROUPS", lambda v: v in HIDDEN_GROUPS, f"one of {HIDDEN_GROUPS}")
+    require(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_LOSS", lambda v: v in SEEN_GROUP_LOSSES, f"one of {SEEN_GROUP_LOSSES}")
+    if cfg.ZSD.CLASSIFIER.SEEN_GROUP_LOSS != "joint":
+        require(cfg, "ZSD.CLASSIFIER.HIDDEN_GROUPS", lambda v: v == "seen", "'seen' with ZSD.CLASSIFIER.SEEN_GROUP_LOSS "
+                f"{cfg.ZSD.CLASSIFIER.SEEN_GROUP_LOSS!r} (the loss of the seen group's own MLP)")
+        require(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", lambda v: v > 0, "> 0 with ZSD.CLASSIFIER.SEEN_GROUP_LOSS "
+                f"{cfg.ZSD.CLASSIFIER.SEEN_GROUP_LOSS!r} (a linear head has no seen group of its own)")
     if cfg.ZSD.CLASSIFIER.HIDDEN_UNITS > 0:
         require(cfg, "ZSD.CLASSIFIER.RECIPE", lambda v: v == "joint", "'joint' with ZSD.CLASSIFIER.HIDDEN_UNITS > 0 "
                 "(recipe 'suzod' keeps the detector's linear seen rows)")

@@ -20,7 +20,10 @@ units the same way (:func:`~zsdet.modeling.mlp_classifier.build_box_head`; evalu
 which the pipeline sets itself). Bias folding and calibration act on its output layer's bias. With
 ``HIDDEN_GROUPS`` ``"seen"`` a linear head and such an MLP are both trained on the same rows and
 combined into a :class:`~zsdet.modeling.SeenGroupMLPClassifier` (grouped scoring's seen group from the
-MLP, its unseen group from the linear head; ``"seen_mlp"``).
+MLP, its unseen group from the linear head; ``"seen_mlp"``). ``SEEN_GROUP_LOSS`` ``"grouped"`` trains
+that MLP with the seen group's loss alone (:func:`~zsdet.engine.box_classifier.seen_group_cross_entropy`:
+the [seen, background] softmax, a synthesized unseen row background to it); ``"joint"`` with the
+linear head's.
 
 Recipes (``RECIPE``): ``"joint"`` trains all columns together with soft-target cross-entropy
 (:func:`~zsdet.engine.box_classifier.fit_box_classifier`), under ``LOSS`` ``"joint"`` (one softmax)
@@ -82,13 +85,13 @@ from ..modeling.mlp_classifier import SeenGroupMLPClassifier, build_box_head
 from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
 from ..synthesis.alignment import ALIGNMENT_CLASSES, ZeroShareAlignment
 from ..synthesis.anchoring import anchor_classes, anchor_rows, anchored_features
-from .box_classifier import fit_box_classifier, grouped_cross_entropy, soft_targets
+from .box_classifier import fit_box_classifier, grouped_cross_entropy, seen_group_cross_entropy, soft_targets
 from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
 from .gzsd_calibration import (choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias,
                                seen_columns_top1, seen_roi_labels, top1_accuracy)
 from .roi_stages import real_training_set, synthesized_set
 
-__all__ = ["RECIPES", "LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "anchor_synthesized",
+__all__ = ["RECIPES", "LOSSES", "SEEN_GROUP_LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "anchor_synthesized",
            "fit_alignment", "detector_head",
            "detector_distilled_targets", "keep_detector_seen_group", "train_synthesis_classifier",
            "unseen_mixture_sets", "widen_labels"]
@@ -97,6 +100,7 @@ logger = logging.getLogger(__name__)
 
 RECIPES = ("joint", "suzod")
 LOSSES = ("joint", "grouped")  # ZSD.CLASSIFIER.LOSS of recipe "joint"
+SEEN_GROUP_LOSSES = ("joint", "grouped")  # ZSD.CLASSIFIER.SEEN_GROUP_LOSS (HIDDEN_GROUPS "seen")
 ALIGNMENTS = ("none", *ALIGNMENT_CLASSES)
 SEEN_ROWS = ("retrained", "detector")  # ZSD.CLASSIFIER.SEEN_ROWS
 HIDDEN_GROUPS = ("all", "seen")  # ZSD.CLASSIFIER.HIDDEN_GROUPS
@@ -373,11 +377,9 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
         classifier, record["training"] = _suzod_classifier(cfg, head, bank, syn_x, syn_y, unseen_ids,
                                                            np.isin(bank.image_ids, unused), rng)
     else:
-        loss = None
-        if c.LOSS == "grouped":
-            unseen_mask = torch.zeros(num_classes + 1, dtype=torch.bool)
-            unseen_mask[list(unseen_ids)] = True
-            loss = functools.partial(grouped_cross_entropy, unseen_mask=unseen_mask)
+        unseen_mask = torch.zeros(num_classes + 1, dtype=torch.bool)
+        unseen_mask[list(unseen_ids)] = True
+        loss = functools.partial(grouped_cross_entropy, unseen_mask=unseen_mask) if c.LOSS == "grouped" else None
         if c.SEEN_DISTILLATION > 0:
             real_targets = detector_distilled_targets(x, y, *head, unseen_ids, c.SEEN_DISTILLATION)
             record["seen_distillation"] = c.SEEN_DISTILLATION
@@ -385,7 +387,7 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
             real_targets = soft_targets(y)
         features, targets = torch.cat([x, syn_x]), torch.cat([real_targets, soft_targets(syn_y)])
 
-        def trained(kind: str) -> Tuple[nn.Module, Dict]:
+        def trained(kind: str, loss: Optional[Callable] = loss) -> Tuple[nn.Module, Dict]:
             with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
                 torch.manual_seed(cfg.SEED)
                 module = build_box_head(kind, bank.feature_dim, num_classes + 1, c.HIDDEN_UNITS)
@@ -393,9 +395,11 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
                                               lr=c.LR, weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
 
         if box_classifier_kind(cfg) == "seen_mlp":  # two heads on the same rows
-            (linear, record["training"]), (mlp, record["training_mlp"]) = trained("linear"), trained("mlp")
+            seen_loss = (functools.partial(seen_group_cross_entropy, unseen_mask=unseen_mask)
+                         if c.SEEN_GROUP_LOSS == "grouped" else loss)
+            (linear, record["training"]), (mlp, record["training_mlp"]) = trained("linear"), trained("mlp", seen_loss)
             classifier = SeenGroupMLPClassifier(linear, mlp, seen_ids)
-            record["hidden_groups"] = "seen"
+            record["hidden_groups"], record["seen_group_loss"] = "seen", c.SEEN_GROUP_LOSS
         else:
             classifier, record["training"] = trained(box_classifier_kind(cfg))
     if c.SEEN_ROWS == "detector":
