@@ -178,9 +178,9 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     # the paper's; > 0: one hidden layer, evaluated with MODEL.ZSD.CLASSIFIER "mlp")
     p.CLASSIFIER.HIDDEN_GROUPS = "all"  # HIDDEN_UNITS > 0: "all" (every column from the MLP) or "seen" (grouped
     # scoring's seen group from the MLP, the unseen group from a linear head; MODEL.ZSD.CLASSIFIER "seen_mlp")
-    p.CLASSIFIER.SEEN_GROUP_LOSS = "joint"  # HIDDEN_GROUPS seen: the loss of the MLP that gives the seen group:
-    # "joint" (the linear head's loss) or "grouped" (grouped scoring's [seen, background] softmax alone, every
-    # row's unseen mass on background)
+    p.CLASSIFIER.SEEN_GROUP_LOSS = "joint"  # HIDDEN_GROUPS seen (ignored by other heads, as HIDDEN_GROUPS is by a
+    # linear one): the loss of the MLP that gives the seen group: "joint" (the linear head's loss) or "grouped"
+    # (grouped scoring's [seen, background] softmax alone, every row's unseen mass on background)
     p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real
     # distribution; "zeros": only the real share of exact zeros per dimension; both fitted on the seen
     # training RoIs and features synthesized for their label sets

@@ -161,11 +161,6 @@ def check_synthesis_classifier_settings(cfg) -> None:
     at_least(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", 0)
     require(cfg, "ZSD.CLASSIFIER.HIDDEN_GROUPS", lambda v: v in HIDDEN_GROUPS, f"one of {HIDDEN_GROUPS}")
     require(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_LOSS", lambda v: v in SEEN_GROUP_LOSSES, f"one of {SEEN_GROUP_LOSSES}")
-    if cfg.ZSD.CLASSIFIER.SEEN_GROUP_LOSS != "joint":
-        require(cfg, "ZSD.CLASSIFIER.HIDDEN_GROUPS", lambda v: v == "seen", "'seen' with ZSD.CLASSIFIER.SEEN_GROUP_LOSS "
-                f"{cfg.ZSD.CLASSIFIER.SEEN_GROUP_LOSS!r} (the loss of the seen group's own MLP)")
-        require(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", lambda v: v > 0, "> 0 with ZSD.CLASSIFIER.SEEN_GROUP_LOSS "
-                f"{cfg.ZSD.CLASSIFIER.SEEN_GROUP_LOSS!r} (a linear head has no seen group of its own)")
     if cfg.ZSD.CLASSIFIER.HIDDEN_UNITS > 0:
         require(cfg, "ZSD.CLASSIFIER.RECIPE", lambda v: v == "joint", "'joint' with ZSD.CLASSIFIER.HIDDEN_UNITS > 0 "
                 "(recipe 'suzod' keeps the detector's linear seen rows)")
