@@ -30,13 +30,14 @@ def test_presets_define_the_method_rows(bench):
     for method in ("alf", "flf", "clf"):
         c = cfgs[method]
         assert c.SYNTHESIS.FUSION == method and "generator" in c.ZSD.STAGES
-        assert c.ZSD.MIXTURES.RATIO > 0 and c.ZSD.CLASSIFIER.MIXTURE_RATIO > 0
+        assert c.ZSD.MIXTURES.RATIO > 0 and c.ZSD.CLASSIFIER.MIXTURE_RATIO == 0  # round 37: no mixtures in stage 6
     official = cfgs["clf_official"]  # the paper's CLF as the official code builds it
     assert official.SYNTHESIS.FUSION == "clf" and official.SYNTHESIS.OUTPUT_ACTIVATION == "sigmoid"
     assert (official.SYNTHESIS.CLF_INPUT, official.SYNTHESIS.CLF_INIT, official.SYNTHESIS.CLF_DROPOUT) == (
         "activated", "random", 0.1)
     assert official.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET == 0 and not official.ZSD.CLASSIFIER.UNSEEN_MIXTURES
     assert official.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS == 0 and official.ZSD.CLASSIFIER.BG_PER_FG == 1.0
+    assert official.ZSD.CLASSIFIER.MIXTURE_RATIO == 0.25  # the classifier as before: the paper's real mixtures
     single = cfgs["single_label"]
     assert single.ZSD.MIXTURES.RATIO == 0 and single.ZSD.CLASSIFIER.MIXTURE_RATIO == 0
     for row in (official, cfgs["baseline"]):  # the official code's scoring / the plain baseline's
@@ -68,6 +69,7 @@ def test_shipped_configs_run_the_default_method():
         assert cfg.MODEL.ZSD.GZSD_SEEN_THRESH == flf.MODEL.ZSD.GZSD_SEEN_THRESH == 0.4, leaf  # round 22
     assert flf.SYNTHESIS.EPOCHS == 12 and flf.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET == 5.0  # rounds 23, 35
     assert flf.ZSD.CLASSIFIER.MIN_SEEN_LOGIT_BIAS == -2.0  # round 24
+    assert flf.ZSD.CLASSIFIER.MIXTURE_RATIO == 0.0  # round 37
     assert (flf.ZSD.CLASSIFIER.BG_PER_FG, flf.ZSD.CLASSIFIER.UNSEEN_LOGIT_BIAS) == (0.5, 1.0)  # rounds 10, 20
     assert (flf.ZSD.CLASSIFIER.CALIBRATION_REFERENCE, flf.ZSD.CLASSIFIER.SEEN_ROWS) == ("detector", "retrained")  # 13-15
     assert (clf.SYNTHESIS.OUTPUT_ACTIVATION, clf.SYNTHESIS.CLF_INPUT, clf.SYNTHESIS.CLF_INIT, clf.SYNTHESIS.CLF_DROPOUT,
