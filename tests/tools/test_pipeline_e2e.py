@@ -130,6 +130,7 @@ def test_suzod_recipe_and_unseen_mixtures(run_dir):
     out, _ = run_dir
     cfg = cfg_for(out)
     cfg.ZSD.CLASSIFIER.RECIPE, cfg.ZSD.CLASSIFIER.UNSEEN_MIXTURES = "suzod", True
+    cfg.ZSD.CLASSIFIER.MIXTURE_RATIO = 0.25  # the paper's real mixtures: unseen sets are drawn like them
     cfg.ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET = 0.0
     split = ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0])
     bank = load_bank(str(out / "roi_bank"), split, cfg.DATASETS.TRAIN[0])
