@@ -93,6 +93,19 @@ def test_seen_group_loss_is_accepted_with_every_head(tmp_path, head):
         check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_GROUP_LOSS", loss, *head), STAGES)
 
 
+def test_unseen_mixtures_need_real_mixtures(tmp_path):
+    """The shipped configs have no real mixtures in the box classifier's training set (round 37); synthesized
+    unseen label sets are drawn like them, so asking for them alone is refused, naming both keys."""
+    from zsdet.engine.settings_check import check_pipeline_settings
+
+    assert tiny_cfg(tmp_path).ZSD.CLASSIFIER.MIXTURE_RATIO == 0.0
+    with pytest.raises(ValueError, match=r"ZSD.CLASSIFIER.MIXTURE_RATIO must be > 0 with ZSD.CLASSIFIER.UNSEEN_MIXTURES"
+                                         r".*got 0.0"):
+        check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.UNSEEN_MIXTURES", "True"), STAGES)
+    check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.UNSEEN_MIXTURES", "True",
+                                     "ZSD.CLASSIFIER.MIXTURE_RATIO", "0.25"), STAGES)
+
+
 def test_seen_distillation_is_refused_with_the_suzod_recipe(tmp_path):
     from zsdet.engine.settings_check import check_pipeline_settings
 
