@@ -174,7 +174,7 @@ def check_synthesis_classifier_settings(cfg) -> None:
                 "in (0, 1) (ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET calibrates on the validation images)")
     if cfg.ZSD.CLASSIFIER.UNSEEN_MIXTURES:  # its label sets are drawn like the real mixtures, MIXTURE_RATIO x as many
         require(cfg, "ZSD.CLASSIFIER.MIXTURE_RATIO", lambda v: v > 0, "> 0 with ZSD.CLASSIFIER.UNSEEN_MIXTURES True "
-                "(the base config has no real mixtures since round 37; the paper's value is 0.25)")
+                "(the shipped configs set 0: no real mixtures; the paper's value is 0.25)")
         ls = "SYNTHESIS.LABEL_SAMPLING."
         for key in ("UNSEEN_FRACTION", "MIXED_FRACTION", "MIXED_KEEP_SEEN"):
             within(cfg, ls + key, 0.0, 1.0)
