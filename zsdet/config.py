@@ -181,6 +181,8 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     p.CLASSIFIER.SEEN_GROUP_LOSS = "joint"  # HIDDEN_GROUPS seen (ignored by other heads, as HIDDEN_GROUPS is by a
     # linear one): the loss of the MLP that gives the seen group: "joint" (the linear head's loss) or "grouped"
     # (grouped scoring's [seen, background] softmax alone, every row's unseen mass on background)
+    p.CLASSIFIER.SEEN_GROUP_NEGATIVES = 0.0  # HIDDEN_GROUPS seen: real mixtures of 2-3 seen RoIs of two or more
+    # classes per real single-label seen row, background to the seen group's MLP only, with the real share of zeros
     p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real
     # distribution; "zeros": only the real share of exact zeros per dimension; both fitted on the seen
     # training RoIs and features synthesized for their label sets

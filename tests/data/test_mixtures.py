@@ -33,3 +33,16 @@ def test_bad_set_sizes_and_empty_sets_are_refused():
         sample_mixture_sets(5, 1, 3, 2, np.random.default_rng(0))
     with pytest.raises(ValueError, match="empty feature set"):
         sample_mixture_sets(0, 1, 2, 3, np.random.default_rng(0))
+
+
+def test_chunked_fusion_equals_one_call(monkeypatch):
+    from zsdet.data import mixtures
+
+    feats, labels = torch.randn(20, 5), torch.randint(0, 4, (20,))
+    idx, mask = (torch.from_numpy(a) for a in sample_mixture_sets(20, 23, 2, 3, np.random.default_rng(0)))
+    want_x, want_y = fuse_mixtures(feats, labels, idx, mask, num_classes=4)
+    monkeypatch.setattr(mixtures, "MIXTURE_CHUNK", 5)  # 5 chunks, the last one short
+    out_x, out_y = torch.empty(23, 5), torch.empty(23, 4)
+    mixtures.fuse_mixtures_into(feats, labels, idx, mask, out_x, out_y)
+    torch.testing.assert_close(out_x, want_x)
+    torch.testing.assert_close(out_y, want_y)

@@ -43,6 +43,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.HIDDEN_UNITS", -1),
     ("ZSD.CLASSIFIER.HIDDEN_GROUPS", "unseen"),
     ("ZSD.CLASSIFIER.SEEN_GROUP_LOSS", "focal"),
+    ("ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", -0.5),
     ("ZSD.CLASSIFIER.ANCHOR_NEAREST", -1),
     ("MODEL.ZSD.SEMANTIC_AUX_WEIGHT", -1.0),
     ("MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS", -0.5),
@@ -104,6 +105,17 @@ def test_unseen_mixtures_need_real_mixtures(tmp_path):
         check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.UNSEEN_MIXTURES", "True"), STAGES)
     check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.UNSEEN_MIXTURES", "True",
                                      "ZSD.CLASSIFIER.MIXTURE_RATIO", "0.25"), STAGES)
+
+
+@pytest.mark.parametrize("key,value", [("ZSD.CLASSIFIER.HIDDEN_GROUPS", "all"), ("ZSD.CLASSIFIER.HIDDEN_UNITS", "0")])
+def test_seen_group_negatives_need_the_seen_groups_mlp(tmp_path, key, value):
+    """The negatives train the seen group's MLP alone: without one they are refused, naming both keys."""
+    from zsdet.engine.settings_check import check_pipeline_settings
+
+    check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", "0.5"), STAGES)
+    cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", "0.5", key, value)
+    with pytest.raises(ValueError, match=rf"{re.escape(key)} must be .* with ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES > 0"):
+        check_pipeline_settings(cfg, STAGES)
 
 
 def test_seen_distillation_is_refused_with_the_suzod_recipe(tmp_path):

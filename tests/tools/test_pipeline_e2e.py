@@ -282,6 +282,42 @@ def test_seen_group_loss_trains_the_seen_groups_mlp_alone(run_dir):
     assert seen_probability["grouped"] < seen_probability["joint"], seen_probability
 
 
+def test_seen_group_negatives_train_the_seen_groups_mlp_alone(run_dir):
+    """SEEN_GROUP_NEGATIVES (HIDDEN_GROUPS seen): the linear head is unchanged (same rows and seed), the MLP
+    that gives the seen group is trained on the extra background rows too and gives real mixtures of
+    seen classes a lower seen probability under grouped scoring."""
+    from zsdet.engine.synthesis_classifier import seen_group_negatives, train_synthesis_classifier
+    from zsdet.engine.roi_stages import real_training_set
+    from zsdet.modeling.zsd_predictor import gzsd_probs
+
+    cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
+    cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, cfg.ZSD.CLASSIFIER.HIDDEN_GROUPS = 16, "seen"
+    cfg.ZSD.CLASSIFIER.SEEN_GROUP_LOSS = "grouped"
+    heads, records = {}, {}
+    for ratio in (0.0, 1.0):
+        cfg.ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES = ratio
+        heads[ratio], records[ratio] = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids,
+                                                                  split.unseen_ids, held_out)
+    assert "seen_group_negatives" not in records[0.0]
+    negatives = records[1.0]["seen_group_negatives"]
+    assert negatives["rows"] > 0
+    assert records[1.0]["training"] == records[0.0]["training"]
+    assert torch.equal(heads[0.0].linear.weight, heads[1.0].linear.weight)
+    assert not torch.equal(heads[0.0].mlp.hidden.weight, heads[1.0].mlp.hidden.weight)
+    cfg.SEED += 1  # fresh mixtures, not the trained ones
+    x, y = real_training_set(cfg, bank, split.seen_ids, np.random.default_rng(cfg.SEED), with_mixtures=False,
+                             held_out_images=held_out)
+    fresh, _, _ = seen_group_negatives(cfg, x, y)
+    unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
+    unseen_mask[list(split.unseen_ids)] = True
+    seen_probability = {}
+    with torch.no_grad():
+        for ratio, head in heads.items():
+            probs = gzsd_probs(head(fresh), unseen_mask.clone(), "grouped", 0.0, 0.0)
+            seen_probability[ratio] = float(probs[:, list(split.seen_ids)].sum(1).mean())
+    assert seen_probability[1.0] < seen_probability[0.0] - 0.05, seen_probability
+
+
 def test_unseen_logit_bias_is_folded_and_counts_against_the_budget(run_dir):
     """UNSEEN_LOGIT_BIAS u adds u to the unseen rows' biases of the same trained classifier (nothing
     else changes), and the calibration's budget counts from the classifier before u."""

@@ -11,6 +11,8 @@ from typing import Tuple
 import numpy as np
 import torch
 
+MIXTURE_CHUNK = 4096  # mixtures fused at once: bounds the (chunk, set size, d) gather
+
 
 def sample_mixture_sets(num_rows: int, num_mixtures: int, min_size: int, max_size: int,
                         rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
@@ -47,3 +49,13 @@ def fuse_mixtures(features: torch.Tensor, labels: torch.Tensor, idx: torch.Tenso
     multi_hot.scatter_add_(1, labels[idx], w)  # padded slots add 0
     return fused, multi_hot.clamp_(max=1)
 
+
+
+def fuse_mixtures_into(features: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor,
+                       out_x: torch.Tensor, out_y: torch.Tensor) -> None:
+    """:func:`fuse_mixtures` written into ``out_x`` (M, d) and ``out_y`` (M, num_classes) chunk by chunk
+    (``MIXTURE_CHUNK`` sets at once), so that the (M, S, d) gather is never built. ``out_x`` may be a
+    view of ``features`` past the rows that ``idx`` reads."""
+    for start in range(0, len(idx), MIXTURE_CHUNK):
+        part = slice(start, start + MIXTURE_CHUNK)
+        out_x[part], out_y[part] = fuse_mixtures(features, labels, idx[part], mask[part], out_y.shape[1])

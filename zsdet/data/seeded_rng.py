@@ -26,6 +26,7 @@ UNSEEN_SETS_KEY = 2 ** 31 + 5  # the box classifier's synthesized label sets wit
 CALIBRATION_KEY = 2 ** 31 + 6  # the held-out RoIs of the GZSD calibration
 ALIGNMENT_KEY = 2 ** 31 + 7  # the synthesis noise of the box classifier's quantile alignment
 ANCHOR_KEY = 2 ** 31 + 8  # the box classifier's anchor classes and real rows (ANCHOR_SYNTHESIZED)
+NEGATIVES_KEY = 2 ** 31 + 9  # the seen group's background-targeted mixtures (SEEN_GROUP_NEGATIVES)
 
 
 def derive_seed(*keys: int) -> int:

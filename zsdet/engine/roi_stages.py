@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data.feature_bank import FeatureBank
-from ..data.mixtures import fuse_mixtures, sample_mixture_sets
+from ..data.mixtures import fuse_mixtures_into, sample_mixture_sets
 from ..data.roi_stream import RoIBankSource
 from ..data.row_sampling import balanced_rows
 from ..data.seeded_rng import BACKGROUND_KEY, derive_seed
@@ -32,8 +32,6 @@ __all__ = ["load_bank", "foreground_rows", "generator_source", "validation_backg
            "real_training_set", "synthesized_set", "save_with_classifier"]
 
 logger = logging.getLogger(__name__)
-
-MIXTURE_CHUNK = 4096  # mixtures fused at once: bounds the (chunk, set size, d) gather
 
 
 def load_bank(bank_dir: str, split: ZeroShotSplit, dataset_name: str) -> FeatureBank:
@@ -136,10 +134,7 @@ def real_training_set(cfg, bank: FeatureBank, seen_ids: Sequence[int], rng: np.r
         m = cfg.ZSD.MIXTURES
         idx, mask = sample_mixture_sets(len(fg_rows), num_mix, m.MIN_SET_SIZE, m.MAX_SET_SIZE, rng)
         idx, mask = fg_rows[torch.from_numpy(idx)], torch.from_numpy(mask)
-        for start in range(0, num_mix, MIXTURE_CHUNK):
-            part = slice(start, start + MIXTURE_CHUNK)
-            dest = slice(len(rows) + start, len(rows) + min(start + MIXTURE_CHUNK, num_mix))
-            x[dest], y[dest] = fuse_mixtures(x, labels, idx[part], mask[part], k + 1)
+        fuse_mixtures_into(x, labels, idx, mask, x[len(rows):], y[len(rows):])
     return x, y
 
 

@@ -161,6 +161,12 @@ def check_synthesis_classifier_settings(cfg) -> None:
     at_least(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", 0)
     require(cfg, "ZSD.CLASSIFIER.HIDDEN_GROUPS", lambda v: v in HIDDEN_GROUPS, f"one of {HIDDEN_GROUPS}")
     require(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_LOSS", lambda v: v in SEEN_GROUP_LOSSES, f"one of {SEEN_GROUP_LOSSES}")
+    at_least(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", 0)
+    if cfg.ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES > 0:  # its rows go to the seen group's MLP only
+        require(cfg, "ZSD.CLASSIFIER.HIDDEN_GROUPS", lambda v: v == "seen", "'seen' with "
+                "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES > 0 (the negatives train the seen group's MLP alone)")
+        require(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", lambda v: v > 0, "> 0 with ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES "
+                "> 0 (the seen group's MLP)")
     if cfg.ZSD.CLASSIFIER.HIDDEN_UNITS > 0:
         require(cfg, "ZSD.CLASSIFIER.RECIPE", lambda v: v == "joint", "'joint' with ZSD.CLASSIFIER.HIDDEN_UNITS > 0 "
                 "(recipe 'suzod' keeps the detector's linear seen rows)")

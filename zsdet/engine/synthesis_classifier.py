@@ -24,6 +24,11 @@ MLP, its unseen group from the linear head; ``"seen_mlp"``). ``SEEN_GROUP_LOSS``
 that MLP with the seen group's loss alone (:func:`~zsdet.engine.box_classifier.seen_group_cross_entropy`:
 the [seen, background] softmax, a synthesized unseen row background to it); ``"joint"`` with the
 linear head's.
+``SEEN_GROUP_NEGATIVES`` r > 0 adds, to that MLP's rows only, r real mixtures of 2-3 seen RoIs of
+two or more classes per real single-label seen row (:func:`seen_group_negatives`), each with the real
+share of exact zeros per dimension and background as its target: the space between the seen classes,
+where real unseen objects may lie, is background to the seen group instead of seen (the paper's real
+mixtures, ``MIXTURE_RATIO``, teach the opposite).
 
 Recipes (``RECIPE``): ``"joint"`` trains all columns together with soft-target cross-entropy
 (:func:`~zsdet.engine.box_classifier.fit_box_classifier`), under ``LOSS`` ``"joint"`` (one softmax)
@@ -79,7 +84,9 @@ import torch
 from torch import nn
 
 from ..data.feature_bank import FeatureBank
-from ..data.seeded_rng import ALIGNMENT_KEY, ANCHOR_KEY, CALIBRATION_KEY, QUALITY_KEY, UNSEEN_SETS_KEY, derive_seed
+from ..data.mixtures import fuse_mixtures_into, sample_mixture_sets
+from ..data.seeded_rng import (ALIGNMENT_KEY, ANCHOR_KEY, CALIBRATION_KEY, NEGATIVES_KEY, QUALITY_KEY, UNSEEN_SETS_KEY,
+                               derive_seed)
 from ..evaluation.feature_quality import real_vs_synthetic_accuracy
 from ..modeling.mlp_classifier import SeenGroupMLPClassifier, build_box_head
 from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
@@ -93,7 +100,7 @@ from .roi_stages import real_training_set, synthesized_set
 
 __all__ = ["RECIPES", "LOSSES", "SEEN_GROUP_LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "anchor_synthesized",
            "fit_alignment", "detector_head",
-           "detector_distilled_targets", "keep_detector_seen_group", "train_synthesis_classifier",
+           "detector_distilled_targets", "keep_detector_seen_group", "seen_group_negatives", "train_synthesis_classifier",
            "unseen_mixture_sets", "widen_labels"]
 
 logger = logging.getLogger(__name__)
@@ -245,6 +252,40 @@ def anchor_synthesized(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: tor
     return out, record
 
 
+def seen_group_negatives(cfg, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Dict]:
+    """``SEEN_GROUP_NEGATIVES`` r: mixtures (the means of ``ZSD.MIXTURES.MIN_SET_SIZE`` to ``MAX_SET_SIZE``
+    random rows) of the real single-label seen rows of ``x`` (n, d) / ``y`` (n, C + 1), r per such row,
+    those of one class dropped, then given the real rows' share of exact zeros per dimension
+    (:class:`~zsdet.synthesis.alignment.ZeroShareAlignment`: a mean of sparse rows is denser).
+
+    Returns:
+        (m, d) features, (m, C + 1) targets all on background, record (rows drawn and kept, zero shares)."""
+    m = cfg.ZSD.MIXTURES
+    single = ((y[:, :-1] > 0).sum(1) == 1) & (y[:, -1] == 0)
+    real, classes = x[single], y[single].argmax(1)
+    num = int(cfg.ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES * len(real))
+    if num == 0:
+        raise ValueError("ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES: no real single-label seen row to mix")
+    idx, mask = sample_mixture_sets(len(real), num, max(m.MIN_SET_SIZE, 2), m.MAX_SET_SIZE,
+                                    np.random.default_rng(derive_seed(cfg.SEED, NEGATIVES_KEY)))
+    mixed, multi_hot = torch.empty(num, x.shape[1]), torch.empty(num, y.shape[1])
+    fuse_mixtures_into(real, classes, torch.from_numpy(idx), torch.from_numpy(mask), mixed, multi_hot)
+    mixed = mixed[multi_hot.sum(1) >= 2]
+    if len(mixed) < 2:
+        raise ValueError("ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES: fewer than 2 mixtures of two or more seen classes "
+                         f"({len(mixed)} of {num}; are there several seen classes with real rows?)")
+    zeros_before = float((mixed == 0).double().mean())
+    mixed = ZeroShareAlignment.fit(mixed, real)(mixed)
+    targets = torch.zeros(len(mixed), y.shape[1])
+    targets[:, -1] = 1
+    record = {"drawn": num, "rows": len(mixed), "zeros_real": float((real == 0).double().mean()),
+              "zeros_before": zeros_before, "zeros_after": float((mixed == 0).double().mean())}
+    logger.info("box classifier: %d real mixtures of two or more seen classes as background to the seen group "
+                "(zeros: real %.3f, mixtures %.3f -> %.3f)", len(mixed), record["zeros_real"], zeros_before,
+                record["zeros_after"])
+    return mixed, targets, record
+
+
 def detector_head(cfg, detector_weights: Optional[str]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
     """(weight (K + 1, d), bias (K + 1,)) float32 of the seen detector's box classifier, background
     last, when a setting of ``ZSD.CLASSIFIER`` needs it (recipe ``suzod``, ``SEEN_ROWS`` ``detector``,
@@ -387,17 +428,23 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
             real_targets = soft_targets(y)
         features, targets = torch.cat([x, syn_x]), torch.cat([real_targets, soft_targets(syn_y)])
 
-        def trained(kind: str, loss: Optional[Callable] = loss) -> Tuple[nn.Module, Dict]:
+        def trained(kind: str, loss: Optional[Callable] = loss, rows: Tuple[torch.Tensor, torch.Tensor] = (
+                features, targets)) -> Tuple[nn.Module, Dict]:
             with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
                 torch.manual_seed(cfg.SEED)
                 module = build_box_head(kind, bank.feature_dim, num_classes + 1, c.HIDDEN_UNITS)
-            return module, fit_box_classifier(module, features, targets, epochs=c.EPOCHS, batch_size=c.BATCH_SIZE,
+            return module, fit_box_classifier(module, *rows, epochs=c.EPOCHS, batch_size=c.BATCH_SIZE,
                                               lr=c.LR, weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
 
-        if box_classifier_kind(cfg) == "seen_mlp":  # two heads on the same rows
+        if box_classifier_kind(cfg) == "seen_mlp":  # two heads on the same rows (the MLP's with its negatives)
             seen_loss = (functools.partial(seen_group_cross_entropy, unseen_mask=unseen_mask)
                          if c.SEEN_GROUP_LOSS == "grouped" else loss)
-            (linear, record["training"]), (mlp, record["training_mlp"]) = trained("linear"), trained("mlp", seen_loss)
+            mlp_rows = (features, targets)
+            if c.SEEN_GROUP_NEGATIVES > 0:
+                neg_x, neg_t, record["seen_group_negatives"] = seen_group_negatives(cfg, x, y)
+                mlp_rows = (torch.cat([features, neg_x]), torch.cat([targets, neg_t]))
+            (linear, record["training"]), (mlp, record["training_mlp"]) = (trained("linear"),
+                                                                          trained("mlp", seen_loss, mlp_rows))
             classifier = SeenGroupMLPClassifier(linear, mlp, seen_ids)
             record["hidden_groups"], record["seen_group_loss"] = "seen", c.SEEN_GROUP_LOSS
         else:
