@@ -107,17 +107,6 @@ def test_unseen_mixtures_need_real_mixtures(tmp_path):
                                      "ZSD.CLASSIFIER.MIXTURE_RATIO", "0.25"), STAGES)
 
 
-@pytest.mark.parametrize("key,value", [("ZSD.CLASSIFIER.HIDDEN_GROUPS", "all"), ("ZSD.CLASSIFIER.HIDDEN_UNITS", "0")])
-def test_seen_group_negatives_need_the_seen_groups_mlp(tmp_path, key, value):
-    """The negatives train the seen group's MLP alone: without one they are refused, naming both keys."""
-    from zsdet.engine.settings_check import check_pipeline_settings
-
-    check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", "0.5"), STAGES)
-    cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", "0.5", key, value)
-    with pytest.raises(ValueError, match=rf"{re.escape(key)} must be .* with ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES > 0"):
-        check_pipeline_settings(cfg, STAGES)
-
-
 def test_seen_distillation_is_refused_with_the_suzod_recipe(tmp_path):
     from zsdet.engine.settings_check import check_pipeline_settings
 
@@ -128,14 +117,23 @@ def test_seen_distillation_is_refused_with_the_suzod_recipe(tmp_path):
         check_pipeline_settings(cfg, STAGES)
 
 
-@pytest.mark.parametrize("key,value", [("ZSD.CLASSIFIER.RECIPE", "suzod"), ("ZSD.CLASSIFIER.SEEN_ROWS", "detector")])
-def test_mlp_head_is_refused_where_the_detectors_linear_rows_are_kept(tmp_path, key, value):
+@pytest.mark.parametrize("setting,key,value,condition", [
+    # the detector's rows are a linear head's
+    (("ZSD.CLASSIFIER.HIDDEN_UNITS", "16"), "ZSD.CLASSIFIER.RECIPE", "suzod", "ZSD.CLASSIFIER.HIDDEN_UNITS > 0"),
+    (("ZSD.CLASSIFIER.HIDDEN_UNITS", "16"), "ZSD.CLASSIFIER.SEEN_ROWS", "detector", "ZSD.CLASSIFIER.HIDDEN_UNITS > 0"),
+    # the negatives train the seen group's MLP alone
+    (("ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", "0.5"), "ZSD.CLASSIFIER.HIDDEN_GROUPS", "all",
+     "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES > 0"),
+    (("ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", "0.5"), "ZSD.CLASSIFIER.HIDDEN_UNITS", "0",
+     "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES > 0"),
+])
+def test_a_setting_is_refused_without_the_head_it_needs(tmp_path, setting, key, value, condition):
+    """Accepted with the base config's head; with ``key`` set to ``value`` refused, naming both keys."""
     from zsdet.engine.settings_check import check_pipeline_settings
 
-    check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.HIDDEN_UNITS", "16"), STAGES)
-    cfg = tiny_cfg(tmp_path, "ZSD.CLASSIFIER.HIDDEN_UNITS", "16", key, value)
-    with pytest.raises(ValueError, match=rf"{re.escape(key)} must be .* with ZSD.CLASSIFIER.HIDDEN_UNITS > 0"):
-        check_pipeline_settings(cfg, STAGES)
+    check_pipeline_settings(tiny_cfg(tmp_path, *setting), STAGES)
+    with pytest.raises(ValueError, match=rf"{re.escape(key)} must be .* with {re.escape(condition)}"):
+        check_pipeline_settings(tiny_cfg(tmp_path, *setting, key, value), STAGES)
 
 
 def test_only_requested_stages_are_checked(tmp_path):
