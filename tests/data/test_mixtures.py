@@ -27,7 +27,6 @@ def test_fuse_is_masked_mean_and_union():
     torch.testing.assert_close(multi_hot, torch.tensor([[1.0, 0, 1], [0, 0, 1], [0, 0, 1]]))
 
 
-
 def test_bad_set_sizes_and_empty_sets_are_refused():
     with pytest.raises(ValueError, match=r"need 1 <= min_size \(3\) <= max_size \(2\)"):
         sample_mixture_sets(5, 1, 3, 2, np.random.default_rng(0))

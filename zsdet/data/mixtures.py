@@ -50,7 +50,6 @@ def fuse_mixtures(features: torch.Tensor, labels: torch.Tensor, idx: torch.Tenso
     return fused, multi_hot.clamp_(max=1)
 
 
-
 def fuse_mixtures_into(features: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor,
                        out_x: torch.Tensor, out_y: torch.Tensor) -> None:
     """:func:`fuse_mixtures` written into ``out_x`` (M, d) and ``out_y`` (M, num_classes) chunk by chunk

@@ -99,9 +99,8 @@ from .gzsd_calibration import (choose_seen_bias, detector_logits, fold_seen_bias
 from .roi_stages import real_training_set, synthesized_set
 
 __all__ = ["RECIPES", "LOSSES", "SEEN_GROUP_LOSSES", "ALIGNMENTS", "SEEN_ROWS", "SUZOD_RECIPE", "anchor_synthesized",
-           "fit_alignment", "detector_head",
-           "detector_distilled_targets", "keep_detector_seen_group", "seen_group_negatives", "train_synthesis_classifier",
-           "unseen_mixture_sets", "widen_labels"]
+           "fit_alignment", "detector_head", "detector_distilled_targets", "keep_detector_seen_group",
+           "seen_group_negatives", "train_synthesis_classifier", "unseen_mixture_sets", "widen_labels"]
 
 logger = logging.getLogger(__name__)
 
