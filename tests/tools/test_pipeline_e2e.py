@@ -55,7 +55,8 @@ def test_every_stage_produces_its_artifact(run_dir):
     assert set(metrics["synthesis"]) == ({"zsd", "gzsd", "feature_quality"}
                                          | ({"gzsd_calibration"} if c.SEEN_ACCURACY_BUDGET > 0 else set())
                                          | ({"alignment"} if c.ALIGN_SYNTHESIZED != "none" else set())
-                                         | ({"anchoring"} if c.ANCHOR_SYNTHESIZED else set()))
+                                         | ({"anchoring"} if c.ANCHOR_SYNTHESIZED else set())
+                                         | ({"seen_group_negatives"} if c.SEEN_GROUP_NEGATIVES > 0 else set()))
     if c.ALIGN_SYNTHESIZED != "none":
         assert 0 <= metrics["synthesis"]["alignment"]["real_vs_synth_acc_after"] <= 1
     assert set(metrics["baseline"]) == {"zsd", "gzsd"}
@@ -461,21 +462,24 @@ def test_validation_protocol_runs_on_a_bank(run_dir, tmp_path):
         assert 0 <= r["pseudo_unseen_quality"]["real_vs_synth_acc"] <= 1
 
 
-@pytest.mark.parametrize("groups,kind,module,hidden_key", [
-    ("all", "mlp", "MLPBoxClassifier", "hidden.weight"),
-    ("seen", "seen_mlp", "SeenGroupMLPClassifier", "mlp.hidden.weight"),
+@pytest.mark.parametrize("groups,kind,module,hidden_key,negatives", [
+    ("all", "mlp", "MLPBoxClassifier", "hidden.weight", "0.0"),
+    ("seen", "seen_mlp", "SeenGroupMLPClassifier", "mlp.hidden.weight", "0.5"),
 ])
-def test_mlp_box_classifier_is_trained_calibrated_and_evaluated(run_dir, tmp_path, groups, kind, module, hidden_key):
+def test_mlp_box_classifier_is_trained_calibrated_and_evaluated(run_dir, tmp_path, groups, kind, module, hidden_key,
+                                                                negatives):
     """ZSD.CLASSIFIER.HIDDEN_UNITS > 0: the classifier stage, on the e2e run's detector, bank and
-    generator, trains an MLP head (with HIDDEN_GROUPS seen: and a linear one), folds the calibration
-    into it, and the pipeline evaluates it as MODEL.ZSD.CLASSIFIER mlp / seen_mlp; --eval-only with
-    those keys gives the same figures, and a linear head asked for by mistake is refused by name."""
+    generator, trains an MLP head (with HIDDEN_GROUPS seen: and a linear one, here with
+    SEEN_GROUP_NEGATIVES, recorded in metrics.json), folds the calibration into it, and the pipeline
+    evaluates it as MODEL.ZSD.CLASSIFIER mlp / seen_mlp; --eval-only with those keys gives the same
+    figures, and a linear head asked for by mistake is refused by name."""
     import shutil
 
     out, _ = run_dir
     for name in ("model_final.pth", "roi_bank", "generator"):
         (shutil.copytree if (out / name).is_dir() else shutil.copy)(out / name, tmp_path / name)
-    keys = ["ZSD.CLASSIFIER.HIDDEN_UNITS", "16", "ZSD.CLASSIFIER.HIDDEN_GROUPS", groups]
+    keys = ["ZSD.CLASSIFIER.HIDDEN_UNITS", "16", "ZSD.CLASSIFIER.HIDDEN_GROUPS", groups,
+            "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", negatives]
     train_net(tmp_path, *keys)
     ckpt = torch.load(tmp_path / "model_zsd.pth", map_location="cpu", weights_only=True)
     assert ckpt["classifier_type"] == module and ckpt["classifier_record"]["hidden_units"] == 16
@@ -487,6 +491,10 @@ def test_mlp_box_classifier_is_trained_calibrated_and_evaluated(run_dir, tmp_pat
     metrics = json.loads((tmp_path / "metrics.json").read_text())["synthesis"]
     if cfg_for(out).ZSD.CLASSIFIER.SEEN_ACCURACY_BUDGET > 0:
         assert "seen_logit_bias" in metrics["gzsd_calibration"]
+    assert ("seen_group_negatives" in metrics) == (float(negatives) > 0)
+    if float(negatives) > 0:
+        assert metrics["seen_group_negatives"]["rows"] > 0
+        assert ckpt["classifier_record"]["seen_group_negatives"] == metrics["seen_group_negatives"]
     train_net(tmp_path / "eval_only", "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "model_zsd.pth"),
               "MODEL.ZSD.CLASSIFIER", kind, *keys)
     again = json.loads((tmp_path / "eval_only" / "metrics.json").read_text())["eval"]

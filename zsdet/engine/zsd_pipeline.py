@@ -47,6 +47,8 @@ from .zsd_report import write_results_report
 logger = logging.getLogger(__name__)
 
 STAGES = ("detector", "features", "generator", "classifier", "baseline", "evaluate")
+# what the classifier stage records (model_zsd.pth) that metrics.json's "synthesis" entry carries, when present
+CLASSIFIER_RECORD_BLOCKS = ("gzsd_calibration", "alignment", "anchoring", "seen_group_negatives")
 
 
 def pipeline_methods(cfg) -> Tuple[Tuple[str, str, str], ...]:
@@ -266,10 +268,8 @@ class ZSDPipeline:
         if "synthesis" in metrics:
             quality = read_report(self.generator_dir)
             record = classifier_record(methods["synthesis"][0])
-            metrics["synthesis"].update({k: v for k, v in (("feature_quality", quality),
-                                                            ("gzsd_calibration", record.get("gzsd_calibration")),
-                                                            ("alignment", record.get("alignment")),
-                                                            ("anchoring", record.get("anchoring"))) if v})
+            blocks = {"feature_quality": quality, **{k: record.get(k) for k in CLASSIFIER_RECORD_BLOCKS}}
+            metrics["synthesis"].update({k: v for k, v in blocks.items() if v})
         if comm.is_main_process():
             write_results_report(self.out, metrics)
         return metrics
