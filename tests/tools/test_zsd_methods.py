@@ -75,6 +75,7 @@ def test_shipped_configs_run_the_default_method():
     assert (clf.SYNTHESIS.OUTPUT_ACTIVATION, clf.SYNTHESIS.CLF_INPUT, clf.SYNTHESIS.CLF_INIT, clf.SYNTHESIS.CLF_DROPOUT,
             clf.SYNTHESIS.EPOCHS) == ("clamp", "pre_activation", "identity", 0.0, 24)
     assert (clf.ZSD.CLASSIFIER.BG_PER_FG, clf.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED) == (0.5, "quantile")
+    assert (clf.ZSD.CLASSIFIER.ANCHOR_NEAREST, flf.ZSD.CLASSIFIER.ANCHOR_NEAREST) == (3, 0)  # rounds 41, 29
     assert (flf.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED, single.ZSD.CLASSIFIER.ALIGN_SYNTHESIZED) == ("zeros", "quantile")  # 18, 12
     assert _cfg("alf").ZSD.CLASSIFIER.ALIGN_SYNTHESIZED == "zeros"  # round 18
 
