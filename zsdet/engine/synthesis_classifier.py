@@ -162,6 +162,13 @@ def probe_rows(cfg, bank: FeatureBank, seen_ids: Sequence[int], held_out: np.nda
     return rows, torch.nn.functional.one_hot(labels, num_classes)
 
 
+def single_label_rows(x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``x`` (n, d) whose labels ``y`` (n, C + 1) are one seen class (no mixture, no
+    background): (m, d) features and their (m,) int64 classes."""
+    single = ((y[:, :-1] > 0).sum(1) == 1) & (y[:, -1] == 0)
+    return x[single], y[single, :-1].argmax(1)
+
+
 def fit_alignment(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: torch.Tensor, y: torch.Tensor,
                   seen_ids: Sequence[int], held_out: np.ndarray) -> Tuple[Callable, Dict]:
     """The ``ALIGN_SYNTHESIZED`` alignment (module docstring) fitted on the foreground rows of the real
@@ -207,8 +214,7 @@ def anchor_synthesized(cfg, bank: FeatureBank, trainer: SynthesisTrainer, x: tor
     The record gives the real-vs-anchored probe accuracy: up to ``SYNTHESIS.VAL_MAX_SAMPLES`` seen RoIs of
     the ``held_out`` (bool per bank row) images against anchored features of their classes."""
     c = cfg.ZSD.CLASSIFIER
-    single = ((y[:, :-1] > 0).sum(1) == 1) & (y[:, -1] == 0)  # real rows of one seen class
-    real, real_classes = x[single], y[single, :-1].argmax(1)
+    real, real_classes = single_label_rows(x, y)
     embeddings = trainer.generator.class_embeddings.detach().cpu()
     low, high = x.min(0).values, x.max(0).values
 
@@ -260,8 +266,7 @@ def seen_group_negatives(cfg, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.T
     Returns:
         (m, d) features, (m, C + 1) targets all on background, record (rows drawn and kept, zero shares)."""
     m = cfg.ZSD.MIXTURES
-    single = ((y[:, :-1] > 0).sum(1) == 1) & (y[:, -1] == 0)
-    real, classes = x[single], y[single].argmax(1)
+    real, classes = single_label_rows(x, y)
     num = int(cfg.ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES * len(real))
     if num == 0:
         raise ValueError("ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES: no real single-label seen row to mix")
