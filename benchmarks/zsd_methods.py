@@ -24,9 +24,17 @@ mean ± std over seeds (ZSD Recall@100 at IoU .4/.5/.6, ZSD mAP .5, GZSD seen / 
 and mAP), written with a per-unseen-class table (``results_table.md``), ``summary.json`` and the
 bar chart ``zsd_methods.png`` into ``<out>``.
 
+``--detector-seeds 806,807`` scores the rows on several detectors: stages 1-2 run once per
+detector seed (their ``SEED``) into ``<out>/det<seed>/shared``, every (method, seed) run in
+``<out>/det<seed>/<method>/seed<k>``; the table pools every run (detectors x seeds), a second one
+gives each detector's means and the seen fall against ``clf_official`` where it was run, and the
+JSON lines carry ``detector_seed``. The seeds above then vary only the stages after the detector,
+so without this flag the ± of the table is the generator's spread, not the detector's.
+
     python benchmarks/zsd_methods.py                 # 6 methods x 3 seeds (about 45 min on 2 cores)
     python benchmarks/zsd_methods.py --quick         # 1 seed, tiny set, short schedules (plumbing only)
     python benchmarks/zsd_methods.py --methods single_label,clf --seeds 5
+    python benchmarks/zsd_methods.py --methods flf,clf_official --detector-seeds 806,807,808
 """
 import argparse
 import json
@@ -90,6 +98,9 @@ def parse_args(argv=None):
                         "(minutes; checks the plumbing, ranks nothing)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3; --quick: 1)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
+    p.add_argument("--detector-seeds", default=None,
+                   help="comma-separated SEEDs of stages 1-2: one detector and RoI bank each, in "
+                        "<out>/det<seed>/ (default: the config's SEED, one detector in <out>/shared)")
     p.add_argument("--output-dir", default=None,
                    help="default output/zsd_methods (--quick: output/zsd_methods_quick)")
     p.add_argument("opts", nargs=argparse.REMAINDER, default=[],
@@ -103,6 +114,13 @@ def parse_args(argv=None):
         args.seeds = 1 if args.quick else 3
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
+    if args.detector_seeds is not None:
+        try:
+            args.detector_seeds = [int(s) for s in args.detector_seeds.split(",") if s.strip()]
+        except ValueError:
+            p.error(f"--detector-seeds: not a comma-separated list of integers: {args.detector_seeds!r}")
+        if not args.detector_seeds or len(set(args.detector_seeds)) != len(args.detector_seeds):
+            p.error(f"--detector-seeds: give distinct seeds, got {args.detector_seeds}")
     if args.output_dir is None:
         args.output_dir = os.path.join("output", "zsd_methods_quick" if args.quick else "zsd_methods")
     args.output_dir = os.path.abspath(args.output_dir)
@@ -175,13 +193,25 @@ def run_result(method: str, metrics_file: str):
     return metrics[name]
 
 
+def detector_root(out: str, detector_seed) -> str:
+    """The folder of one detector's ``shared`` stages and runs: ``out`` itself for the config's seed
+    (``detector_seed`` None), else ``out/det<seed>``."""
+    return out if detector_seed is None else os.path.join(out, f"det{detector_seed}")
+
+
+def run_dir(out: str, method: str, run) -> str:
+    """The folder of one run; ``run`` is its (detector seed or None, seed)."""
+    detector_seed, seed = run
+    return os.path.join(detector_root(out, detector_seed), method, f"seed{seed}")
+
+
 def per_class_table(out: str, results) -> str:
-    """ZSD AP .5 / Recall@100 .5 of each unseen class, mean over seeds, methods side by side
+    """ZSD AP .5 / Recall@100 .5 of each unseen class, mean over runs, methods side by side
     (from ``inference/<name>_zsd/zsd_results.json`` of every run)."""
     rows = {}
     for method, runs in results.items():
-        for seed in runs:
-            path = os.path.join(out, method, f"seed{seed}", "inference", f"{result_name(method)}_zsd",
+        for run in runs:
+            path = os.path.join(run_dir(out, method, run), "inference", f"{result_name(method)}_zsd",
                                 "zsd_results.json")
             for entry in _read_json(path)["per_class"]:
                 cell = rows.setdefault(entry["class"], {}).setdefault(method, [])
@@ -192,11 +222,14 @@ def per_class_table(out: str, results) -> str:
         means = [[sum(v) / len(v) for v in zip(*cells[m])] if m in cells else None for m in methods]
         lines.append(f"| {cls} | " + " | ".join("n/a" if m is None else f"{m[0]:.1f} / {m[1]:.1f}"
                                                  for m in means) + " |")
-    return "ZSD AP .5 / Recall@100 .5 per unseen class, mean over seeds, percent\n" + "\n".join(lines)
+    return "ZSD AP .5 / Recall@100 .5 per unseen class, mean over runs, percent\n" + "\n".join(lines)
 
 
-def json_line(method: str, seed: int, result) -> dict:
+def json_line(method: str, run, result) -> dict:
+    detector_seed, seed = run
     line = {"method": method, "seed": seed}
+    if detector_seed is not None:
+        line["detector_seed"] = detector_seed
     line.update({key: result.get(group, {}).get(metric) for key, (group, metric) in HEADLINE.items()})
     line.update({f"{group}/{metric}": result.get(group, {}).get(metric) for _, group, metric in TABLE_COLUMNS})
     return line
@@ -213,13 +246,14 @@ def mean_std(values):
 
 
 def summarise(results):
-    """``{method: {"<group>/<metric>": (mean, sample std)}}`` over seeds."""
+    """``{method: {"<group>/<metric>": (mean, sample std)}}`` over runs."""
     return {method: {f"{g}/{m}": mean_std([r.get(g, {}).get(m) for r in runs.values()])
                      for _, g, m in TABLE_COLUMNS}
             for method, runs in results.items()}
 
 
-def format_table(summary, seeds: int) -> str:
+def format_table(summary, runs: str) -> str:
+    """The pooled table; ``runs`` says what the ± is over (e.g. "3 seeds")."""
     def cell(mean, std, digits):
         if math.isnan(mean):
             return "n/a"
@@ -235,8 +269,50 @@ def format_table(summary, seeds: int) -> str:
     for method, stats in summary.items():
         lines.append(f"| {method} | " + " | ".join(cell(*stats[f"{g}/{m}"], digits(g, m))
                                                     for _, g, m in TABLE_COLUMNS) + " |")
-    return (f"mean ± sample std over {seeds} seed(s); percent, but spread ratio and probe accuracy (ratios)\n"
+    return (f"mean ± sample std over {runs}; percent, but spread ratio and probe accuracy (ratios)\n"
             + "\n".join(lines))
+
+
+# the per-detector table: (column header, result group, metric key)
+DETECTOR_COLUMNS = (
+    ("ZSD R@100 .5", "zsd", "recall@100_iou0.5"), ("ZSD mAP .5", "zsd", "mAP_iou0.5"),
+    ("GZSD HM mAP .5", "gzsd", "hm_mAP_iou0.5"), ("unseen as seen", "gzsd", "top1_unseen_other_group"),
+    ("seen right", "gzsd", "top1_seen_correct"))
+FALL_REFERENCE = "clf_official"  # the issue's seen fall: the official CLF's seen right minus the row's
+
+
+def detector_means(results, detector_seeds):
+    """``{method: {detector seed: {"<group>/<metric>": mean over seeds, "seen_fall": mean over seeds of
+    the same seed's clf_official seen right minus the row's (absent without clf_official)}}}``."""
+    means = {}
+    reference = results.get(FALL_REFERENCE, {})
+    for method, runs in results.items():
+        for detector_seed in detector_seeds:
+            own = {run: r for run, r in runs.items() if run[0] == detector_seed}
+            if not own:
+                continue
+            cell = {f"{g}/{m}": mean_std([r.get(g, {}).get(m) for r in own.values()])[0]
+                    for _, g, m in DETECTOR_COLUMNS}
+            falls = [reference[run]["gzsd"]["top1_seen_correct"] - r["gzsd"]["top1_seen_correct"]
+                     for run, r in own.items()
+                     if run in reference and "top1_seen_correct" in r.get("gzsd", {})]
+            if falls:
+                cell["seen_fall"] = sum(falls) / len(falls)
+            means.setdefault(method, {})[detector_seed] = cell
+    return means
+
+
+def format_detector_table(means) -> str:
+    """One row per (method, detector seed): :data:`DETECTOR_COLUMNS` and the seen fall, percent."""
+    header = "| method | detector seed | " + " | ".join(h for h, _, _ in DETECTOR_COLUMNS) + " | seen fall |"
+    lines = [header, "|" + "---|" * (len(DETECTOR_COLUMNS) + 3)]
+    for method, by_detector in means.items():
+        for detector_seed, cell in by_detector.items():
+            values = [cell[f"{g}/{m}"] for _, g, m in DETECTOR_COLUMNS] + [cell.get("seen_fall", float("nan"))]
+            lines.append(f"| {method} | {detector_seed} | "
+                         + " | ".join("n/a" if math.isnan(v) else f"{v:.1f}" for v in values) + " |")
+    return (f"each detector's mean over seeds, percent; seen fall: {FALL_REFERENCE}'s seen right minus the "
+            "row's, same seed\n" + "\n".join(lines))
 
 
 def bar_chart(summary, path: str) -> None:
@@ -258,7 +334,7 @@ def bar_chart(summary, path: str) -> None:
     ax.set_xticks(np.arange(len(keys)))
     ax.set_xticklabels([label for label, _ in keys])
     ax.set_ylabel("%")
-    ax.set_title("zsd_dense: mean ± std over seeds")
+    ax.set_title("zsd_dense: mean ± std over runs")
     ax.legend(fontsize=8)
     fig.tight_layout()
     write_figure(path, fig, dpi=120)
@@ -269,43 +345,55 @@ def main(argv=None):
     args = parse_args(argv)
     opts = [*(QUICK_OPTS if args.quick else ()), *args.opts]
     out = args.output_dir
-    shared = os.path.join(out, "shared")
+    detectors = args.detector_seeds or [None]
     tic = time.perf_counter()
-    if not os.path.isfile(os.path.join(shared, "roi_bank", "COMPLETE")):
-        print(f"[zsd_methods] stages 1-2 (detector, RoI bank) -> {shared}", flush=True)
-        train_net(SHARED_CONFIG, shared, SHARED_STAGES, opts)
     results = {method: {} for method in args.methods}
     stages = {method: method_stages(method) for method in args.methods}
-    for seed in range(args.seeds):  # seed-major: a cut-short run still has every method
-        for method in args.methods:
-            run_dir = os.path.join(out, method, f"seed{seed}")
-            metrics_file = os.path.join(run_dir, "metrics.json")
-            if not os.path.isfile(metrics_file):
-                print(f"[zsd_methods] {method} seed {seed}: {','.join(stages[method])} -> {run_dir}",
-                      flush=True)
-                link_shared(shared, run_dir)
-                train_net(
-                    f"{method}.yaml", run_dir, stages[method],
-                    [*opts, "SEED", str(seed), "SYNTHESIS.SEED", str(seed)])
-            results[method][seed] = run_result(method, metrics_file)
-            print(json.dumps(json_line(method, seed, results[method][seed])), flush=True)
+    for detector_seed in detectors:
+        shared = os.path.join(detector_root(out, detector_seed), "shared")
+        if not os.path.isfile(os.path.join(shared, "roi_bank", "COMPLETE")):
+            print(f"[zsd_methods] stages 1-2 (detector, RoI bank) -> {shared}", flush=True)
+            seed_opts = [] if detector_seed is None else ["SEED", str(detector_seed)]
+            train_net(SHARED_CONFIG, shared, SHARED_STAGES, [*opts, *seed_opts])
+        for seed in range(args.seeds):  # seed-major: a cut-short run still has every method
+            for method in args.methods:
+                run = (detector_seed, seed)
+                folder = run_dir(out, method, run)
+                metrics_file = os.path.join(folder, "metrics.json")
+                if not os.path.isfile(metrics_file):
+                    print(f"[zsd_methods] {method} seed {seed}: {','.join(stages[method])} -> {folder}",
+                          flush=True)
+                    link_shared(shared, folder)
+                    train_net(
+                        f"{method}.yaml", folder, stages[method],
+                        [*opts, "SEED", str(seed), "SYNTHESIS.SEED", str(seed)])
+                results[method][run] = run_result(method, metrics_file)
+                print(json.dumps(json_line(method, run, results[method][run])), flush=True)
+    time_files = [os.path.join(detector_root(out, d), "shared", RUN_TIME_FILE) for d in detectors] + [
+        os.path.join(run_dir(out, m, run), RUN_TIME_FILE) for m, runs in results.items() for run in runs]
     timings = {os.path.relpath(os.path.dirname(path), out): _read_json(path)
-               for path in [os.path.join(shared, RUN_TIME_FILE)] + [
-                   os.path.join(out, m, f"seed{s}", RUN_TIME_FILE) for m in args.methods
-                   for s in range(args.seeds)] if os.path.isfile(path)}
+               for path in time_files if os.path.isfile(path)}
     summary = summarise(results)
-    table = format_table(summary, args.seeds)
+    runs = (f"{args.seeds} seed(s)" if args.detector_seeds is None
+            else f"{len(detectors)} detectors x {args.seeds} seed(s)")
+    table = format_table(summary, runs)
+    if args.detector_seeds is not None:
+        by_detector = detector_means(results, detectors)
+        table += "\n\n" + format_detector_table(by_detector)
     print(table, flush=True)
     wall = time.perf_counter() - tic
     print(f"[zsd_methods] this invocation: {wall / 60:.1f} min wall; the runs' sum: "
           f"{sum(t['wall_s'] for t in timings.values()) / 60:.1f} min wall, "
           f"{sum(t['cpu_s'] for t in timings.values()) / 60:.1f} min CPU", flush=True)
     write_text(os.path.join(out, "results_table.md"), table + "\n\n" + per_class_table(out, results) + "\n")
-    write_json(os.path.join(out, "summary.json"),
-               {"seeds": args.seeds, "quick": args.quick, "opts": opts, "wall_seconds": wall,
-                "run_times": timings,
-                "runs": [json_line(m, s, r) for m, runs in results.items() for s, r in runs.items()],
-                "mean_std": {m: {k: list(v) for k, v in stats.items()} for m, stats in summary.items()}})
+    record = {"seeds": args.seeds, "detector_seeds": args.detector_seeds, "quick": args.quick, "opts": opts,
+              "wall_seconds": wall, "run_times": timings,
+              "runs": [json_line(m, run, r) for m, by_run in results.items() for run, r in by_run.items()],
+              "mean_std": {m: {k: list(v) for k, v in stats.items()} for m, stats in summary.items()}}
+    if args.detector_seeds is not None:
+        record["detector_means"] = {m: {str(d): cell for d, cell in cells.items()}
+                                    for m, cells in by_detector.items()}
+    write_json(os.path.join(out, "summary.json"), record)
     bar_chart(summary, os.path.join(out, "zsd_methods.png"))
     print(f"[zsd_methods] wrote {out}/summary.json, results_table.md, zsd_methods.png", flush=True)
 

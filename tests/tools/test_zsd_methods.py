@@ -127,9 +127,68 @@ def test_benchmark_runs_shared_stages_once_then_each_method_and_seed(bench, tmp_
     assert calls[0][3][:2] == ["DATASETS.TRAIN", "('zsd_dense_tiny_train',)"]
 
 
+def test_detector_seeds_train_one_detector_each_and_pool_the_runs(bench, tmp_path, monkeypatch, capsys,
+                                                                  fake_train_net):
+    """--detector-seeds: stages 1-2 once per detector with its SEED, the runs under det<seed>/ with their
+    own seeds; the pooled table is over every run, the per-detector one gives each detector's means and
+    the seen fall against clf_official of the same detector and seed."""
+    def write_metrics(config, output_dir, opts):
+        method, seed = config[:-5], int(opts[opts.index("SYNTHESIS.SEED") + 1])
+        detector_seed = int(os.path.basename(os.path.dirname(os.path.dirname(output_dir)))[3:])
+        value = (detector_seed - 800) * 10.0 + seed  # detector 806: 60, 61; 807: 70, 71
+        seen_right = 80.0 + seed if method == "clf_official" else 76.0 - detector_seed + 806
+        metrics = {"synthesis": {"zsd": {"recall@100_iou0.5": value, "mAP_iou0.5": value / 2},
+                                 "gzsd": {"hm_mAP_iou0.5": value, "top1_unseen_other_group": 50.0 + seed,
+                                          "top1_seen_correct": seen_right}}}
+        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f)
+        inference = os.path.join(output_dir, "inference", "synthesis_zsd")
+        os.makedirs(inference)
+        with open(os.path.join(inference, "zsd_results.json"), "w") as f:
+            json.dump({"per_class": [{"class": "c", "AP_iou0.5": value, "recall@100_iou0.5": 1.0}]}, f)
+
+    train_net, calls = fake_train_net(write_metrics)
+    monkeypatch.setattr(bench, "train_net", train_net)
+    bench.main(["--seeds", "2", "--methods", "flf,clf_official", "--detector-seeds", "806,807",
+                "--output-dir", str(tmp_path), "MODEL.ZSD.GZSD_SEEN_THRESH", "0.4"])
+    shared_calls = [c for c in calls if "detector" in c[2]]
+    assert [c[1] for c in shared_calls] == [os.path.join("det806", "shared"), os.path.join("det807", "shared")]
+    assert [c[3][-2:] for c in shared_calls] == [["SEED", "806"], ["SEED", "807"]]
+    assert all(c[3][:2] == ["MODEL.ZSD.GZSD_SEEN_THRESH", "0.4"] for c in calls)
+    run_calls = [c for c in calls if "detector" not in c[2]]
+    assert [c[1] for c in run_calls[:2]] == [os.path.join("det806", "flf", "seed0"),
+                                              os.path.join("det806", "clf_official", "seed0")]
+    assert len(run_calls) == 8 and all(c[3][-4:-2] == ["SEED", c[3][-1]] for c in run_calls)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(d["detector_seed"], d["method"], d["seed"]) for d in lines[:3]] == [
+        (806, "flf", 0), (806, "clf_official", 0), (806, "flf", 1)]
+    table = open(tmp_path / "results_table.md").read()
+    assert "over 2 detectors x 2 seed(s)" in table
+    assert "| flf | n/a | 65.5 ± 5.8 | n/a | 32.8 ± 2.9 |" in table  # pooled over 60, 61, 70, 71
+    # detector 806: flf seen right 76, clf_official 80 / 81 -> fall 4.5; detector 807: 75 -> 5.5
+    assert "| flf | 806 | 60.5 | 30.2 | 60.5 | 50.5 | 76.0 | 4.5 |" in table
+    assert "| flf | 807 | 70.5 | 35.2 | 70.5 | 50.5 | 75.0 | 5.5 |" in table
+    assert "| clf_official | 807 | 70.5 | 35.2 | 70.5 | 50.5 | 80.5 | 0.0 |" in table
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["detector_seeds"] == [806, 807] and len(summary["runs"]) == 8
+    assert summary["detector_means"]["flf"]["807"]["seen_fall"] == 5.5
+
+    calls.clear()  # resume: both detectors and all runs are done
+    bench.main(["--seeds", "2", "--methods", "flf,clf_official", "--detector-seeds", "806,807",
+                "--output-dir", str(tmp_path)])
+    assert calls == []
+
+
 def test_bad_method_is_refused(bench):
     with pytest.raises(SystemExit):
         bench.parse_args(["--methods", "clf,zsd"])
+
+
+@pytest.mark.parametrize("value", ["806,x", "806,806", ","])
+def test_bad_detector_seeds_are_refused(bench, value, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--detector-seeds", value])
+    assert "--detector-seeds" in capsys.readouterr().err
 
 
 def test_table_digits_percent_ratios_and_probes(bench):
@@ -138,6 +197,6 @@ def test_table_digits_percent_ratios_and_probes(bench):
     stats.update({"zsd/mAP_iou0.5": (26.74, 2.2), "feature_quality/spread_ratio": (1.404, 0.41),
                   "anchoring/real_vs_anchored_acc": (0.7473, 0.0071),
                   "alignment/real_vs_synth_acc_after": (0.6342, 0.01)})
-    table = bench.format_table({"flf": stats}, 3)
+    table = bench.format_table({"flf": stats}, "3 seeds")
     assert "26.7 ± 2.2" in table and "1.40 ± 0.41" in table
     assert "0.747 ± 0.007" in table and "0.634 ± 0.010" in table
