@@ -15,7 +15,7 @@ __all__ = ["METRICS", "STAT_NAMES", "MetricsLog", "TimedIterator"]
 METRICS = "metrics.jsonl"
 # the losses of a generator iteration, in the order of its stats vector
 STAT_NAMES = ("loss_d", "wasserstein", "gradient_penalty", "loss_g", "adversarial", "classifier_bce",
-              "reconstruction", "kl", "semantic_cycle")
+              "reconstruction", "kl", "semantic_cycle", "unseen_classifier_bce")
 
 
 class MetricsLog:

@@ -38,6 +38,7 @@ class SynthesisSettings:
     semantic_weight: float = 0.0
     semantic_unseen: bool = True
     semantic_floor: bool = False
+    unseen_cls_weight: float = 0.0
     output_activation: str = "sigmoid"
     feature_scaling: str = "minmax"
     lr: float = 1e-4
@@ -84,6 +85,9 @@ class SynthesisSettings:
         if self.gan == "fvaegan" and self.mode_seeking_weight:
             raise ValueError("SYNTHESIS.MODE_SEEKING_WEIGHT applies to GAN 'fclswgan' only, got "
                              f"{self.mode_seeking_weight!r} with 'fvaegan'")
+        if self.gan == "fvaegan" and self.unseen_cls_weight:
+            raise ValueError("SYNTHESIS.UNSEEN_CLS_WEIGHT applies to GAN 'fclswgan' only (its seen classifier "
+                             f"f_cls), got {self.unseen_cls_weight!r} with 'fvaegan'")
         if self.gan == "fvaegan" and self.vae_recon == "bce" and self.output_activation != "sigmoid":
             raise ValueError("SYNTHESIS.VAE_RECON='bce' needs SYNTHESIS.OUTPUT_ACTIVATION='sigmoid' "
                              f"(got {self.output_activation!r}); use VAE_RECON='mse' otherwise")
@@ -95,7 +99,8 @@ class SynthesisSettings:
             if getattr(self, field) < 1:
                 raise bad(field, ">= 1")
         for field in ("noise_dim", "max_set_size", "patience", "lambda_gp", "cls_weight", "gamma_d", "gamma_g",
-                      "val_ridge", "lr", "cls_pretrain_lr", "mode_seeking_weight", "semantic_weight"):
+                      "val_ridge", "lr", "cls_pretrain_lr", "mode_seeking_weight", "semantic_weight",
+                      "unseen_cls_weight"):
             if not getattr(self, field) >= 0:
                 raise bad(field, ">= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

@@ -110,8 +110,8 @@ class SynthesisTrainer:
         self.best = {"score": float("-inf"), "epoch": -1, "bad_epochs": 0}
         self.skipped = 0  # samples of the current pass / epoch without usable label set
         self._val = None
-        self._cycle_unseen = None  # LabelSets of the unseen singles of the semantic cycle term, or None
-        self._cycle_unseen_emb = None  # (n_u, a) their embeddings on the device
+        self._unseen_singles = None  # LabelSets of the unseen singles of G's unseen terms (cycle, f_cls), or None
+        self._unseen_singles_emb = None  # (n_u, a) their embeddings on the device
 
     @classmethod
     def from_config(cls, cfg, class_embeddings, feature_dim: int, output_dir: str, device=None, *,
@@ -261,9 +261,9 @@ class SynthesisTrainer:
         if val is not None:
             self._val = validation_set(val, self.s.val_max_samples, self.s.val_synth_sets, self.s.seed,
                                        self.train_sets, self.seen_classes, self.scaler, self.device, background)
-        if self.s.semantic_weight > 0 and self.s.semantic_unseen and len(self.unseen_classes):
-            self._cycle_unseen = unseen_singles(self.unseen_classes, per_rank_batch(self.s.batch_size))
-            self._cycle_unseen_emb = self.generator.class_embeddings[self._cycle_unseen.idx[:, 0].to(self.device)]
+        if self._unseen_cycle or self._unseen_cls:
+            self._unseen_singles = unseen_singles(self.unseen_classes, per_rank_batch(self.s.batch_size))
+            self._unseen_singles_emb = self.generator.class_embeddings[self._unseen_singles.idx[:, 0].to(self.device)]
         self._wrap_models()
         log = MetricsLog(self.output_dir, keep_epochs_below=start) if comm.is_main_process() else None
         seen_dev = self.seen_classes.to(self.device)
@@ -298,6 +298,16 @@ class SynthesisTrainer:
         return {"best_epoch": self.best["epoch"], "best_val_map": self.best["score"], "epochs_run": done,
                 "stopped_early": done < self.s.epochs}
 
+    @property
+    def _unseen_cycle(self) -> bool:
+        """Whether G pays the semantic cycle term on single unseen classes."""
+        return self.s.semantic_weight > 0 and self.s.semantic_unseen and len(self.unseen_classes) > 0
+
+    @property
+    def _unseen_cls(self) -> bool:
+        """Whether G pays f_cls's "no seen class" term on single unseen classes."""
+        return self.s.gan == "fclswgan" and self.s.unseen_cls_weight > 0 and len(self.unseen_classes) > 0
+
     def _to_device(self, *tensors):
         pin = self.device.type == "cuda"
         return [t.pin_memory().to(self.device, non_blocking=True) if pin else t.to(self.device) for t in tensors]
@@ -329,8 +339,8 @@ class SynthesisTrainer:
         last = sets[-1]
         two_samples = s.gan == "fvaegan" or s.mode_seeking_weight > 0  # two generator samples per set
         # the generator call's sets: the last batch's (twice for two samples), then the unseen singles
-        # of the semantic cycle term, in one call (one forward per backward under DDP)
-        unseen = self._cycle_unseen
+        # of the unseen terms, in one call (one forward per backward under DDP)
+        unseen = self._unseen_singles
         g_index = index_label_sets(LabelSets.cat([last] * (1 + two_samples) + ([unseen] if unseen else [])),
                                    self.num_classes)
         sizes = [len(x) for x, _ in group]
@@ -343,7 +353,7 @@ class SynthesisTrainer:
         e_mu_all = self.generator.mean_embedding(critic_index)
         x, e_mu = x_all[-sizes[-1]:], e_mu_all[-sizes[-1]:]  # the generator step's batch
         n_u = len(unseen) if unseen else 0
-        e_u = self._cycle_unseen_emb if n_u else e_mu[:0]  # (n_u, a)
+        e_u = self._unseen_singles_emb if n_u else e_mu[:0]  # (n_u, a)
 
         # Every generator forward of this iteration uses the same weights G_t, and none depends on D:
         # run them first, in one autocast region (G's weights are cast to bf16 once). The critic
@@ -397,9 +407,14 @@ class SynthesisTrainer:
             cycle = zero
             if self.semantic_regressor is not None:  # seen rows' term + unseen singles' term
                 cycle = semantic_cycle_loss(self.semantic_regressor, fake, e_mu, s.semantic_floor)
-                if n_u:
+                if self._unseen_cycle:
                     cycle = cycle + semantic_cycle_loss(self.semantic_regressor, fake_u, e_u, s.semantic_floor)
                 loss_g = loss_g + s.semantic_weight * cycle
+            unseen_cls = zero
+            if self._unseen_cls:  # f_cls's BCE with every seen label 0: an unseen class is no seen class
+                logits_u = self.seen_classifier(fake_u)
+                unseen_cls = multilabel_bce(logits_u, torch.zeros_like(logits_u))
+                loss_g = loss_g + s.unseen_cls_weight * unseen_cls
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_e is not None:
             self.opt_e.zero_grad(set_to_none=True)
@@ -409,7 +424,7 @@ class SynthesisTrainer:
             self.opt_e.step()
         self.critic.requires_grad_(True)
         d_stats = d_stats / len(sizes)
-        return torch.cat([d_stats, torch.stack([loss_g, adv, cls, rec, kl, cycle]).detach()])
+        return torch.cat([d_stats, torch.stack([loss_g, adv, cls, rec, kl, cycle, unseen_cls]).detach()])
 
     def _noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
         return torch.randn(n, self.generator.input_noise_dim, device=self.device, generator=gen)
