@@ -225,8 +225,7 @@ def per_class_table(out: str, results) -> str:
     return "ZSD AP .5 / Recall@100 .5 per unseen class, mean over runs, percent\n" + "\n".join(lines)
 
 
-def json_line(method: str, run, result) -> dict:
-    detector_seed, seed = run
+def json_line(method: str, seed: int, result, detector_seed=None) -> dict:
     line = {"method": method, "seed": seed}
     if detector_seed is not None:
         line["detector_seed"] = detector_seed
@@ -368,7 +367,7 @@ def main(argv=None):
                         f"{method}.yaml", folder, stages[method],
                         [*opts, "SEED", str(seed), "SYNTHESIS.SEED", str(seed)])
                 results[method][run] = run_result(method, metrics_file)
-                print(json.dumps(json_line(method, run, results[method][run])), flush=True)
+                print(json.dumps(json_line(method, seed, results[method][run], detector_seed)), flush=True)
     time_files = [os.path.join(detector_root(out, d), "shared", RUN_TIME_FILE) for d in detectors] + [
         os.path.join(run_dir(out, m, run), RUN_TIME_FILE) for m, runs in results.items() for run in runs]
     timings = {os.path.relpath(os.path.dirname(path), out): _read_json(path)
@@ -388,7 +387,8 @@ def main(argv=None):
     write_text(os.path.join(out, "results_table.md"), table + "\n\n" + per_class_table(out, results) + "\n")
     record = {"seeds": args.seeds, "detector_seeds": args.detector_seeds, "quick": args.quick, "opts": opts,
               "wall_seconds": wall, "run_times": timings,
-              "runs": [json_line(m, run, r) for m, by_run in results.items() for run, r in by_run.items()],
+              "runs": [json_line(m, run[1], r, run[0]) for m, by_run in results.items()
+                       for run, r in by_run.items()],
               "mean_std": {m: {k: list(v) for k, v in stats.items()} for m, stats in summary.items()}}
     if args.detector_seeds is not None:
         record["detector_means"] = {m: {str(d): cell for d, cell in cells.items()}
