@@ -64,9 +64,9 @@ def _add_synthesis_config(cfg: CN) -> None:
     s.SEMANTIC_WEIGHT = 0.0  # weight of the semantic cycle term 1 - cos(R(x~), e_mu) in G's loss, R: a ridge
     # regressor of embeddings on real seen features (zsdet.synthesis.semantic_cycle); 0 = off (paper)
     s.SEMANTIC_UNSEEN = True  # the cycle term also on single unseen classes (their embeddings only)
+    s.SEMANTIC_FLOOR = False  # the term charges only a batch mean above the real features' mean (relu(mean - real))
     s.UNSEEN_CLS_WEIGHT = 0.0  # beta: weight of f_cls's BCE against an all-zero seen target on the synthesized
     # features of single unseen classes (their embeddings only) in G's loss: "no seen class" (fclswgan; 0 = off, paper)
-    s.SEMANTIC_FLOOR = False  # the term charges only a batch mean above the real features' mean (relu(mean - real))
     s.OUTPUT_ACTIVATION = "sigmoid"  # generator output: "sigmoid" (official; (0,1)), "clamp" / "sparse_sigmoid" ([0,1], exact
     # zeros; zsdet.synthesis.networks.output_activation), "relu", "none"
     s.FEATURE_SCALING = "minmax"  # "minmax": per-dim [0, 1] scaling fitted on training data (official), "none"
