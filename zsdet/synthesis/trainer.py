@@ -261,7 +261,8 @@ class SynthesisTrainer:
         if val is not None:
             self._val = validation_set(val, self.s.val_max_samples, self.s.val_synth_sets, self.s.seed,
                                        self.train_sets, self.seen_classes, self.scaler, self.device, background)
-        if self._unseen_cycle or self._unseen_cls:
+        unseen_terms = (self.s.semantic_weight > 0 and self.s.semantic_unseen) or self.s.unseen_cls_weight > 0
+        if unseen_terms and len(self.unseen_classes):  # UNSEEN_CLS_WEIGHT > 0 is refused with fvaegan
             self._unseen_singles = unseen_singles(self.unseen_classes, per_rank_batch(self.s.batch_size))
             self._unseen_singles_emb = self.generator.class_embeddings[self._unseen_singles.idx[:, 0].to(self.device)]
         self._wrap_models()
@@ -297,16 +298,6 @@ class SynthesisTrainer:
         self.load_best()
         return {"best_epoch": self.best["epoch"], "best_val_map": self.best["score"], "epochs_run": done,
                 "stopped_early": done < self.s.epochs}
-
-    @property
-    def _unseen_cycle(self) -> bool:
-        """Whether G pays the semantic cycle term on single unseen classes."""
-        return self.s.semantic_weight > 0 and self.s.semantic_unseen and len(self.unseen_classes) > 0
-
-    @property
-    def _unseen_cls(self) -> bool:
-        """Whether G pays f_cls's "no seen class" term on single unseen classes."""
-        return self.s.gan == "fclswgan" and self.s.unseen_cls_weight > 0 and len(self.unseen_classes) > 0
 
     def _to_device(self, *tensors):
         pin = self.device.type == "cuda"
@@ -407,11 +398,11 @@ class SynthesisTrainer:
             cycle = zero
             if self.semantic_regressor is not None:  # seen rows' term + unseen singles' term
                 cycle = semantic_cycle_loss(self.semantic_regressor, fake, e_mu, s.semantic_floor)
-                if self._unseen_cycle:
+                if n_u and s.semantic_unseen:
                     cycle = cycle + semantic_cycle_loss(self.semantic_regressor, fake_u, e_u, s.semantic_floor)
                 loss_g = loss_g + s.semantic_weight * cycle
             unseen_cls = zero
-            if self._unseen_cls:  # f_cls's BCE with every seen label 0: an unseen class is no seen class
+            if n_u and s.unseen_cls_weight > 0:  # f_cls's BCE with every seen label 0: an unseen class is no seen class
                 logits_u = self.seen_classifier(fake_u)
                 unseen_cls = multilabel_bce(logits_u, torch.zeros_like(logits_u))
                 loss_g = loss_g + s.unseen_cls_weight * unseen_cls
