@@ -22,7 +22,7 @@ candidate x seed then runs its own stages in ``<out>/split<k>/<candidate>/seed<s
 them (as ``benchmarks/zsd_methods.py``). A candidate is a leaf of ``configs/dense`` with config
 overrides: ``--candidate NAME CONFIG [KEY VALUE ...]``; the defaults are the candidates the
 settings of ``configs/dense`` were chosen from (each method row, then its alternatives). A run whose
-``metrics.json`` exists is not run again.
+``metrics.json`` exists is not run again. ``--first-seed K`` runs seeds K .. K + seeds - 1 only.
 
 Output: one JSON line per (candidate, split, seed), a table of mean ± std over every split and seed
 (``results_table.md``, with the mean of each split) and ``summary.json`` in ``<out>``. The selection
@@ -116,6 +116,9 @@ def parse_args(argv=None):
     p.add_argument("--splits", default="0,1,2",
                    help="comma-separated validation worlds, of 0..8 (dense), 0..3 (shapes)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per candidate and split")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="the first of the seeds: runs use seeds first .. first + seeds - 1 (fresh seeds for a "
+                        "question chosen after seeing the lower ones)")
     p.add_argument("--held-out-classes", type=int, default=None,
                    help="seen classes held out per world; dense: 8 (zsd_dense_heldout<k>, the default) or 4 "
                         "(zsd_dense_heldout<k>_h4, 28 training classes); shapes: 3")
@@ -146,6 +149,8 @@ def parse_args(argv=None):
     args.splits = world_splits(p, args.splits, family.splits)
     if args.seeds < 1:
         p.error("--seeds >= 1")
+    if args.first_seed < 0:
+        p.error(f"--first-seed >= 0; got {args.first_seed}")
     args.output_dir = os.path.abspath(args.output_dir)
     return args
 
@@ -276,7 +281,7 @@ def main(argv=None):
         if not os.path.isfile(os.path.join(shared, "roi_bank", "COMPLETE")):
             print(f"[held-out validation] split {split}: detector and RoI bank -> {shared}", flush=True)
             train_net(family.shared_config, shared, SHARED_STAGES, opts, config_dir=family.config_dir)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name, config, *overrides in args.candidates:
                 run_dir = os.path.join(args.output_dir, f"split{split}", name, f"seed{seed}")
                 metrics_file = os.path.join(run_dir, "metrics.json")
@@ -299,7 +304,7 @@ def main(argv=None):
     write_text(os.path.join(args.output_dir, "results_table.md"), table + "\n")
     write_json(os.path.join(args.output_dir, "summary.json"),
                {"family": args.family, "candidates": [list(c) for c in args.candidates], "splits": args.splits,
-                "seeds": args.seeds, "quick": args.quick, "wall_seconds": time.perf_counter() - tic, "runs": lines,
+                "seeds": args.seeds, "first_seed": args.first_seed, "quick": args.quick, "wall_seconds": time.perf_counter() - tic, "runs": lines,
                 "seen_reference": args.seen_reference,
                 "seen_fall": {name: dict(zip(("mean", "bound90"), fall)) for name, fall in falls.items()}})
     print(f"[held-out validation] wrote {args.output_dir}/results_table.md, summary.json", flush=True)

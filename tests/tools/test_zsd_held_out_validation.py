@@ -45,6 +45,12 @@ def test_each_world_trains_its_own_detector_and_runs_every_candidate(bench, tmp_
     bench.main(["--splits", "0", "--seeds", "1", "--output-dir", str(tmp_path), "--candidate", "clf_30ep", "clf.yaml",
                 "SYNTHESIS.EPOCHS", "30"])
     assert [c[1] for c in calls] == [os.path.join("split0", "clf_30ep", "seed0")]
+    calls.clear()  # fresh seeds only: --first-seed 1 runs seeds 1-2, with their own SEED, and not seed 0 again
+    bench.main(["--splits", "0", "--seeds", "2", "--first-seed", "1", "--output-dir", str(tmp_path),
+                "--candidate", "clf_30ep", "clf.yaml", "SYNTHESIS.EPOCHS", "30"])
+    assert [c[1] for c in calls] == [os.path.join("split0", "clf_30ep", f"seed{s}") for s in (1, 2)]
+    assert [c[3][c[3].index("SEED") + 1] for c in calls] == ["1", "2"]
+    assert json.load(open(tmp_path / "summary.json"))["first_seed"] == 1
     quick = bench.world_opts(1, quick=True)
     assert quick[1] == "('zsd_dense_tiny_heldout1_train',)" and "SOLVER.MAX_ITER" in quick
     assert bench.world_opts(2, False, 4)[1] == "('zsd_dense_heldout2_h4_train',)"
@@ -92,7 +98,7 @@ def test_bad_shapes_family_arguments_are_refused(bench, argv):
         bench.parse_args(argv)
 
 
-@pytest.mark.parametrize("argv", [["--splits", "9"], ["--splits", "a"], ["--seeds", "0"], ["--held-out-classes", "5"],
+@pytest.mark.parametrize("argv", [["--splits", "9"], ["--splits", "a"], ["--seeds", "0"], ["--first-seed", "-1"], ["--held-out-classes", "5"],
                                   ["--candidate", "x", "no_such.yaml"], ["--candidate", "x", "alf.yaml", "KEY"],
                                   ["--candidate", "x", "alf.yaml", "--candidate", "x", "flf.yaml"],
                                   ["--detector-opts", "MODEL.ZSD.SEMANTIC_AUX_WEIGHT"]])
