@@ -114,7 +114,7 @@ def world_result(world: int, args) -> dict:
     from zsdet.data.zsd_split import class_embeddings_of
     from zsdet.engine.roi_stages import load_bank, load_generator, synthesized_set
 
-    x, labels, _, cfg, split = world_rois(world, args.output_dir, args.images)
+    x, labels, _, cfg, split = world_rois(world, args.output_dir, args.images, args.world_family)
     x, labels = x.numpy(), labels.numpy()
     cfg.defrost()
     cfg.ZSD.EMBEDDINGS_FILE = args.embeddings_file

@@ -62,3 +62,22 @@ def test_class_means(bench):
 def test_bad_arguments_are_refused(bench, argv):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
+
+
+def test_world_result_reads_the_worlds_rois_of_the_dense_family(bench, monkeypatch, tmp_path):
+    """The world part asks zsd_unseen_separability.world_rois for the dense worlds' RoIs with the
+    family its arguments name (a missing family argument broke the benchmark once)."""
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_world_rois(world, output_dir, num_images, family):
+        asked.append((world, output_dir, num_images, family))
+        raise Stop
+
+    monkeypatch.setattr(bench, "world_rois", fake_world_rois)
+    args = bench.parse_args(["--output-dir", str(tmp_path), "--splits", "2", "--images", "7"])
+    with pytest.raises(Stop):
+        bench.world_result(2, args)
+    assert asked == [(2, str(tmp_path), 7, args.world_family)] and args.world_family.prefix == "zsd_dense"
