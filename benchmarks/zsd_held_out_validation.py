@@ -304,7 +304,8 @@ def main(argv=None):
     write_text(os.path.join(args.output_dir, "results_table.md"), table + "\n")
     write_json(os.path.join(args.output_dir, "summary.json"),
                {"family": args.family, "candidates": [list(c) for c in args.candidates], "splits": args.splits,
-                "seeds": args.seeds, "first_seed": args.first_seed, "quick": args.quick, "wall_seconds": time.perf_counter() - tic, "runs": lines,
+                "seeds": args.seeds, "first_seed": args.first_seed, "quick": args.quick,
+                "wall_seconds": time.perf_counter() - tic, "runs": lines,
                 "seen_reference": args.seen_reference,
                 "seen_fall": {name: dict(zip(("mean", "bound90"), fall)) for name, fall in falls.items()}})
     print(f"[held-out validation] wrote {args.output_dir}/results_table.md, summary.json", flush=True)

@@ -98,7 +98,8 @@ def test_bad_shapes_family_arguments_are_refused(bench, argv):
         bench.parse_args(argv)
 
 
-@pytest.mark.parametrize("argv", [["--splits", "9"], ["--splits", "a"], ["--seeds", "0"], ["--first-seed", "-1"], ["--held-out-classes", "5"],
+@pytest.mark.parametrize("argv", [["--splits", "9"], ["--splits", "a"], ["--seeds", "0"], ["--first-seed", "-1"],
+                                  ["--held-out-classes", "5"],
                                   ["--candidate", "x", "no_such.yaml"], ["--candidate", "x", "alf.yaml", "KEY"],
                                   ["--candidate", "x", "alf.yaml", "--candidate", "x", "flf.yaml"],
                                   ["--detector-opts", "MODEL.ZSD.SEMANTIC_AUX_WEIGHT"]])
