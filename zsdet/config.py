@@ -185,6 +185,9 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     # (grouped scoring's [seen, background] softmax alone, every row's unseen mass on background)
     p.CLASSIFIER.SEEN_GROUP_NEGATIVES = 0.0  # HIDDEN_GROUPS seen: real mixtures of 2-3 seen RoIs of two or more
     # classes per real single-label seen row, background to the seen group's MLP only, with the real share of zeros
+    p.CLASSIFIER.SEEN_GROUP_FOLDS = 0  # HIDDEN_GROUPS seen, SEEN_GROUP_LOSS grouped: F >= 2 makes the seen group's MLP
+    # F MLPs, MLP f trained with the f-th fold of the seen classes as background (their log-odds averaged over
+    # the MLPs that know a class; zsdet.modeling.LeaveOutMLPs); 0 = one MLP
     p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real
     # distribution; "zeros": only the real share of exact zeros per dimension; both fitted on the seen
     # training RoIs and features synthesized for their label sets

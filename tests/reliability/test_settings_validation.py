@@ -44,6 +44,9 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.HIDDEN_GROUPS", "unseen"),
     ("ZSD.CLASSIFIER.SEEN_GROUP_LOSS", "focal"),
     ("ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", -0.5),
+    ("ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", -1),
+    ("ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", 1),  # one MLP blind to every seen class
+    ("ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", 99),  # more folds than seen classes, found only at stage 6 before
     ("ZSD.CLASSIFIER.ANCHOR_NEAREST", -1),
     ("MODEL.ZSD.SEMANTIC_AUX_WEIGHT", -1.0),
     ("MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS", -0.5),
@@ -126,6 +129,13 @@ def test_seen_distillation_is_refused_with_the_suzod_recipe(tmp_path):
      "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES > 0"),
     (("ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", "0.5"), "ZSD.CLASSIFIER.HIDDEN_UNITS", "0",
      "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES > 0"),
+    # the folds are the seen group's MLP, trained with the seen group's loss
+    (("ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", "2"), "ZSD.CLASSIFIER.HIDDEN_GROUPS", "all",
+     "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS > 0"),
+    (("ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", "2"), "ZSD.CLASSIFIER.HIDDEN_UNITS", "0",
+     "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS > 0"),
+    (("ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", "2"), "ZSD.CLASSIFIER.SEEN_GROUP_LOSS", "joint",
+     "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS > 0"),
 ])
 def test_a_setting_is_refused_without_the_head_it_needs(tmp_path, setting, key, value, condition):
     """Accepted with the base config's head; with ``key`` set to ``value`` refused, naming both keys."""

@@ -462,24 +462,27 @@ def test_validation_protocol_runs_on_a_bank(run_dir, tmp_path):
         assert 0 <= r["pseudo_unseen_quality"]["real_vs_synth_acc"] <= 1
 
 
-@pytest.mark.parametrize("groups,kind,module,hidden_key,negatives", [
-    ("all", "mlp", "MLPBoxClassifier", "hidden.weight", "0.0"),
-    ("seen", "seen_mlp", "SeenGroupMLPClassifier", "mlp.hidden.weight", "0.5"),
+@pytest.mark.parametrize("groups,kind,module,hidden_key,negatives,folds", [
+    ("all", "mlp", "MLPBoxClassifier", "hidden.weight", "0.0", "0"),
+    ("seen", "seen_mlp", "SeenGroupMLPClassifier", "mlp.hidden.weight", "0.5", "0"),
+    ("seen", "seen_mlp", "SeenGroupMLPClassifier", "mlp.members.1.hidden.weight", "0.0", "2"),
 ])
 def test_mlp_box_classifier_is_trained_calibrated_and_evaluated(run_dir, tmp_path, groups, kind, module, hidden_key,
-                                                                negatives):
+                                                                negatives, folds):
     """ZSD.CLASSIFIER.HIDDEN_UNITS > 0: the classifier stage, on the e2e run's detector, bank and
     generator, trains an MLP head (with HIDDEN_GROUPS seen: and a linear one, here with
-    SEEN_GROUP_NEGATIVES, recorded in metrics.json), folds the calibration into it, and the pipeline
-    evaluates it as MODEL.ZSD.CLASSIFIER mlp / seen_mlp; --eval-only with those keys gives the same
-    figures, and a linear head asked for by mistake is refused by name."""
+    SEEN_GROUP_NEGATIVES, recorded in metrics.json, or with the seen group's MLP as SEEN_GROUP_FOLDS
+    leave-out MLPs), folds the calibration into it, and the pipeline evaluates it as MODEL.ZSD.CLASSIFIER
+    mlp / seen_mlp; --eval-only with those keys gives the same figures, and a linear head (or another
+    number of folds) asked for by mistake is refused by name."""
     import shutil
 
     out, _ = run_dir
     for name in ("model_final.pth", "roi_bank", "generator"):
         (shutil.copytree if (out / name).is_dir() else shutil.copy)(out / name, tmp_path / name)
     keys = ["ZSD.CLASSIFIER.HIDDEN_UNITS", "16", "ZSD.CLASSIFIER.HIDDEN_GROUPS", groups,
-            "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", negatives]
+            "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES", negatives, "ZSD.CLASSIFIER.SEEN_GROUP_LOSS", "grouped",
+            "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", folds]
     train_net(tmp_path, *keys)
     ckpt = torch.load(tmp_path / "model_zsd.pth", map_location="cpu", weights_only=True)
     assert ckpt["classifier_type"] == module and ckpt["classifier_record"]["hidden_units"] == 16
@@ -501,3 +504,11 @@ def test_mlp_box_classifier_is_trained_calibrated_and_evaluated(run_dir, tmp_pat
     assert again == {k: metrics[k] for k in ("zsd", "gzsd")}
     with pytest.raises(ValueError, match="cls_score.*MODEL.ZSD.CLASSIFIER"):
         load_detector_weights(build_model(cfg_for(out)), str(tmp_path / "model_zsd.pth"))
+    if int(folds):
+        assert ckpt["classifier_record"]["seen_group_folds"] == int(folds)
+        assert len(ckpt["classifier_record"]["training_mlp"]) == int(folds)
+        other = cfg_for(out)
+        other.MODEL.ZSD.CLASSIFIER, other.ZSD.CLASSIFIER.HIDDEN_UNITS = kind, 16
+        other.ZSD.CLASSIFIER.SEEN_GROUP_FOLDS = int(folds) + 1
+        with pytest.raises(ValueError, match=r"cls_score\.mlp\.members\.2.*MODEL.ZSD.CLASSIFIER"):
+            load_detector_weights(build_model(other), str(tmp_path / "model_zsd.pth"))

@@ -167,6 +167,14 @@ def check_synthesis_classifier_settings(cfg) -> None:
                 "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES > 0 (the negatives train the seen group's MLP alone)")
         require(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", lambda v: v > 0, "> 0 with ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES "
                 "> 0 (the seen group's MLP)")
+    at_least(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", 0)
+    if cfg.ZSD.CLASSIFIER.SEEN_GROUP_FOLDS:  # the folds are the seen group's MLP, trained with its loss
+        require(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", lambda v: v >= 2, ">= 2 (or 0: one MLP)")
+        require(cfg, "ZSD.CLASSIFIER.HIDDEN_GROUPS", lambda v: v == "seen", "'seen' with "
+                "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS > 0 (the folds are the seen group's MLP)")
+        require(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", lambda v: v > 0, "> 0 with ZSD.CLASSIFIER.SEEN_GROUP_FOLDS > 0")
+        require(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_LOSS", lambda v: v == "grouped", "'grouped' with "
+                "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS > 0 (a left-out class is background in the seen group's softmax)")
     if cfg.ZSD.CLASSIFIER.HIDDEN_UNITS > 0:
         require(cfg, "ZSD.CLASSIFIER.RECIPE", lambda v: v == "joint", "'joint' with ZSD.CLASSIFIER.HIDDEN_UNITS > 0 "
                 "(recipe 'suzod' keeps the detector's linear seen rows)")
@@ -255,6 +263,9 @@ def check_pipeline_settings(cfg, stages: Iterable[str]) -> None:
         check_box_classifier_settings(cfg, "ZSD.CLASSIFIER.EPOCHS", "ZSD.CLASSIFIER.LR")
         at_least(cfg, "SYNTHESIS.NUM_PER_CLASS", 1)
         check_synthesis_classifier_settings(cfg)
+        seen = len(ZeroShotSplit.from_dataset(cfg.DATASETS.TRAIN[0]).seen_ids)
+        require(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", lambda v: v <= seen,
+                f"at most the training split's {seen} seen classes (each fold leaves at least one out)")
     if "baseline" in stages:
         check_box_classifier_settings(cfg, "ZSD.BASELINE.EPOCHS", "ZSD.BASELINE.LR")
         positive(cfg, "MODEL.ZSD.SEMANTIC_TEMPERATURE")

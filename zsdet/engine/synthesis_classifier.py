@@ -28,7 +28,10 @@ linear head's.
 two or more classes per real single-label seen row (:func:`seen_group_negatives`), each with the real
 share of exact zeros per dimension and background as its target: the space between the seen classes,
 where real unseen objects may lie, is background to the seen group instead of seen (the paper's real
-mixtures, ``MIXTURE_RATIO``, teach the opposite).
+mixtures, ``MIXTURE_RATIO``, teach the opposite). ``SEEN_GROUP_FOLDS`` F >= 2 (with the grouped seen loss)
+trains that MLP as F MLPs (:class:`~zsdet.modeling.LeaveOutMLPs`), MLP f with the f-th fold of the seen
+classes' real RoIs as background: real objects of classes it does not know, where the synthesized unseen
+rows only imitate them.
 
 Recipes (``RECIPE``): ``"joint"`` trains all columns together with soft-target cross-entropy
 (:func:`~zsdet.engine.box_classifier.fit_box_classifier`), under ``LOSS`` ``"joint"`` (one softmax)
@@ -77,7 +80,7 @@ seen bias may then be negative, down to ``MIN_SEEN_LOGIT_BIAS``).
 """
 import functools
 import logging
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -88,11 +91,12 @@ from ..data.mixtures import fuse_mixtures_into, sample_mixture_sets
 from ..data.seeded_rng import (ALIGNMENT_KEY, ANCHOR_KEY, CALIBRATION_KEY, NEGATIVES_KEY, QUALITY_KEY, UNSEEN_SETS_KEY,
                                derive_seed)
 from ..evaluation.feature_quality import real_vs_synthetic_accuracy
-from ..modeling.mlp_classifier import SeenGroupMLPClassifier, build_box_head
+from ..modeling.mlp_classifier import LeaveOutMLPs, SeenGroupMLPClassifier, build_box_head
 from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
 from ..synthesis.alignment import ALIGNMENT_CLASSES, ZeroShareAlignment
 from ..synthesis.anchoring import anchor_classes, anchor_rows, anchored_features
-from .box_classifier import fit_box_classifier, grouped_cross_entropy, seen_group_cross_entropy, soft_targets
+from .box_classifier import (fit_box_classifier, group_cross_entropy, grouped_cross_entropy, seen_group_cross_entropy,
+                             soft_targets)
 from .checkpoints import CLASSIFIER_PREFIX, load_state_dict_file
 from .gzsd_calibration import (choose_seen_bias, detector_logits, fold_seen_bias, fold_unseen_bias,
                                seen_columns_top1, seen_roi_labels, top1_accuracy)
@@ -432,13 +436,24 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
             real_targets = soft_targets(y)
         features, targets = torch.cat([x, syn_x]), torch.cat([real_targets, soft_targets(syn_y)])
 
+        def fitted(module: nn.Module, loss: Optional[Callable], rows: Tuple[torch.Tensor, torch.Tensor]) -> Dict:
+            return fit_box_classifier(module, *rows, epochs=c.EPOCHS, batch_size=c.BATCH_SIZE, lr=c.LR,
+                                      weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
+
         def trained(kind: str, loss: Optional[Callable] = loss, rows: Tuple[torch.Tensor, torch.Tensor] = (
                 features, targets)) -> Tuple[nn.Module, Dict]:
             with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only
                 torch.manual_seed(cfg.SEED)
                 module = build_box_head(kind, bank.feature_dim, num_classes + 1, c.HIDDEN_UNITS)
-            return module, fit_box_classifier(module, *rows, epochs=c.EPOCHS, batch_size=c.BATCH_SIZE,
-                                              lr=c.LR, weight_decay=c.WEIGHT_DECAY, seed=cfg.SEED, loss=loss)
+            return module, fitted(module, loss, rows)
+
+        def trained_folds(rows: Tuple[torch.Tensor, torch.Tensor]) -> Tuple[nn.Module, List[Dict]]:
+            """SEEN_GROUP_FOLDS F: MLP f with the seen group's loss, the classes it does not know background."""
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.SEED)
+                folds = LeaveOutMLPs(bank.feature_dim, c.HIDDEN_UNITS, num_classes + 1, seen_ids, c.SEEN_GROUP_FOLDS)
+            return folds, [fitted(member, functools.partial(group_cross_entropy, other=folds.left_out(k)), rows)
+                           for k, member in enumerate(folds.members)]
 
         if box_classifier_kind(cfg) == "seen_mlp":  # two heads on the same rows (the MLP's with its negatives)
             seen_loss = (functools.partial(seen_group_cross_entropy, unseen_mask=unseen_mask)
@@ -447,8 +462,11 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
             if c.SEEN_GROUP_NEGATIVES > 0:
                 neg_x, neg_t, record["seen_group_negatives"] = seen_group_negatives(cfg, x, y)
                 mlp_rows = (torch.cat([features, neg_x]), torch.cat([targets, neg_t]))
-            (linear, record["training"]), (mlp, record["training_mlp"]) = (trained("linear"),
-                                                                          trained("mlp", seen_loss, mlp_rows))
+            (linear, record["training"]), (mlp, record["training_mlp"]) = (
+                trained("linear"),
+                trained_folds(mlp_rows) if c.SEEN_GROUP_FOLDS else trained("mlp", seen_loss, mlp_rows))
+            if c.SEEN_GROUP_FOLDS:
+                record["seen_group_folds"] = c.SEEN_GROUP_FOLDS
             classifier = SeenGroupMLPClassifier(linear, mlp, seen_ids)
             record["hidden_groups"], record["seen_group_loss"] = "seen", c.SEEN_GROUP_LOSS
         else:

@@ -12,6 +12,10 @@ from such an MLP and everything else from a linear head trained on the same feat
 logits are the MLP's minus the MLP's background logit plus the linear head's, so grouped GZSD
 scoring's [seen, background] softmax is the MLP's and its [unseen, background] softmax (ZSD, GZSD's
 unseen group) the linear head's.
+
+:class:`LeaveOutMLPs` (``ZSD.CLASSIFIER.SEEN_GROUP_FOLDS`` F >= 2) is that seen group's MLP as F MLPs,
+each trained with one fold of the seen classes left out (their real RoIs background to it): every MLP
+meets real objects of classes it must not claim, which a synthesized unseen feature only imitates.
 """
 from typing import Sequence
 
@@ -80,21 +84,65 @@ class SeenGroupMLPClassifier(nn.Module):
         return torch.where(self.seen_mask, seen_group, lin) + self.bias
 
 
+class LeaveOutMLPs(nn.Module):
+    """F :class:`MLPBoxClassifier` s, MLP f blind to the seen classes of fold f (the j-th seen class in
+    class order is in fold ``j % F``; the folds are stored with the weights).
+
+    Logits (N, K + 1) of box features (N, d): seen column s is the mean, over the MLPs that know s, of
+    their log-odds of s against background; background and every other column are 0. So
+    ``logits - logits[:, -1:]`` is what :class:`SeenGroupMLPClassifier` takes from its ``mlp``.
+
+    Args:
+        feature_dim: d; hidden_units: h >= 1 per MLP; num_outputs: K + 1 (background last);
+        seen_ids: the seen columns; folds: F >= 2, at most the number of seen classes.
+    """
+
+    def __init__(self, feature_dim: int, hidden_units: int, num_outputs: int, seen_ids: Sequence[int], folds: int):
+        super().__init__()
+        if not 2 <= folds <= len(seen_ids):
+            raise ValueError(f"ZSD.CLASSIFIER.SEEN_GROUP_FOLDS must be in [2, {len(seen_ids)}] (the seen classes), "
+                             f"got {folds}")
+        self.members = nn.ModuleList(MLPBoxClassifier(feature_dim, hidden_units, num_outputs) for _ in range(folds))
+        ids = torch.as_tensor(sorted(seen_ids), dtype=torch.long)
+        known = torch.zeros(folds, num_outputs, dtype=torch.bool)
+        known[:, ids] = True
+        known[torch.arange(len(ids)) % folds, ids] = False
+        self.register_buffer("known", known)  # (F, K + 1): the seen columns each MLP knows
+
+    @property
+    def in_features(self) -> int:
+        return self.members[0].in_features
+
+    def left_out(self, fold: int) -> torch.Tensor:
+        """(K + 1,) bool: the columns MLP ``fold`` does not know, background excepted (the ``other`` of
+        :func:`~zsdet.engine.box_classifier.group_cross_entropy`: their mass is background to it)."""
+        other = ~self.known[fold]
+        other[-1] = False
+        return other
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([m(x) for m in self.members])  # (F, N, K + 1)
+        weight = self.known[:, None, :].to(logits.dtype)
+        odds = (logits - logits[..., -1:]) * weight
+        return odds.sum(0) / weight.sum(0).clamp(min=1)
+
+
 HEADS = ("linear", "mlp", "seen_mlp")  # the MODEL.ZSD.CLASSIFIER values :func:`build_box_head` builds
 
 
 def build_box_head(kind: str, feature_dim: int, num_outputs: int, hidden_units: int = 0,
-                   seen_ids: Sequence[int] = ()) -> nn.Module:
+                   seen_ids: Sequence[int] = (), seen_group_folds: int = 0) -> nn.Module:
     """A box classifier (N, d) -> (N, K + 1) of ``kind`` (:data:`HEADS`): ``nn.Linear``,
     :class:`MLPBoxClassifier` or :class:`SeenGroupMLPClassifier` (``hidden_units`` >= 1 for the last
-    two; ``seen_ids`` for the last)."""
+    two; ``seen_ids`` for the last, whose MLP is :class:`LeaveOutMLPs` with ``seen_group_folds`` >= 2)."""
     if kind not in HEADS:
         raise ValueError(f"box head must be one of {HEADS}, got {kind!r}")
     if kind == "linear":
         return nn.Linear(feature_dim, num_outputs)
     if hidden_units < 1:
         raise ValueError(f"MODEL.ZSD.CLASSIFIER {kind!r} needs ZSD.CLASSIFIER.HIDDEN_UNITS >= 1, got {hidden_units}")
-    mlp = MLPBoxClassifier(feature_dim, hidden_units, num_outputs)
     if kind == "mlp":
-        return mlp
+        return MLPBoxClassifier(feature_dim, hidden_units, num_outputs)
+    mlp = (LeaveOutMLPs(feature_dim, hidden_units, num_outputs, seen_ids, seen_group_folds) if seen_group_folds
+           else MLPBoxClassifier(feature_dim, hidden_units, num_outputs))
     return SeenGroupMLPClassifier(nn.Linear(feature_dim, num_outputs), mlp, seen_ids)
