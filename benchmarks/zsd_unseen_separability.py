@@ -200,7 +200,7 @@ def candidate_seen_probability(run_dir: str, x: torch.Tensor, split) -> torch.Te
     head = {k[len(CLASSIFIER_PREFIX):]: v.float() for k, v in state.items() if k.startswith(CLASSIFIER_PREFIX)}
     cfg = get_zsdet_cfg(os.path.join(run_dir, "config.yaml"))  # the run's head
     classifier = build_box_head(box_classifier_kind(cfg), x.shape[1], split.num_classes + 1,
-                                cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, split.seen_ids)
+                                cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, split.seen_ids, cfg.ZSD.CLASSIFIER.SEEN_GROUP_FOLDS)
     classifier.load_state_dict(head)
     unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
     unseen_mask[list(split.unseen_ids)] = True

@@ -77,3 +77,29 @@ def test_summed_standardised_scores_by_their_references(bench):
     ref_a, ref_b = torch.tensor([0.0, 2.0]), torch.tensor([10.0, 20.0, 30.0])  # means 1 and 20, sds sqrt(2) and 10
     expected = torch.tensor([0 / 2 ** 0.5 - 1.0, 2 / 2 ** 0.5 + 1.0], dtype=torch.float64)
     assert torch.allclose(bench.summed_standardised((a, b), (ref_a, ref_b)), expected)
+
+
+@pytest.mark.parametrize("folds", [0, 2])
+def test_a_candidate_run_is_scored_with_the_head_it_trained(bench, tmp_path, folds):
+    """The candidate's classifier is rebuilt from its run's config, the seen group's leave-out MLPs
+    (ZSD.CLASSIFIER.SEEN_GROUP_FOLDS) included, and scored by its highest seen probability."""
+    from types import SimpleNamespace
+
+    from zsdet.config import get_zsdet_cfg
+    from zsdet.engine.checkpoints import CLASSIFIER_PREFIX
+    from zsdet.modeling.mlp_classifier import build_box_head
+    from zsdet.modeling.zsd_predictor import gzsd_probs
+
+    cfg = get_zsdet_cfg()
+    cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, cfg.ZSD.CLASSIFIER.HIDDEN_GROUPS = 4, "seen"
+    cfg.ZSD.CLASSIFIER.SEEN_GROUP_FOLDS = folds
+    (tmp_path / "config.yaml").write_text(cfg.dump())
+    split = SimpleNamespace(num_classes=4, seen_ids=(0, 2, 3), unseen_ids=(1,))
+    torch.manual_seed(0)
+    head = build_box_head("seen_mlp", 8, 5, 4, split.seen_ids, folds)
+    torch.save({"model": {CLASSIFIER_PREFIX + k: v for k, v in head.state_dict().items()}}, tmp_path / "model_zsd.pth")
+    x = torch.randn(6, 8)
+    with torch.no_grad():
+        expected = gzsd_probs(head(x), torch.tensor([False, True, False, False, False]), "grouped", 0.0, 0.0)
+    got = bench.candidate_seen_probability(str(tmp_path), x, split)
+    torch.testing.assert_close(got, expected[:, [0, 2, 3]].max(1).values)
