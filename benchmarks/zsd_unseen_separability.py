@@ -193,14 +193,14 @@ def candidate_seen_probability(run_dir: str, x: torch.Tensor, split) -> torch.Te
     from zsdet.config import get_zsdet_cfg
     from zsdet.engine.checkpoints import CLASSIFIER_PREFIX
     from zsdet.engine.synthesis_classifier import box_classifier_kind
-    from zsdet.modeling.mlp_classifier import build_box_head
+    from zsdet.modeling.mlp_classifier import build_box_head, seen_group_layout
     from zsdet.modeling.zsd_predictor import gzsd_probs
 
     state = torch.load(os.path.join(run_dir, "model_zsd.pth"), map_location="cpu", weights_only=False)["model"]
     head = {k[len(CLASSIFIER_PREFIX):]: v.float() for k, v in state.items() if k.startswith(CLASSIFIER_PREFIX)}
     cfg = get_zsdet_cfg(os.path.join(run_dir, "config.yaml"))  # the run's head
     classifier = build_box_head(box_classifier_kind(cfg), x.shape[1], split.num_classes + 1,
-                                cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, split.seen_ids, cfg.ZSD.CLASSIFIER.SEEN_GROUP_FOLDS)
+                                cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, split.seen_ids, seen_group_layout(cfg.ZSD.CLASSIFIER))
     classifier.load_state_dict(head)
     unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
     unseen_mask[list(split.unseen_ids)] = True

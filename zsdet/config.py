@@ -185,9 +185,11 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     # (grouped scoring's [seen, background] softmax alone, every row's unseen mass on background)
     p.CLASSIFIER.SEEN_GROUP_NEGATIVES = 0.0  # HIDDEN_GROUPS seen: real mixtures of 2-3 seen RoIs of two or more
     # classes per real single-label seen row, background to the seen group's MLP only, with the real share of zeros
-    p.CLASSIFIER.SEEN_GROUP_FOLDS = 0  # HIDDEN_GROUPS seen, SEEN_GROUP_LOSS grouped: F >= 2 makes the seen group's MLP
-    # F MLPs, MLP f trained with the f-th fold of the seen classes as background (their log-odds averaged over
-    # the MLPs that know a class; zsdet.modeling.LeaveOutMLPs); 0 = one MLP
+    p.CLASSIFIER.SEEN_GROUP_FOLDS = 0  # HIDDEN_GROUPS seen, SEEN_GROUP_LOSS grouped: M >= 2 makes the seen group's MLP
+    # M MLPs, MLP m trained with the m-th fold of the seen classes as background (their log-odds averaged over
+    # the MLPs that know a class; zsdet.modeling.SeenGroupMLPs); 0 = one MLP
+    p.CLASSIFIER.SEEN_GROUP_ENSEMBLE = 0  # as SEEN_GROUP_FOLDS (not with it), but every MLP knows every seen class:
+    # M >= 2 MLPs that differ by their initial weights, their log-odds averaged; 0 = one MLP
     p.CLASSIFIER.ALIGN_SYNTHESIZED = "none"  # "quantile": map synthesized features per dimension to the real
     # distribution; "zeros": only the real share of exact zeros per dimension; both fitted on the seen
     # training RoIs and features synthesized for their label sets

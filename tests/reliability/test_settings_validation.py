@@ -47,6 +47,7 @@ def key_and_value(key, value):
     ("ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", -1),
     ("ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", 1),  # one MLP blind to every seen class
     ("ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", 99),  # more folds than seen classes, found only at stage 6 before
+    ("ZSD.CLASSIFIER.SEEN_GROUP_ENSEMBLE", 1),
     ("ZSD.CLASSIFIER.ANCHOR_NEAREST", -1),
     ("MODEL.ZSD.SEMANTIC_AUX_WEIGHT", -1.0),
     ("MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS", -0.5),
@@ -136,6 +137,10 @@ def test_seen_distillation_is_refused_with_the_suzod_recipe(tmp_path):
      "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS > 0"),
     (("ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", "2"), "ZSD.CLASSIFIER.SEEN_GROUP_LOSS", "joint",
      "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS > 0"),
+    (("ZSD.CLASSIFIER.SEEN_GROUP_ENSEMBLE", "3"), "ZSD.CLASSIFIER.HIDDEN_UNITS", "0",
+     "ZSD.CLASSIFIER.SEEN_GROUP_ENSEMBLE > 0"),
+    (("ZSD.CLASSIFIER.SEEN_GROUP_ENSEMBLE", "3"), "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", "2",
+     "ZSD.CLASSIFIER.SEEN_GROUP_ENSEMBLE > 0"),  # one way of making the seen group's MLPs
 ])
 def test_a_setting_is_refused_without_the_head_it_needs(tmp_path, setting, key, value, condition):
     """Accepted with the base config's head; with ``key`` set to ``value`` refused, naming both keys."""

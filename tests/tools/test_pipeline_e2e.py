@@ -505,7 +505,7 @@ def test_mlp_box_classifier_is_trained_calibrated_and_evaluated(run_dir, tmp_pat
     with pytest.raises(ValueError, match="cls_score.*MODEL.ZSD.CLASSIFIER"):
         load_detector_weights(build_model(cfg_for(out)), str(tmp_path / "model_zsd.pth"))
     if int(folds):
-        assert ckpt["classifier_record"]["seen_group_folds"] == int(folds)
+        assert ckpt["classifier_record"]["seen_group_mlps"] == {"members": int(folds), "leave_out": True}
         assert len(ckpt["classifier_record"]["training_mlp"]) == int(folds)
         other = cfg_for(out)
         other.MODEL.ZSD.CLASSIFIER, other.ZSD.CLASSIFIER.HIDDEN_UNITS = kind, 16

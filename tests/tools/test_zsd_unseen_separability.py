@@ -79,10 +79,11 @@ def test_summed_standardised_scores_by_their_references(bench):
     assert torch.allclose(bench.summed_standardised((a, b), (ref_a, ref_b)), expected)
 
 
-@pytest.mark.parametrize("folds", [0, 2])
-def test_a_candidate_run_is_scored_with_the_head_it_trained(bench, tmp_path, folds):
+@pytest.mark.parametrize("folds,ensemble", [(0, 0), (2, 0), (0, 3)])
+def test_a_candidate_run_is_scored_with_the_head_it_trained(bench, tmp_path, folds, ensemble):
     """The candidate's classifier is rebuilt from its run's config, the seen group's leave-out MLPs
-    (ZSD.CLASSIFIER.SEEN_GROUP_FOLDS) included, and scored by its highest seen probability."""
+    (ZSD.CLASSIFIER.SEEN_GROUP_FOLDS) or ensemble (SEEN_GROUP_ENSEMBLE) included, and scored by its highest
+    seen probability."""
     from types import SimpleNamespace
 
     from zsdet.config import get_zsdet_cfg
@@ -92,11 +93,11 @@ def test_a_candidate_run_is_scored_with_the_head_it_trained(bench, tmp_path, fol
 
     cfg = get_zsdet_cfg()
     cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, cfg.ZSD.CLASSIFIER.HIDDEN_GROUPS = 4, "seen"
-    cfg.ZSD.CLASSIFIER.SEEN_GROUP_FOLDS = folds
+    cfg.ZSD.CLASSIFIER.SEEN_GROUP_FOLDS, cfg.ZSD.CLASSIFIER.SEEN_GROUP_ENSEMBLE = folds, ensemble
     (tmp_path / "config.yaml").write_text(cfg.dump())
     split = SimpleNamespace(num_classes=4, seen_ids=(0, 2, 3), unseen_ids=(1,))
     torch.manual_seed(0)
-    head = build_box_head("seen_mlp", 8, 5, 4, split.seen_ids, folds)
+    head = build_box_head("seen_mlp", 8, 5, 4, split.seen_ids, (folds or ensemble, bool(folds)))
     torch.save({"model": {CLASSIFIER_PREFIX + k: v for k, v in head.state_dict().items()}}, tmp_path / "model_zsd.pth")
     x = torch.randn(6, 8)
     with torch.no_grad():

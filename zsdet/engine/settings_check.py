@@ -167,14 +167,18 @@ def check_synthesis_classifier_settings(cfg) -> None:
                 "ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES > 0 (the negatives train the seen group's MLP alone)")
         require(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", lambda v: v > 0, "> 0 with ZSD.CLASSIFIER.SEEN_GROUP_NEGATIVES "
                 "> 0 (the seen group's MLP)")
-    at_least(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", 0)
-    if cfg.ZSD.CLASSIFIER.SEEN_GROUP_FOLDS:  # the folds are the seen group's MLP, trained with its loss
-        require(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", lambda v: v >= 2, ">= 2 (or 0: one MLP)")
-        require(cfg, "ZSD.CLASSIFIER.HIDDEN_GROUPS", lambda v: v == "seen", "'seen' with "
-                "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS > 0 (the folds are the seen group's MLP)")
-        require(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", lambda v: v > 0, "> 0 with ZSD.CLASSIFIER.SEEN_GROUP_FOLDS > 0")
-        require(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_LOSS", lambda v: v == "grouped", "'grouped' with "
-                "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS > 0 (a left-out class is background in the seen group's softmax)")
+    for key in ("SEEN_GROUP_FOLDS", "SEEN_GROUP_ENSEMBLE"):  # the seen group's MLP as several, with its loss
+        at_least(cfg, f"ZSD.CLASSIFIER.{key}", 0)
+        if cfg.ZSD.CLASSIFIER[key]:
+            require(cfg, f"ZSD.CLASSIFIER.{key}", lambda v: v >= 2, ">= 2 (or 0: one MLP)")
+            require(cfg, "ZSD.CLASSIFIER.HIDDEN_GROUPS", lambda v: v == "seen", f"'seen' with "
+                    f"ZSD.CLASSIFIER.{key} > 0 (its MLPs give the seen group)")
+            require(cfg, "ZSD.CLASSIFIER.HIDDEN_UNITS", lambda v: v > 0, f"> 0 with ZSD.CLASSIFIER.{key} > 0")
+            require(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_LOSS", lambda v: v == "grouped", f"'grouped' with "
+                    f"ZSD.CLASSIFIER.{key} > 0 (the seen group's softmax, a left-out class background in it)")
+    if cfg.ZSD.CLASSIFIER.SEEN_GROUP_ENSEMBLE:
+        require(cfg, "ZSD.CLASSIFIER.SEEN_GROUP_FOLDS", lambda v: v == 0, "0 with ZSD.CLASSIFIER.SEEN_GROUP_ENSEMBLE "
+                "> 0 (one way of making the seen group's MLPs)")
     if cfg.ZSD.CLASSIFIER.HIDDEN_UNITS > 0:
         require(cfg, "ZSD.CLASSIFIER.RECIPE", lambda v: v == "joint", "'joint' with ZSD.CLASSIFIER.HIDDEN_UNITS > 0 "
                 "(recipe 'suzod' keeps the detector's linear seen rows)")

@@ -28,10 +28,10 @@ linear head's.
 two or more classes per real single-label seen row (:func:`seen_group_negatives`), each with the real
 share of exact zeros per dimension and background as its target: the space between the seen classes,
 where real unseen objects may lie, is background to the seen group instead of seen (the paper's real
-mixtures, ``MIXTURE_RATIO``, teach the opposite). ``SEEN_GROUP_FOLDS`` F >= 2 (with the grouped seen loss)
-trains that MLP as F MLPs (:class:`~zsdet.modeling.LeaveOutMLPs`), MLP f with the f-th fold of the seen
+mixtures, ``MIXTURE_RATIO``, teach the opposite). ``SEEN_GROUP_FOLDS`` M >= 2 (with the grouped seen loss)
+trains that MLP as M MLPs (:class:`~zsdet.modeling.SeenGroupMLPs`), MLP m with the m-th fold of the seen
 classes' real RoIs as background: real objects of classes it does not know, where the synthesized unseen
-rows only imitate them.
+rows only imitate them; ``SEEN_GROUP_ENSEMBLE`` M trains M MLPs that know every seen class (an ensemble).
 
 Recipes (``RECIPE``): ``"joint"`` trains all columns together with soft-target cross-entropy
 (:func:`~zsdet.engine.box_classifier.fit_box_classifier`), under ``LOSS`` ``"joint"`` (one softmax)
@@ -91,7 +91,7 @@ from ..data.mixtures import fuse_mixtures_into, sample_mixture_sets
 from ..data.seeded_rng import (ALIGNMENT_KEY, ANCHOR_KEY, CALIBRATION_KEY, NEGATIVES_KEY, QUALITY_KEY, UNSEEN_SETS_KEY,
                                derive_seed)
 from ..evaluation.feature_quality import real_vs_synthetic_accuracy
-from ..modeling.mlp_classifier import LeaveOutMLPs, SeenGroupMLPClassifier, build_box_head
+from ..modeling.mlp_classifier import SeenGroupMLPClassifier, SeenGroupMLPs, build_box_head, seen_group_layout
 from ..synthesis import LabelSets, SynthesisTrainer, sample_label_sets
 from ..synthesis.alignment import ALIGNMENT_CLASSES, ZeroShareAlignment
 from ..synthesis.anchoring import anchor_classes, anchor_rows, anchored_features
@@ -447,13 +447,14 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
                 module = build_box_head(kind, bank.feature_dim, num_classes + 1, c.HIDDEN_UNITS)
             return module, fitted(module, loss, rows)
 
-        def trained_folds(rows: Tuple[torch.Tensor, torch.Tensor]) -> Tuple[nn.Module, List[Dict]]:
-            """SEEN_GROUP_FOLDS F: MLP f with the seen group's loss, the classes it does not know background."""
+        def trained_members(rows: Tuple[torch.Tensor, torch.Tensor]) -> Tuple[nn.Module, List[Dict]]:
+            """SEEN_GROUP_FOLDS / SEEN_GROUP_ENSEMBLE M: each MLP with the seen group's loss, the seen classes it
+            does not know (with FOLDS) background to it."""
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.SEED)
-                folds = LeaveOutMLPs(bank.feature_dim, c.HIDDEN_UNITS, num_classes + 1, seen_ids, c.SEEN_GROUP_FOLDS)
-            return folds, [fitted(member, functools.partial(group_cross_entropy, other=folds.left_out(k)), rows)
-                           for k, member in enumerate(folds.members)]
+                mlps = SeenGroupMLPs(bank.feature_dim, c.HIDDEN_UNITS, num_classes + 1, seen_ids, *members)
+            return mlps, [fitted(mlp, functools.partial(group_cross_entropy, other=mlps.left_out(m)), rows)
+                          for m, mlp in enumerate(mlps.members)]
 
         if box_classifier_kind(cfg) == "seen_mlp":  # two heads on the same rows (the MLP's with its negatives)
             seen_loss = (functools.partial(seen_group_cross_entropy, unseen_mask=unseen_mask)
@@ -462,11 +463,11 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
             if c.SEEN_GROUP_NEGATIVES > 0:
                 neg_x, neg_t, record["seen_group_negatives"] = seen_group_negatives(cfg, x, y)
                 mlp_rows = (torch.cat([features, neg_x]), torch.cat([targets, neg_t]))
+            members = seen_group_layout(c)
             (linear, record["training"]), (mlp, record["training_mlp"]) = (
-                trained("linear"),
-                trained_folds(mlp_rows) if c.SEEN_GROUP_FOLDS else trained("mlp", seen_loss, mlp_rows))
-            if c.SEEN_GROUP_FOLDS:
-                record["seen_group_folds"] = c.SEEN_GROUP_FOLDS
+                trained("linear"), trained_members(mlp_rows) if members[0] else trained("mlp", seen_loss, mlp_rows))
+            if members[0]:
+                record["seen_group_mlps"] = {"members": members[0], "leave_out": members[1]}
             classifier = SeenGroupMLPClassifier(linear, mlp, seen_ids)
             record["hidden_groups"], record["seen_group_loss"] = "seen", c.SEEN_GROUP_LOSS
         else:

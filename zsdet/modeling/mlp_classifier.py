@@ -13,11 +13,12 @@ logits are the MLP's minus the MLP's background logit plus the linear head's, so
 scoring's [seen, background] softmax is the MLP's and its [unseen, background] softmax (ZSD, GZSD's
 unseen group) the linear head's.
 
-:class:`LeaveOutMLPs` (``ZSD.CLASSIFIER.SEEN_GROUP_FOLDS`` F >= 2) is that seen group's MLP as F MLPs,
-each trained with one fold of the seen classes left out (their real RoIs background to it): every MLP
-meets real objects of classes it must not claim, which a synthesized unseen feature only imitates.
+:class:`SeenGroupMLPs` is that seen group's MLP as M MLPs: with ``ZSD.CLASSIFIER.SEEN_GROUP_FOLDS`` M
+each trained with one fold of the seen classes left out (their real RoIs background to it: every MLP
+meets real objects of classes it must not claim, which a synthesized unseen feature only imitates); with
+``SEEN_GROUP_ENSEMBLE`` M, M MLPs that know every seen class (an ensemble).
 """
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 from torch import nn
@@ -84,9 +85,12 @@ class SeenGroupMLPClassifier(nn.Module):
         return torch.where(self.seen_mask, seen_group, lin) + self.bias
 
 
-class LeaveOutMLPs(nn.Module):
-    """F :class:`MLPBoxClassifier` s, MLP f blind to the seen classes of fold f (the j-th seen class in
-    class order is in fold ``j % F``; the folds are stored with the weights).
+class SeenGroupMLPs(nn.Module):
+    """M :class:`MLPBoxClassifier` s that give the seen group together: with ``leave_out``, MLP m is blind
+    to the seen classes of fold m (the j-th seen class in class order is in fold ``j % M``;
+    ``ZSD.CLASSIFIER.SEEN_GROUP_FOLDS``); without, every MLP knows every seen class and they differ by
+    their initial weights alone (``ZSD.CLASSIFIER.SEEN_GROUP_ENSEMBLE``). Which MLP knows which class is
+    stored with the weights.
 
     Logits (N, K + 1) of box features (N, d): seen column s is the mean, over the MLPs that know s, of
     their log-odds of s against background; background and every other column are 0. So
@@ -94,47 +98,60 @@ class LeaveOutMLPs(nn.Module):
 
     Args:
         feature_dim: d; hidden_units: h >= 1 per MLP; num_outputs: K + 1 (background last);
-        seen_ids: the seen columns; folds: F >= 2, at most the number of seen classes.
+        seen_ids: the seen columns; members: M >= 2 (at most the number of seen classes with ``leave_out``).
     """
 
-    def __init__(self, feature_dim: int, hidden_units: int, num_outputs: int, seen_ids: Sequence[int], folds: int):
+    def __init__(self, feature_dim: int, hidden_units: int, num_outputs: int, seen_ids: Sequence[int], members: int,
+                 leave_out: bool):
         super().__init__()
-        if not 2 <= folds <= len(seen_ids):
-            raise ValueError(f"ZSD.CLASSIFIER.SEEN_GROUP_FOLDS must be in [2, {len(seen_ids)}] (the seen classes), "
-                             f"got {folds}")
-        self.members = nn.ModuleList(MLPBoxClassifier(feature_dim, hidden_units, num_outputs) for _ in range(folds))
+        key = "SEEN_GROUP_FOLDS" if leave_out else "SEEN_GROUP_ENSEMBLE"
+        top = len(seen_ids) if leave_out else members
+        if not 2 <= members <= top:
+            raise ValueError(f"ZSD.CLASSIFIER.{key} must be >= 2"
+                             + (f" and at most the {top} seen classes" if leave_out else "") + f", got {members}")
+        self.members = nn.ModuleList(MLPBoxClassifier(feature_dim, hidden_units, num_outputs) for _ in range(members))
         ids = torch.as_tensor(sorted(seen_ids), dtype=torch.long)
-        known = torch.zeros(folds, num_outputs, dtype=torch.bool)
+        known = torch.zeros(members, num_outputs, dtype=torch.bool)
         known[:, ids] = True
-        known[torch.arange(len(ids)) % folds, ids] = False
-        self.register_buffer("known", known)  # (F, K + 1): the seen columns each MLP knows
+        if leave_out:
+            known[torch.arange(len(ids)) % members, ids] = False
+        self.register_buffer("known", known)  # (M, K + 1): the seen columns each MLP knows
 
     @property
     def in_features(self) -> int:
         return self.members[0].in_features
 
-    def left_out(self, fold: int) -> torch.Tensor:
-        """(K + 1,) bool: the columns MLP ``fold`` does not know, background excepted (the ``other`` of
+    def left_out(self, member: int) -> torch.Tensor:
+        """(K + 1,) bool: the columns MLP ``member`` does not know, background excepted (the ``other`` of
         :func:`~zsdet.engine.box_classifier.group_cross_entropy`: their mass is background to it)."""
-        other = ~self.known[fold]
+        other = ~self.known[member]
         other[-1] = False
         return other
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.stack([m(x) for m in self.members])  # (F, N, K + 1)
+        logits = torch.stack([m(x) for m in self.members])  # (M, N, K + 1)
         weight = self.known[:, None, :].to(logits.dtype)
         odds = (logits - logits[..., -1:]) * weight
         return odds.sum(0) / weight.sum(0).clamp(min=1)
+
+
+def seen_group_layout(classifier_cfg) -> Tuple[int, bool]:
+    """(members, leave_out) of the seen group's MLPs from a ``cfg.ZSD.CLASSIFIER`` node: (F, True) with
+    ``SEEN_GROUP_FOLDS`` F, else (M, False) with ``SEEN_GROUP_ENSEMBLE`` M, else (0, False): one MLP."""
+    if classifier_cfg.SEEN_GROUP_FOLDS:
+        return classifier_cfg.SEEN_GROUP_FOLDS, True
+    return classifier_cfg.SEEN_GROUP_ENSEMBLE, False
 
 
 HEADS = ("linear", "mlp", "seen_mlp")  # the MODEL.ZSD.CLASSIFIER values :func:`build_box_head` builds
 
 
 def build_box_head(kind: str, feature_dim: int, num_outputs: int, hidden_units: int = 0,
-                   seen_ids: Sequence[int] = (), seen_group_folds: int = 0) -> nn.Module:
+                   seen_ids: Sequence[int] = (), seen_group: Tuple[int, bool] = (0, False)) -> nn.Module:
     """A box classifier (N, d) -> (N, K + 1) of ``kind`` (:data:`HEADS`): ``nn.Linear``,
     :class:`MLPBoxClassifier` or :class:`SeenGroupMLPClassifier` (``hidden_units`` >= 1 for the last
-    two; ``seen_ids`` for the last, whose MLP is :class:`LeaveOutMLPs` with ``seen_group_folds`` >= 2)."""
+    two; ``seen_ids`` for the last, whose MLP is :class:`SeenGroupMLPs` with ``seen_group`` =
+    (members >= 2, leave_out); see :func:`seen_group_layout`)."""
     if kind not in HEADS:
         raise ValueError(f"box head must be one of {HEADS}, got {kind!r}")
     if kind == "linear":
@@ -143,6 +160,7 @@ def build_box_head(kind: str, feature_dim: int, num_outputs: int, hidden_units: 
         raise ValueError(f"MODEL.ZSD.CLASSIFIER {kind!r} needs ZSD.CLASSIFIER.HIDDEN_UNITS >= 1, got {hidden_units}")
     if kind == "mlp":
         return MLPBoxClassifier(feature_dim, hidden_units, num_outputs)
-    mlp = (LeaveOutMLPs(feature_dim, hidden_units, num_outputs, seen_ids, seen_group_folds) if seen_group_folds
+    members, leave_out = seen_group
+    mlp = (SeenGroupMLPs(feature_dim, hidden_units, num_outputs, seen_ids, members, leave_out) if members
            else MLPBoxClassifier(feature_dim, hidden_units, num_outputs))
     return SeenGroupMLPClassifier(nn.Linear(feature_dim, num_outputs), mlp, seen_ids)

@@ -23,7 +23,7 @@ semantic-projection baseline all index the same columns.
   [unseen, background], seen probabilities below ``MODEL.ZSD.GZSD_SEEN_THRESH`` set to 0, the
   background column the mean of the two background probabilities.
 """
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from torch import nn
 
 from ..compat import check_box_loss_options
 from ..data.zsd_split import ZeroShotSplit, class_embeddings_from_config
-from .mlp_classifier import build_box_head
+from .mlp_classifier import build_box_head, seen_group_layout
 from .semantic_classifier import SemanticProjectionClassifier
 
 MODES = ("seen", "zsd", "gzsd")
@@ -52,8 +52,8 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             (``MLPBoxClassifier`` with ``hidden_units``) or ``"seen_mlp"`` (``SeenGroupMLPClassifier``:
             such an MLP's seen group, a linear head's unseen one); :func:`.mlp_classifier.build_box_head`.
         hidden_units: the MLP classifier's hidden layer (``ZSD.CLASSIFIER.HIDDEN_UNITS``).
-        seen_group_folds: ``"seen_mlp"``'s MLP as that many leave-out MLPs (``ZSD.CLASSIFIER.SEEN_GROUP_FOLDS``;
-            0 = one MLP).
+        seen_group: ``"seen_mlp"``'s MLP as (members, leave_out) MLPs
+            (:func:`.mlp_classifier.seen_group_layout`; (0, False) = one MLP).
         class_embeddings: (K, a) tensor, required for the semantic classifier.
         semantic_temperature: T of the semantic classifier.
         seen_logit_bias: subtracted from seen logits in ``"gzsd"`` mode with joint scoring.
@@ -74,7 +74,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         classifier: str = "linear",
         class_embeddings=None,
         hidden_units: int = 0,
-        seen_group_folds: int = 0,
+        seen_group: Tuple[int, bool] = (0, False),
         semantic_temperature: float = 0.05,
         seen_logit_bias: float = 0.0,
         zsd_unseen_logit_bias: float = 0.0,
@@ -102,7 +102,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
         elif classifier != "linear":  # "mlp", "seen_mlp"
             self.cls_score = build_box_head(classifier, self.cls_score.in_features, self.num_classes + 1, hidden_units,
                                             [i for i in range(self.num_classes) if i not in set(unseen_class_ids)],
-                                            seen_group_folds)
+                                            seen_group)
         self.semantic_aux_weight = semantic_aux_weight
         if semantic_aux_weight > 0:
             emb = F.normalize(self._class_embeddings(class_embeddings, "MODEL.ZSD.SEMANTIC_AUX_WEIGHT > 0"), dim=1)
@@ -136,7 +136,7 @@ class ZSDOutputLayers(FastRCNNOutputLayers):
             mode=cfg.MODEL.ZSD.MODE,
             classifier=cfg.MODEL.ZSD.CLASSIFIER,
             hidden_units=cfg.ZSD.CLASSIFIER.HIDDEN_UNITS if "ZSD" in cfg else 0,
-            seen_group_folds=cfg.ZSD.CLASSIFIER.SEEN_GROUP_FOLDS if "ZSD" in cfg else 0,
+            seen_group=seen_group_layout(cfg.ZSD.CLASSIFIER) if "ZSD" in cfg else (0, False),
             semantic_temperature=cfg.MODEL.ZSD.SEMANTIC_TEMPERATURE,
             seen_logit_bias=cfg.MODEL.ZSD.SEEN_LOGIT_BIAS,
             zsd_unseen_logit_bias=cfg.MODEL.ZSD.ZSD_UNSEEN_LOGIT_BIAS,

@@ -1,11 +1,12 @@
-"""ZSD.CLASSIFIER.SEEN_GROUP_FOLDS: the seen group's MLP as K MLPs, each blind to one fold of the seen classes."""
+"""The seen group's MLP as M MLPs: ZSD.CLASSIFIER.SEEN_GROUP_FOLDS (each blind to one fold of the seen classes)
+and SEEN_GROUP_ENSEMBLE (each knows every seen class)."""
 import functools
 
 import pytest
 import torch
 
 from zsdet.engine.box_classifier import fit_box_classifier, group_cross_entropy
-from zsdet.modeling import LeaveOutMLPs, SeenGroupMLPClassifier
+from zsdet.modeling import SeenGroupMLPClassifier, SeenGroupMLPs
 from zsdet.modeling.mlp_classifier import build_box_head
 
 SEEN = [4, 0, 2, 5, 6]  # columns 0-6 are classes (1 and 3 unseen), 7 is background
@@ -13,7 +14,7 @@ SEEN = [4, 0, 2, 5, 6]  # columns 0-6 are classes (1 and 3 unseen), 7 is backgro
 
 def test_folds_leave_each_seen_class_out_once_and_never_know_unseen_or_background():
     torch.manual_seed(0)
-    folds = LeaveOutMLPs(8, 4, 8, SEEN, 2)
+    folds = SeenGroupMLPs(8, 4, 8, SEEN, 2, leave_out=True)
     known = folds.known.tolist()
     # seen classes in class order 0, 2, 4, 5, 6 go to folds 0, 1, 0, 1, 0: MLP 0 is blind to 0, 4, 6
     assert known == [[False, False, True, False, False, True, False, False],
@@ -24,7 +25,7 @@ def test_folds_leave_each_seen_class_out_once_and_never_know_unseen_or_backgroun
 
 def test_output_is_the_mean_log_odds_of_the_mlps_that_know_a_class():
     torch.manual_seed(0)
-    folds = LeaveOutMLPs(8, 4, 8, SEEN, 3)
+    folds = SeenGroupMLPs(8, 4, 8, SEEN, 3, leave_out=True)
     x = torch.randn(5, 8)
     with torch.no_grad():
         out = folds(x)
@@ -38,11 +39,28 @@ def test_output_is_the_mean_log_odds_of_the_mlps_that_know_a_class():
 
 
 def test_a_seen_group_head_takes_the_folds_as_its_mlp():
-    head = build_box_head("seen_mlp", 8, 8, 4, SEEN, seen_group_folds=2)
-    assert isinstance(head, SeenGroupMLPClassifier) and isinstance(head.mlp, LeaveOutMLPs)
+    head = build_box_head("seen_mlp", 8, 8, 4, SEEN, seen_group=(2, True))
+    assert isinstance(head, SeenGroupMLPClassifier) and isinstance(head.mlp, SeenGroupMLPs)
     assert len(head.mlp.members) == 2 and head.in_features == 8
-    with pytest.raises(ValueError, match=r"SEEN_GROUP_FOLDS must be in \[2, 5\].*got 6"):
-        build_box_head("seen_mlp", 8, 8, 4, SEEN, seen_group_folds=6)
+    with pytest.raises(ValueError, match=r"SEEN_GROUP_FOLDS must be >= 2 and at most the 5 seen classes, got 6"):
+        build_box_head("seen_mlp", 8, 8, 4, SEEN, seen_group=(6, True))
+    assert len(build_box_head("seen_mlp", 8, 8, 4, SEEN, seen_group=(6, False)).mlp.members) == 6
+    with pytest.raises(ValueError, match=r"SEEN_GROUP_ENSEMBLE must be >= 2, got 1"):
+        build_box_head("seen_mlp", 8, 8, 4, SEEN, seen_group=(1, False))
+
+
+def test_an_ensemble_knows_every_seen_class_in_every_mlp_and_averages_their_log_odds():
+    torch.manual_seed(0)
+    mlps = SeenGroupMLPs(8, 4, 8, SEEN, 3, leave_out=False)
+    seen = torch.zeros(8, dtype=torch.bool)
+    seen[SEEN] = True
+    assert all(torch.equal(row, seen) for row in mlps.known)
+    assert all(torch.equal(mlps.left_out(m), ~seen & (torch.arange(8) < 7)) for m in range(3))  # unseen only
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        member = torch.stack([m(x) for m in mlps.members])
+        torch.testing.assert_close(mlps(x)[:, SEEN], (member - member[..., -1:]).mean(0)[:, SEEN])
+    assert not torch.equal(mlps.members[0].hidden.weight, mlps.members[1].hidden.weight)  # another start each
 
 
 def test_a_member_trained_with_its_fold_as_background_gives_that_fold_background():
@@ -54,7 +72,7 @@ def test_a_member_trained_with_its_fold_as_background_gives_that_fold_background
     x = centres[labels] + torch.randn(len(labels), 16, generator=g)
     targets = torch.nn.functional.one_hot(labels, 8).float()
     torch.manual_seed(0)
-    folds = LeaveOutMLPs(16, 32, 8, SEEN, 2)
+    folds = SeenGroupMLPs(16, 32, 8, SEEN, 2, leave_out=True)
     for k, member in enumerate(folds.members):
         fit_box_classifier(member, x, targets, epochs=30, batch_size=64, lr=1e-2,
                            loss=functools.partial(group_cross_entropy, other=folds.left_out(k)))
