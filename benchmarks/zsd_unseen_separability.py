@@ -19,7 +19,8 @@ held-out RoIs scoring above the ``1 - cost`` quantile of the seen RoIs' scores, 
   shared covariance shrunk by ``SHRINKAGE`` to its mean eigenvalue: novelty without any unseen
   example.
 * ``<candidate>_seen_probability``: 1 - the highest seen probability of a trained run's classifier
-  under grouped GZSD scoring (``--candidate``, its ``model_zsd.pth``, seed 0), what its calibration moves.
+  under grouped GZSD scoring (``--candidate``, its ``model_zsd.pth`` of generator seed ``--seed``, 0 unless
+  given), what its calibration moves.
 * ``<candidate>_plus_mahalanobis``: that score plus ``mahalanobis``, each standardised by its mean and
   standard deviation on the bank's seen RoIs (no unseen example): whether novelty adds to the classifier.
 
@@ -61,10 +62,13 @@ def parse_args(argv=None):
     p.add_argument("--seen-cost", type=float, default=5.0, help="percent of seen RoIs allowed to be flagged")
     p.add_argument("--candidate", default="flf", help="a run of the output folder whose classifier is scored too "
                                                       "('' = none)")
+    p.add_argument("--seed", type=int, default=0, help="the candidate's run of this generator seed (seed<k>)")
     args = p.parse_args(argv)
     check_world_arguments(p, args)
     if not 0 < args.seen_cost < 100:
         p.error("--seen-cost in (0, 100)")
+    if args.seed < 0:
+        p.error(f"--seed must be >= 0, got {args.seed}")
     return args
 
 
@@ -209,6 +213,11 @@ def candidate_seen_probability(run_dir: str, x: torch.Tensor, split) -> torch.Te
     return probs[:, list(split.seen_ids)].max(1).values
 
 
+def candidate_run_dir(args, world: int) -> str:
+    """The ``--candidate`` run of world ``world`` and generator seed ``--seed`` in ``--output-dir``."""
+    return os.path.join(args.output_dir, f"split{world}", args.candidate, f"seed{args.seed}")
+
+
 def world_result(world: int, args) -> dict:
     from zsdet.engine.roi_stages import load_bank
 
@@ -224,7 +233,7 @@ def world_result(world: int, args) -> dict:
               "oracle_mlp": oracle_mlp_scores(x, is_held_out, images),
               "mahalanobis": mahalanobis_novelty(bank_x, bank_y, x)}
     if args.candidate:
-        run_dir = os.path.join(args.output_dir, f"split{world}", args.candidate, "seed0")
+        run_dir = candidate_run_dir(args, world)
         novelty = -candidate_seen_probability(run_dir, x, split)
         scores[f"{args.candidate}_seen_probability"] = novelty
         references = (-candidate_seen_probability(run_dir, bank_x, split), mahalanobis_novelty(bank_x, bank_y, bank_x))

@@ -104,3 +104,12 @@ def test_a_candidate_run_is_scored_with_the_head_it_trained(bench, tmp_path, fol
         expected = gzsd_probs(head(x), torch.tensor([False, True, False, False, False]), "grouped", 0.0, 0.0)
     got = bench.candidate_seen_probability(str(tmp_path), x, split)
     torch.testing.assert_close(got, expected[:, [0, 2, 3]].max(1).values)
+
+
+def test_the_candidates_generator_seed_picks_its_run(bench, tmp_path):
+    """--seed k scores the candidate's seed<k> run (seed 0 unless given); a negative seed is refused."""
+    args = bench.parse_args(["--output-dir", str(tmp_path), "--candidate", "flf_ens6", "--seed", "2"])
+    assert bench.candidate_run_dir(args, 3) == str(tmp_path / "split3" / "flf_ens6" / "seed2")
+    assert bench.candidate_run_dir(bench.parse_args(["--output-dir", "o"]), 0).endswith("seed0")
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--seed", "-1"])
