@@ -136,8 +136,8 @@ class SeenGroupMLPs(nn.Module):
 
 
 def seen_group_layout(classifier_cfg) -> Tuple[int, bool]:
-    """(members, leave_out) of the seen group's MLPs from a ``cfg.ZSD.CLASSIFIER`` node: (F, True) with
-    ``SEEN_GROUP_FOLDS`` F, else (M, False) with ``SEEN_GROUP_ENSEMBLE`` M, else (0, False): one MLP."""
+    """(members, leave_out) of the seen group's MLPs from a ``cfg.ZSD.CLASSIFIER`` node: (M, True) with
+    ``SEEN_GROUP_FOLDS`` M, else (M, False) with ``SEEN_GROUP_ENSEMBLE`` M, else (0, False): one MLP."""
     if classifier_cfg.SEEN_GROUP_FOLDS:
         return classifier_cfg.SEEN_GROUP_FOLDS, True
     return classifier_cfg.SEEN_GROUP_ENSEMBLE, False
