@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 from zsd_held_out_validation import add_world_arguments, analyse_worlds, check_world_arguments  # noqa: E402
-from zsd_unseen_separability import auroc, world_rois  # noqa: E402
+from zsd_unseen_separability import auroc, run_classifier, world_rois  # noqa: E402
 
 from zsdet.utils.io import write_json, write_text  # noqa: E402
 
@@ -122,20 +122,6 @@ def row_summary(rows: torch.Tensor, on_foreground, background_mean: torch.Tensor
             "to_background": float((rows - background_mean).norm(dim=1).mean())}
 
 
-def run_classifier(run_dir: str, cfg, split, feature_dim: int) -> torch.nn.Module:
-    """The run's retrained box classifier (``model_zsd.pth``), built as its config builds it."""
-    from zsdet.engine.checkpoints import CLASSIFIER_PREFIX
-    from zsdet.engine.synthesis_classifier import box_classifier_kind
-    from zsdet.modeling.mlp_classifier import build_box_head, seen_group_layout
-
-    state = torch.load(os.path.join(run_dir, "model_zsd.pth"), map_location="cpu", weights_only=False)["model"]
-    head = build_box_head(box_classifier_kind(cfg), feature_dim, split.num_classes + 1,
-                          cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, split.seen_ids, seen_group_layout(cfg.ZSD.CLASSIFIER))
-    head.load_state_dict({k[len(CLASSIFIER_PREFIX):]: v.float() for k, v in state.items()
-                          if k.startswith(CLASSIFIER_PREFIX)})
-    return head.eval()
-
-
 def candidate_result(run_dir: str, held_out_x: torch.Tensor, held_out_y: torch.Tensor) -> Dict:
     from zsdet.config import get_zsdet_cfg
     from zsdet.data.zsd_split import ZeroShotSplit
@@ -156,7 +142,7 @@ def candidate_result(run_dir: str, held_out_x: torch.Tensor, held_out_y: torch.T
             "real_seen": x[~synthesized & ~background], "real_background": x[background]}
     own = {"synthesized_unseen": t[synthesized].argmax(1), "real_held_out": held_out_y}
     on_foreground = foreground_probe(rows["real_seen"], rows["real_background"])
-    classifier = run_classifier(run_dir, cfg, split, x.shape[1])
+    classifier = run_classifier(run_dir, split, x.shape[1])
     result, odds = {}, {}
     for kind in KINDS:
         result[kind] = row_summary(rows[kind], on_foreground, rows["real_background"].mean(0))

@@ -192,20 +192,28 @@ def world_rois(world: int, output_dir: str, num_images: int, family):
     return torch.cat(features), torch.cat(labels), torch.cat(images), cfg, split
 
 
-def candidate_seen_probability(run_dir: str, x: torch.Tensor, split) -> torch.Tensor:
-    """(n,) highest seen probability of the run's classifier under grouped GZSD scoring (no floor)."""
+def run_classifier(run_dir: str, split, feature_dim: int) -> torch.nn.Module:
+    """The run's retrained box classifier (``model_zsd.pth``), built as the run's ``config.yaml`` builds
+    it (its head, the seen group's MLPs included), in eval mode."""
     from zsdet.config import get_zsdet_cfg
     from zsdet.engine.checkpoints import CLASSIFIER_PREFIX
     from zsdet.engine.synthesis_classifier import box_classifier_kind
     from zsdet.modeling.mlp_classifier import build_box_head, seen_group_layout
-    from zsdet.modeling.zsd_predictor import gzsd_probs
 
     state = torch.load(os.path.join(run_dir, "model_zsd.pth"), map_location="cpu", weights_only=False)["model"]
-    head = {k[len(CLASSIFIER_PREFIX):]: v.float() for k, v in state.items() if k.startswith(CLASSIFIER_PREFIX)}
-    cfg = get_zsdet_cfg(os.path.join(run_dir, "config.yaml"))  # the run's head
-    classifier = build_box_head(box_classifier_kind(cfg), x.shape[1], split.num_classes + 1,
+    cfg = get_zsdet_cfg(os.path.join(run_dir, "config.yaml"))
+    classifier = build_box_head(box_classifier_kind(cfg), feature_dim, split.num_classes + 1,
                                 cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, split.seen_ids, seen_group_layout(cfg.ZSD.CLASSIFIER))
-    classifier.load_state_dict(head)
+    classifier.load_state_dict({k[len(CLASSIFIER_PREFIX):]: v.float() for k, v in state.items()
+                                if k.startswith(CLASSIFIER_PREFIX)})
+    return classifier.eval()
+
+
+def candidate_seen_probability(run_dir: str, x: torch.Tensor, split) -> torch.Tensor:
+    """(n,) highest seen probability of the run's classifier under grouped GZSD scoring (no floor)."""
+    from zsdet.modeling.zsd_predictor import gzsd_probs
+
+    classifier = run_classifier(run_dir, split, x.shape[1])
     unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
     unseen_mask[list(split.unseen_ids)] = True
     with torch.no_grad():
