@@ -54,3 +54,26 @@ def test_world_r2_scores_the_held_out_classes_not_the_absent_ones():
 def test_bad_arguments_are_refused(bench, argv):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
+
+
+def test_attribute_codes_are_one_more_candidate_with_their_own_table(bench, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench.zsd_held_out_validation, "main", calls.append)
+    bench.main(["--fidelities", "", "--attribute-codes", "--splits", "2", "--output-dir", str(tmp_path)])
+    (argv,) = calls
+    table = str(tmp_path / "attribute_codes.tsv")
+    assert argv == ["--candidate", "flf_codes", "flf.yaml", "ZSD.EMBEDDINGS_FILE", table,
+                    "--splits", "2", "--seeds", "1", "--output-dir", str(tmp_path)]
+    config = DenseScenesConfig()
+    vectors = load_class_embeddings(table, config.class_names, normalize="none")
+    np.testing.assert_array_equal(vectors, dense_scenes.attribute_codes(config))
+    assert set(vectors.sum(1)) == {3.0}  # one colour, one texture, one shape each
+    r2 = json.loads((tmp_path / "attribute_r2.json").read_text())
+    assert set(r2) == {"flf_codes"} and r2["flf_codes"]["2"] > 0.95  # the codes describe the held-out classes
+    world = DenseScenesConfig(**dense_scenes.held_out_world(2))
+    assert dense_scenes.attribute_r2(world) < 0.9  # the benchmark's own embeddings less so
+
+
+def test_no_class_vectors_at_all_is_refused(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--fidelities", ""])

@@ -139,14 +139,15 @@ def dense_class_embeddings(config: DenseScenesConfig) -> np.ndarray:
     return normalize_embeddings(emb, "l2", row_names=config.class_names)
 
 
-def attribute_r2(config: DenseScenesConfig) -> float:
-    """Held-out linear R² of the attribute codes from the embeddings: ridge regression (with
-    intercept, ridge ``_R2_RIDGE``) fitted on the seen classes, R² of the unseen classes' codes
-    against the seen classes' mean code. ``absent`` unseen classes are left out: of a validation
-    world (:func:`held_out_world`) it scores the held-out classes."""
+def attribute_r2(config: DenseScenesConfig, embeddings: Optional[np.ndarray] = None) -> float:
+    """Held-out linear R² of the attribute codes from the embeddings (``config``'s, or ``embeddings``
+    (C, a) in its class order): ridge regression (with intercept, ridge ``_R2_RIDGE``) fitted on the
+    seen classes, R² of the unseen classes' codes against the seen classes' mean code. ``absent``
+    unseen classes are left out: of a validation world (:func:`held_out_world`) it scores the
+    held-out classes."""
     codes = attribute_codes(config)
-    x = np.concatenate([dense_class_embeddings(config).astype(np.float64),
-                        np.ones((len(codes), 1))], axis=1)
+    embeddings = dense_class_embeddings(config) if embeddings is None else embeddings
+    x = np.concatenate([np.asarray(embeddings, np.float64), np.ones((len(codes), 1))], axis=1)
     absent = {config.class_triples.index(t) for t in config.absent}
     seen, unseen = config.seen_ids, [i for i in config.unseen_ids if i not in absent]
     gram = x[seen].T @ x[seen] + _R2_RIDGE * np.eye(x.shape[1])
