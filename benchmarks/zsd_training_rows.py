@@ -14,7 +14,13 @@ images (the world's detector never saw their classes). Per kind of row:
 * ``odds_best`` / ``odds_own``: the run's classifier (``model_zsd.pth``) on the rows, log-odds of
   the best unseen class / the row's own class against background (the [unseen, background] softmax
   of grouped scoring and ZSD), and ``auroc_held_out_vs_background``: the best unseen class's
-  log-odds ranking real held-out RoIs above real background rows.
+  log-odds ranking real held-out RoIs above real background rows;
+* ``gate_auroc_held_out_vs_seen`` / ``gate_flagged``: a one-hidden-layer gate
+  (``zsd_unseen_separability.mlp_scores``) fitted on the kept rows, real seen (0) against synthesized
+  unseen (1), then scoring the world's real held-out RoIs against its real seen validation RoIs: AUROC
+  and the held-out share flagged at a ``SEEN_COST`` % seen cost. It asks how much the synthesized rows
+  say about where real unseen RoIs lie apart from seen ones (``zsd_unseen_separability.py`` has the
+  oracles and the classifier's own scores on the same RoIs).
 
 It asks whether the synthesized rows differ from real unseen RoIs in a way that a generator change
 moves (e.g. the CLF fusion block, bypassed in ``clf_nofuse``). Nothing here chooses a setting; no
@@ -36,12 +42,13 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 from zsd_held_out_validation import add_world_arguments, analyse_worlds, check_world_arguments  # noqa: E402
-from zsd_unseen_separability import auroc, run_classifier, world_rois  # noqa: E402
+from zsd_unseen_separability import auroc, flagged_share, mlp_scores, run_classifier, world_rois  # noqa: E402
 
 from zsdet.utils.io import write_json, write_text  # noqa: E402
 
 KINDS = ("synthesized_unseen", "real_held_out", "real_seen", "real_background")
 PROBE_RIDGE = 1e-2  # of the foreground probe, relative to the standardised features' energy
+SEEN_COST = 5.0  # percent of real seen RoIs the gate may flag
 
 
 def parse_args(argv=None):
@@ -115,6 +122,19 @@ def unseen_log_odds(logits: torch.Tensor, unseen_ids, own: torch.Tensor = None) 
     return logits[:, list(unseen_ids)].max(1).values - logits[:, -1]
 
 
+def synthesized_gate(seen_rows: torch.Tensor, synthesized_rows: torch.Tensor, held_out_x: torch.Tensor,
+                     seen_x: torch.Tensor) -> Dict[str, float]:
+    """AUROC and share flagged at ``SEEN_COST`` of real held-out RoIs (n, d) against real seen ones (m, d)
+    by a gate fitted on ``seen_rows`` (0) against ``synthesized_rows`` (1), features standardised on those."""
+    train = torch.cat([seen_rows, synthesized_rows]).float()
+    target = torch.cat([-torch.ones(len(seen_rows)), torch.ones(len(synthesized_rows))]).double()
+    mean, std = train.mean(0), train.std(0) + 1e-6
+    with torch.enable_grad():
+        scores = mlp_scores((train - mean) / std, target, (torch.cat([held_out_x, seen_x]).float() - mean) / std)
+    held, seen = scores[:len(held_out_x)], scores[len(held_out_x):]
+    return {"gate_auroc_held_out_vs_seen": auroc(held, seen), "gate_flagged": flagged_share(held, seen, SEEN_COST)}
+
+
 def row_summary(rows: torch.Tensor, on_foreground, background_mean: torch.Tensor) -> Dict[str, float]:
     """Foreground share, mean norm, share of exact zeros and mean distance to ``background_mean`` of (n, d) rows."""
     return {"foreground": float(on_foreground(rows).double().mean()), "norm": float(rows.norm(dim=1).mean()),
@@ -122,7 +142,7 @@ def row_summary(rows: torch.Tensor, on_foreground, background_mean: torch.Tensor
             "to_background": float((rows - background_mean).norm(dim=1).mean())}
 
 
-def candidate_result(run_dir: str, held_out_x: torch.Tensor, held_out_y: torch.Tensor) -> Dict:
+def candidate_result(run_dir: str, held_out_x: torch.Tensor, held_out_y: torch.Tensor, seen_x: torch.Tensor) -> Dict:
     from zsdet.config import get_zsdet_cfg
     from zsdet.data.zsd_split import ZeroShotSplit
     from zsdet.engine.roi_stages import foreground_rows, load_bank, load_generator
@@ -152,32 +172,38 @@ def candidate_result(run_dir: str, held_out_x: torch.Tensor, held_out_y: torch.T
         if kind in own:
             result[kind]["odds_own"] = float(unseen_log_odds(logits, split.unseen_ids, own[kind]).mean())
     result["auroc_held_out_vs_background"] = auroc(odds["real_held_out"], odds["real_background"])
+    result.update(synthesized_gate(rows["real_seen"], rows["synthesized_unseen"], held_out_x, seen_x))
     return result
 
 
 def world_result(world: int, args) -> Dict:
     x, labels, _, _, split = world_rois(world, args.output_dir, args.images, args.world_family)
     held_out = torch.isin(labels, torch.tensor(list(split.unseen_ids)))
+    seen = torch.isin(labels, torch.tensor(list(split.seen_ids)))
     result = {"split": world}
     for candidate in args.candidates:
         run_dir = os.path.join(args.output_dir, f"split{world}", candidate, f"seed{args.seed}")
-        result[candidate] = candidate_result(run_dir, x[held_out], labels[held_out])
+        result[candidate] = candidate_result(run_dir, x[held_out], labels[held_out], x[seen])
     return result
 
 
 def format_table(results, candidates) -> str:
     """Mean over worlds of each candidate's figures, one row per candidate and kind of row."""
     rows = ["| candidate | rows | foreground (%) | norm | exact zeros (%) | to background | log-odds, best unseen "
-            "| log-odds, own class | AUROC held-out vs background |", "|---|---|---|---|---|---|---|---|---|"]
+            "| log-odds, own class | AUROC held-out vs background | gate: AUROC held-out vs seen / flagged (%) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for c in candidates:
         for kind in KINDS:
             mean = {k: float(np.mean([r[c][kind][k] for r in results])) for k in results[0][c][kind]}
             own = f"{mean['odds_own']:.2f}" if "odds_own" in mean else ""
-            area = (f"{np.mean([r[c]['auroc_held_out_vs_background'] for r in results]):.3f}"
-                    if kind == "real_held_out" else "")
+            area = gate = ""
+            if kind == "real_held_out":
+                area = f"{np.mean([r[c]['auroc_held_out_vs_background'] for r in results]):.3f}"
+                gate = (f"{np.mean([r[c]['gate_auroc_held_out_vs_seen'] for r in results]):.3f} / "
+                        f"{100 * np.mean([r[c]['gate_flagged'] for r in results]):.1f}")
             rows.append(f"| {c} | {kind} | {100 * mean['foreground']:.1f} | {mean['norm']:.1f} | "
                         f"{100 * mean['zeros']:.1f} | {mean['to_background']:.1f} | {mean['odds_best']:.2f} | {own} | "
-                        f"{area} |")
+                        f"{area} | {gate} |")
     return "\n".join(rows)
 
 

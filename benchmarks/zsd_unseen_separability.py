@@ -18,9 +18,13 @@ held-out RoIs scoring above the ``1 - cost`` quantile of the seen RoIs' scores, 
 * ``mahalanobis``: distance to the nearest seen-class mean of the world's RoI bank (training images),
   shared covariance shrunk by ``SHRINKAGE`` to its mean eigenvalue: novelty without any unseen
   example.
+* ``knn``: cosine distance to the ``KNN_K``-th nearest seen RoI of the bank (L2-normalised rows):
+  novelty without class means or any unseen example.
 * ``<candidate>_seen_probability``: 1 - the highest seen probability of a trained run's classifier
   under grouped GZSD scoring (``--candidate``, its ``model_zsd.pth`` of generator seed ``--seed``, 0 unless
   given), what its calibration moves.
+* ``<candidate>_seen_energy``: minus the log-sum-exp of the classifier's seen logits (background and
+  unseen columns left out): the energy novelty score, which does not saturate as a probability does.
 * ``<candidate>_plus_mahalanobis``: that score plus ``mahalanobis``, each standardised by its mean and
   standard deviation on the bank's seen RoIs (no unseen example): whether novelty adds to the classifier.
 
@@ -54,6 +58,8 @@ MLP_HIDDEN = 256  # hidden units of the non-linear oracle
 MLP_STEPS = 300  # its full-batch Adam steps
 MLP_LR = 1e-3
 MLP_WEIGHT_DECAY = 1e-4
+KNN_K = 10  # neighbour of the kNN novelty
+KNN_CHUNK = 1024  # rows compared with the bank at once
 
 
 def parse_args(argv=None):
@@ -104,6 +110,14 @@ def mahalanobis_novelty(bank_x: torch.Tensor, bank_y: torch.Tensor, x: torch.Ten
     cov = (1 - shrinkage) * cov + shrinkage * cov.trace() / d * torch.eye(d, dtype=cov.dtype)
     whiten = torch.linalg.cholesky(torch.linalg.inv(cov + 1e-9 * torch.eye(d, dtype=cov.dtype)))
     return torch.cdist(x @ whiten, means @ whiten).min(1).values
+
+
+def knn_novelty(bank_x: torch.Tensor, x: torch.Tensor, k: int = KNN_K) -> torch.Tensor:
+    """(n,) cosine distance of each row of ``x`` (n, d) to its ``k``-th nearest row of ``bank_x`` (m, d),
+    m >= k, computed ``KNN_CHUNK`` rows at a time."""
+    bank = torch.nn.functional.normalize(bank_x.float(), dim=1)
+    rows = torch.nn.functional.normalize(x.float(), dim=1)
+    return torch.cat([1 - (chunk @ bank.T).topk(k, dim=1).values[:, -1] for chunk in rows.split(KNN_CHUNK)])
 
 
 def summed_standardised(scores, references) -> torch.Tensor:
@@ -213,12 +227,22 @@ def candidate_seen_probability(run_dir: str, x: torch.Tensor, split) -> torch.Te
     """(n,) highest seen probability of the run's classifier under grouped GZSD scoring (no floor)."""
     from zsdet.modeling.zsd_predictor import gzsd_probs
 
-    classifier = run_classifier(run_dir, split, x.shape[1])
     unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
     unseen_mask[list(split.unseen_ids)] = True
-    with torch.no_grad():
-        probs = gzsd_probs(classifier(x.float()), unseen_mask, "grouped", 0.0, 0.0)
+    probs = gzsd_probs(candidate_logits(run_dir, x, split), unseen_mask, "grouped", 0.0, 0.0)
     return probs[:, list(split.seen_ids)].max(1).values
+
+
+def candidate_logits(run_dir: str, x: torch.Tensor, split) -> torch.Tensor:
+    """(n, K + 1) logits of the run's classifier on ``x`` (n, d)."""
+    classifier = run_classifier(run_dir, split, x.shape[1])
+    with torch.no_grad():
+        return classifier(x.float())
+
+
+def seen_energy(logits: torch.Tensor, seen_ids) -> torch.Tensor:
+    """(n,) minus the log-sum-exp of the seen columns of ``logits`` (n, K + 1): high where no seen class fits."""
+    return -torch.logsumexp(logits[:, list(seen_ids)], dim=1)
 
 
 def candidate_run_dir(args, world: int) -> str:
@@ -239,11 +263,12 @@ def world_result(world: int, args) -> dict:
     bank_x, bank_y = torch.from_numpy(bank.load(rows)), torch.from_numpy(bank.labels[rows].astype(np.int64))
     scores = {"oracle_linear": oracle_linear_scores(x, is_held_out, images),
               "oracle_mlp": oracle_mlp_scores(x, is_held_out, images),
-              "mahalanobis": mahalanobis_novelty(bank_x, bank_y, x)}
+              "mahalanobis": mahalanobis_novelty(bank_x, bank_y, x), "knn": knn_novelty(bank_x, x)}
     if args.candidate:
         run_dir = candidate_run_dir(args, world)
         novelty = -candidate_seen_probability(run_dir, x, split)
         scores[f"{args.candidate}_seen_probability"] = novelty
+        scores[f"{args.candidate}_seen_energy"] = seen_energy(candidate_logits(run_dir, x, split), split.seen_ids)
         references = (-candidate_seen_probability(run_dir, bank_x, split), mahalanobis_novelty(bank_x, bank_y, bank_x))
         scores[f"{args.candidate}_plus_mahalanobis"] = summed_standardised((novelty, scores["mahalanobis"]),
                                                                            references)

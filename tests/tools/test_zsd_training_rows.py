@@ -52,3 +52,18 @@ def test_kept_rows_are_the_first_fits_and_nothing_is_trained(bench, monkeypatch)
 def test_bad_arguments_are_refused(bench, argv):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
+
+
+def test_the_gate_flags_held_out_rois_only_where_the_synthesized_rows_lie_like_them(bench):
+    """Synthesized rows drawn like the real held-out RoIs: the gate ranks held-out above seen; drawn
+    elsewhere (apart from both): it is at chance on them."""
+    g = torch.Generator().manual_seed(0)
+    shift = torch.tensor([4.0, 0, 0, 0, 0])
+    seen_rows, seen_x = torch.randn(600, 5, generator=g), torch.randn(300, 5, generator=g)
+    held_x = torch.randn(300, 5, generator=g) + shift
+    for synthesized, low, high in ((torch.randn(400, 5, generator=g) + shift, 0.95, 1.01),
+                                   (torch.randn(400, 5, generator=g) + shift.roll(1), 0.3, 0.7)):
+        with torch.no_grad():  # as the benchmark calls it
+            gate = bench.synthesized_gate(seen_rows, synthesized, held_x, seen_x)
+        assert low < gate["gate_auroc_held_out_vs_seen"] < high
+        assert 0 <= gate["gate_flagged"] <= 1

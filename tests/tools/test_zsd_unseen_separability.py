@@ -113,3 +113,20 @@ def test_the_candidates_generator_seed_picks_its_run(bench, tmp_path):
     assert bench.candidate_run_dir(bench.parse_args(["--output-dir", "o"]), 0).endswith("seed0")
     with pytest.raises(SystemExit):
         bench.parse_args(["--seed", "-1"])
+
+
+def test_knn_novelty_known_answers(bench):
+    bank = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    x = torch.tensor([[3.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])
+    torch.testing.assert_close(bench.knn_novelty(bank, x, k=1), torch.tensor([0.0, 1 - 2 ** -0.5, 1.0]))
+    torch.testing.assert_close(bench.knn_novelty(bank, x, k=3), torch.tensor([1.0, 1 - 2 ** -0.5, 2.0]))
+    many = torch.randn(3000, 2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(bench.knn_novelty(bank, many, k=2),  # chunked as one
+                               torch.cat([bench.knn_novelty(bank, part, k=2) for part in many.split(7)]))
+
+
+def test_seen_energy_ignores_unseen_and_background_columns(bench):
+    logits = torch.tensor([[0.0, 0.0, 9.0, 5.0], [3.0, -50.0, -9.0, 9.0]])  # seen 0, 1; unseen 2; background
+    torch.testing.assert_close(bench.seen_energy(logits, [0, 1]),
+                               -torch.logsumexp(torch.tensor([[0.0, 0.0], [3.0, -50.0]]), dim=1))
+    assert bench.seen_energy(logits, [0, 1])[0] > bench.seen_energy(logits, [0, 1])[1]  # no seen class fits row 0
