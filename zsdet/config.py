@@ -92,7 +92,8 @@ def _add_synthesis_config(cfg: CN) -> None:
     s.VAL_MAX_SAMPLES = 5000  # at most this many held-out real features are scored each epoch
     s.VAL_SYNTH_SETS = 2000  # training label sets synthesized (one feature each) for the validation probe
     s.VAL_RIDGE = 0.1  # ridge of the validation probe (least-squares linear head), relative to the mean feature energy
-    s.PATIENCE = 10  # early stopping after this many epochs without a better validation mAP; 0 = never
+    s.PATIENCE = 10  # early stopping after this many epochs without a better validation mAP, counted once the mAP
+    # has beaten the first epoch's (a flat start is trained through); 0 = never
     s.SYNTH_BATCH_SIZE = 512  # label sets per generator call when synthesizing (512: CPU activations < 32 MiB)
     s.NUM_PER_CLASS = 250  # features synthesized per unseen class when each unseen class is a set alone
     s.LABEL_SAMPLING = CN()

@@ -17,7 +17,7 @@ CASES = {  # SYNTHESIS overrides; "early_stop": the ranks' own validation scores
     "fvaegan": dict(GAN="fvaegan", EPOCHS=2),
     "early_stop": dict(GAN="fclswgan", EPOCHS=4, PATIENCE=1),
 }
-OWN_SCORES = {0: [0.5, 0.4, 0.3, 0.2], 1: [0.1, 0.2, 0.3, 0.4]}  # rank 0 alone stops after epoch 1
+OWN_SCORES = {0: [0.2, 0.5, 0.4, 0.3], 1: [0.1, 0.2, 0.3, 0.4]}  # rank 0 alone stops after epoch 2
 
 
 def fit_counting(out_dir, case, rank=0):
@@ -82,5 +82,5 @@ def test_two_ranks_do_the_steps_of_one_and_stay_identical(tmp_path, monkeypatch)
 def test_rank_0_decides_early_stopping_for_every_rank(tmp_path):
     out, (w0, w1) = run_two_ranks(tmp_path, "early_stop")  # rank 1's own scores would never stop it
     assert w0["result"] == w1["result"]
-    assert (w0["result"]["epochs_run"], w0["result"]["best_epoch"], w0["result"]["stopped_early"]) == (2, 0, True)
+    assert (w0["result"]["epochs_run"], w0["result"]["best_epoch"], w0["result"]["stopped_early"]) == (3, 1, True)
     assert_same_weights(w0, w1)

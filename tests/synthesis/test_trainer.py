@@ -215,10 +215,29 @@ def test_without_validation_the_last_epoch_is_kept(tiny, tmp_path):
     assert result["best_epoch"] == 1 and math.isnan(result["best_val_map"])
 
 
-def test_early_stopping(tiny, tmp_path):
-    trainer = build(small_cfg(EPOCHS=6, PATIENCE=1, LR=0.0), tiny, tmp_path)  # lr 0: never improves
-    result = trainer.fit(TensorFeatureSource(tiny.x_train, tiny.y_train))
-    assert result == {"best_epoch": 0, "best_val_map": result["best_val_map"], "epochs_run": 2, "stopped_early": True}
+def fit_with_scores(tiny, tmp_path, monkeypatch, scores, **overrides):
+    """Fit the tiny problem with the validation scores ``scores``, epoch by epoch."""
+    trainer = build(small_cfg(**overrides), tiny, tmp_path)
+    given = iter(scores)
+    monkeypatch.setattr(trainer, "validate", lambda: next(given))
+    return trainer.fit(TensorFeatureSource(tiny.x_train, tiny.y_train))
+
+
+def test_early_stopping(tiny, tmp_path, monkeypatch):
+    result = fit_with_scores(tiny, tmp_path, monkeypatch, [0.1, 0.3, 0.2, 0.25, 0.9, 0.9], EPOCHS=6, PATIENCE=2)
+    assert result == {"best_epoch": 1, "best_val_map": 0.3, "epochs_run": 4, "stopped_early": True}
+
+
+def test_a_flat_start_is_trained_through_not_stopped_with_the_first_epoch(tiny, tmp_path, monkeypatch, caplog):
+    """A generator whose score stays flat for PATIENCE epochs and rises later (a slow GAN start; seen on a
+    validation world, session 43) is not stopped with its first epoch's generator."""
+    result = fit_with_scores(tiny, tmp_path / "slow", monkeypatch, [0.07, 0.07, 0.06, 0.07, 0.2, 0.1, 0.1, 0.1],
+                             EPOCHS=8, PATIENCE=2)
+    assert result == {"best_epoch": 4, "best_val_map": 0.2, "epochs_run": 7, "stopped_early": True}
+    with caplog.at_level("WARNING", logger="zsdet.synthesis.trainer"):
+        never = fit_with_scores(tiny, tmp_path / "never", monkeypatch, [0.5, 0.4, 0.3, 0.2], EPOCHS=4, PATIENCE=1)
+    assert never == {"best_epoch": 0, "best_val_map": 0.5, "epochs_run": 4, "stopped_early": False}
+    assert "never beat the first epoch's" in caplog.text
 
 
 def test_feature_scaler_roundtrip():

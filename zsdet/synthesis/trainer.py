@@ -9,7 +9,10 @@ CLS_WEIGHT * BCE(f_cls(x~), y)``, f_cls a frozen linear head fitted on the real 
 f-VAEGAN: ``recon + KL + GAMMA_G * -E[D(x~)]``, critic loss scaled by GAMMA_D; either + the
 semantic cycle term of :mod:`.semantic_cycle` when ``SEMANTIC_WEIGHT > 0``). An epoch is
 ``CRITIC_ITERS`` passes over the source; samples without a usable label set are dropped and every
-batch refilled to BATCH_SIZE. Training stops after ``PATIENCE`` epochs without improvement.
+batch refilled to BATCH_SIZE. Training stops after ``PATIENCE`` epochs without improvement, counted
+once the validation score has first beaten the first epoch's: a GAN whose score stays flat for its
+first epochs is not stopped with its first epoch's generator (the run trains on, and warns if the first
+epoch is still the best at the end).
 
 Files in ``output_dir`` (rank 0): ``last_checkpoint.pth``, ``model_best.pth`` (:mod:`.checkpoint`),
 ``metrics.jsonl`` and ``tensorboard/`` (:mod:`.metrics_log`). Randomness is re-derived from
@@ -281,7 +284,7 @@ class SynthesisTrainer:
                 self.best.update(score=score, epoch=epoch, bad_epochs=0)
                 if comm.is_main_process():
                     checkpoint.save_best(self, epoch, score)
-            else:
+            elif self.best["epoch"] > 0:  # patience counts once the score has beaten the first epoch's
                 self.best["bad_epochs"] += 1
             metrics.update(epoch=epoch, val_map=score, best_epoch=self.best["epoch"], sec=time.perf_counter() - tic,
                            skipped_samples=self.skipped)
@@ -295,6 +298,10 @@ class SynthesisTrainer:
         if log is not None:
             log.close()
         comm.synchronize()
+        if val is not None and done > 1 and self.best["epoch"] == 0:
+            logger.warning("synthesis: the validation score never beat the first epoch's in %d epochs; the "
+                           "generator kept is the first epoch's (see the feature-quality report's spread and "
+                           "probe before using it; more EPOCHS may help)", done)
         self.load_best()
         return {"best_epoch": self.best["epoch"], "best_val_map": self.best["score"], "epochs_run": done,
                 "stopped_early": done < self.s.epochs}
