@@ -183,7 +183,8 @@ def _add_zsd_pipeline_config(cfg: CN) -> None:
     # scoring's seen group from the MLP, the unseen group from a linear head; MODEL.ZSD.CLASSIFIER "seen_mlp")
     p.CLASSIFIER.SEEN_GROUP_LOSS = "joint"  # HIDDEN_GROUPS seen (ignored by other heads, as HIDDEN_GROUPS is by a
     # linear one): the loss of the MLP that gives the seen group: "joint" (the linear head's loss) or "grouped"
-    # (grouped scoring's [seen, background] softmax alone, every row's unseen mass on background)
+    # (grouped scoring's [seen, background] softmax alone, every row's unseen mass on background) or "real" (that
+    # loss on the real rows alone: no synthesized unseen row reaches the seen group's MLP)
     p.CLASSIFIER.SEEN_GROUP_NEGATIVES = 0.0  # HIDDEN_GROUPS seen: real mixtures of 2-3 seen RoIs of two or more
     # classes per real single-label seen row, background to the seen group's MLP only, with the real share of zeros
     p.CLASSIFIER.SEEN_GROUP_FOLDS = 0  # HIDDEN_GROUPS seen, SEEN_GROUP_LOSS grouped: M >= 2 makes the seen group's MLP

@@ -94,7 +94,7 @@ def test_grouped_loss_is_refused_with_the_suzod_recipe(tmp_path):
 def test_seen_group_loss_is_accepted_with_every_head(tmp_path, head):
     from zsdet.engine.settings_check import check_pipeline_settings
 
-    for loss in ("joint", "grouped"):
+    for loss in ("joint", "grouped", "real"):
         check_pipeline_settings(tiny_cfg(tmp_path, "ZSD.CLASSIFIER.SEEN_GROUP_LOSS", loss, *head), STAGES)
 
 

@@ -283,6 +283,28 @@ def test_seen_group_loss_trains_the_seen_groups_mlp_alone(run_dir):
     assert seen_probability["grouped"] < seen_probability["joint"], seen_probability
 
 
+def test_seen_group_loss_real_keeps_every_synthesized_row_from_the_seen_groups_mlp(run_dir):
+    """SEEN_GROUP_LOSS real: the linear head is the grouped loss's (same rows and seed), and the MLP that gives
+    the seen group is the same whatever is synthesized (another number of unseen rows), where the grouped
+    loss's MLP changes with them."""
+    from zsdet.engine.synthesis_classifier import train_synthesis_classifier
+
+    cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
+    cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, cfg.ZSD.CLASSIFIER.HIDDEN_GROUPS = 16, "seen"
+    heads = {}
+    for loss in ("grouped", "real"):
+        for per_class in (cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SYNTHESIS.NUM_PER_CLASS // 2):
+            cfg.ZSD.CLASSIFIER.SEEN_GROUP_LOSS, cfg.SYNTHESIS.NUM_PER_CLASS = loss, per_class
+            heads[loss, per_class], record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids,
+                                                                        split.unseen_ids, held_out)
+            assert record["seen_group_loss"] == loss
+    full, half = sorted({k[1] for k in heads}, reverse=True)
+    assert torch.equal(heads["grouped", full].linear.weight, heads["real", full].linear.weight)
+    assert torch.equal(heads["real", full].mlp.hidden.weight, heads["real", half].mlp.hidden.weight)
+    assert not torch.equal(heads["grouped", full].mlp.hidden.weight, heads["grouped", half].mlp.hidden.weight)
+    assert not torch.equal(heads["grouped", full].mlp.hidden.weight, heads["real", full].mlp.hidden.weight)
+
+
 def test_seen_group_negatives_train_the_seen_groups_mlp_alone(run_dir):
     """SEEN_GROUP_NEGATIVES (HIDDEN_GROUPS seen): the linear head is unchanged (same rows and seed), the MLP
     that gives the seen group is trained on the extra background rows too and gives real mixtures of

@@ -23,7 +23,8 @@ combined into a :class:`~zsdet.modeling.SeenGroupMLPClassifier` (grouped scoring
 MLP, its unseen group from the linear head; ``"seen_mlp"``). ``SEEN_GROUP_LOSS`` ``"grouped"`` trains
 that MLP with the seen group's loss alone (:func:`~zsdet.engine.box_classifier.seen_group_cross_entropy`:
 the [seen, background] softmax, a synthesized unseen row background to it); ``"joint"`` with the
-linear head's.
+linear head's; ``"real"`` with the seen group's loss on the real rows alone (no synthesized row reaches
+that MLP: what the seen group knows of unseen objects without them).
 ``SEEN_GROUP_NEGATIVES`` r > 0 adds, to that MLP's rows only, r real mixtures of 2-3 seen RoIs of
 two or more classes per real single-label seen row (:func:`seen_group_negatives`), each with the real
 share of exact zeros per dimension and background as its target: the space between the seen classes,
@@ -110,7 +111,7 @@ logger = logging.getLogger(__name__)
 
 RECIPES = ("joint", "suzod")
 LOSSES = ("joint", "grouped")  # ZSD.CLASSIFIER.LOSS of recipe "joint"
-SEEN_GROUP_LOSSES = ("joint", "grouped")  # ZSD.CLASSIFIER.SEEN_GROUP_LOSS (HIDDEN_GROUPS "seen")
+SEEN_GROUP_LOSSES = ("joint", "grouped", "real")  # ZSD.CLASSIFIER.SEEN_GROUP_LOSS (HIDDEN_GROUPS "seen")
 ALIGNMENTS = ("none", *ALIGNMENT_CLASSES)
 SEEN_ROWS = ("retrained", "detector")  # ZSD.CLASSIFIER.SEEN_ROWS
 HIDDEN_GROUPS = ("all", "seen")  # ZSD.CLASSIFIER.HIDDEN_GROUPS
@@ -458,8 +459,8 @@ def train_synthesis_classifier(cfg, bank: FeatureBank, trainer: SynthesisTrainer
 
         if box_classifier_kind(cfg) == "seen_mlp":  # two heads on the same rows (the MLP's with its negatives)
             seen_loss = (functools.partial(seen_group_cross_entropy, unseen_mask=unseen_mask)
-                         if c.SEEN_GROUP_LOSS == "grouped" else loss)
-            mlp_rows = (features, targets)
+                         if c.SEEN_GROUP_LOSS in ("grouped", "real") else loss)
+            mlp_rows = (x, real_targets) if c.SEEN_GROUP_LOSS == "real" else (features, targets)
             if c.SEEN_GROUP_NEGATIVES > 0:
                 neg_x, neg_t, record["seen_group_negatives"] = seen_group_negatives(cfg, x, y)
                 mlp_rows = (torch.cat([features, neg_x]), torch.cat([targets, neg_t]))
