@@ -291,14 +291,13 @@ def test_seen_group_loss_real_keeps_every_synthesized_row_from_the_seen_groups_m
 
     cfg, split, bank, trainer, held_out = classifier_stage_inputs(run_dir)
     cfg.ZSD.CLASSIFIER.HIDDEN_UNITS, cfg.ZSD.CLASSIFIER.HIDDEN_GROUPS = 16, "seen"
-    heads = {}
+    heads, full, half = {}, cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SYNTHESIS.NUM_PER_CLASS // 2
     for loss in ("grouped", "real"):
-        for per_class in (cfg.SYNTHESIS.NUM_PER_CLASS, cfg.SYNTHESIS.NUM_PER_CLASS // 2):
+        for per_class in (full, half):
             cfg.ZSD.CLASSIFIER.SEEN_GROUP_LOSS, cfg.SYNTHESIS.NUM_PER_CLASS = loss, per_class
             heads[loss, per_class], record = train_synthesis_classifier(cfg, bank, trainer, split.seen_ids,
                                                                         split.unseen_ids, held_out)
             assert record["seen_group_loss"] == loss
-    full, half = sorted({k[1] for k in heads}, reverse=True)
     assert torch.equal(heads["grouped", full].linear.weight, heads["real", full].linear.weight)
     assert torch.equal(heads["real", full].mlp.hidden.weight, heads["real", half].mlp.hidden.weight)
     assert not torch.equal(heads["grouped", full].mlp.hidden.weight, heads["grouped", half].mlp.hidden.weight)
