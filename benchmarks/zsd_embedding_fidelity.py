@@ -101,8 +101,9 @@ def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.output_dir, exist_ok=True)
     candidates, r2 = [], {}
-    for name, overrides, r2[name] in class_vectors(args):
+    for name, overrides, world_r2 in class_vectors(args):
         candidates += ["--candidate", name, args.method, *overrides]
+        r2[name] = world_r2
         print(f"[embedding fidelity] {name}: held-out attribute R² per world "
               + ", ".join(f"{k}: {v:.2f}" for k, v in r2[name].items()), flush=True)
     write_json(os.path.join(args.output_dir, "attribute_r2.json"), r2)
