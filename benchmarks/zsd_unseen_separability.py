@@ -223,21 +223,13 @@ def run_classifier(run_dir: str, split, feature_dim: int) -> torch.nn.Module:
     return classifier.eval()
 
 
-def candidate_seen_probability(run_dir: str, x: torch.Tensor, split) -> torch.Tensor:
-    """(n,) highest seen probability of the run's classifier under grouped GZSD scoring (no floor)."""
+def seen_probability(logits: torch.Tensor, split) -> torch.Tensor:
+    """(n,) highest seen probability of ``logits`` (n, K + 1) under grouped GZSD scoring (no floor)."""
     from zsdet.modeling.zsd_predictor import gzsd_probs
 
     unseen_mask = torch.zeros(split.num_classes + 1, dtype=torch.bool)
     unseen_mask[list(split.unseen_ids)] = True
-    probs = gzsd_probs(candidate_logits(run_dir, x, split), unseen_mask, "grouped", 0.0, 0.0)
-    return probs[:, list(split.seen_ids)].max(1).values
-
-
-def candidate_logits(run_dir: str, x: torch.Tensor, split) -> torch.Tensor:
-    """(n, K + 1) logits of the run's classifier on ``x`` (n, d)."""
-    classifier = run_classifier(run_dir, split, x.shape[1])
-    with torch.no_grad():
-        return classifier(x.float())
+    return gzsd_probs(logits, unseen_mask, "grouped", 0.0, 0.0)[:, list(split.seen_ids)].max(1).values
 
 
 def seen_energy(logits: torch.Tensor, seen_ids) -> torch.Tensor:
@@ -265,11 +257,13 @@ def world_result(world: int, args) -> dict:
               "oracle_mlp": oracle_mlp_scores(x, is_held_out, images),
               "mahalanobis": mahalanobis_novelty(bank_x, bank_y, x), "knn": knn_novelty(bank_x, x)}
     if args.candidate:
-        run_dir = candidate_run_dir(args, world)
-        novelty = -candidate_seen_probability(run_dir, x, split)
+        classifier = run_classifier(candidate_run_dir(args, world), split, x.shape[1])
+        with torch.no_grad():
+            logits, bank_logits = classifier(x.float()), classifier(bank_x.float())
+        novelty = -seen_probability(logits, split)
         scores[f"{args.candidate}_seen_probability"] = novelty
-        scores[f"{args.candidate}_seen_energy"] = seen_energy(candidate_logits(run_dir, x, split), split.seen_ids)
-        references = (-candidate_seen_probability(run_dir, bank_x, split), mahalanobis_novelty(bank_x, bank_y, bank_x))
+        scores[f"{args.candidate}_seen_energy"] = seen_energy(logits, split.seen_ids)
+        references = (-seen_probability(bank_logits, split), mahalanobis_novelty(bank_x, bank_y, bank_x))
         scores[f"{args.candidate}_plus_mahalanobis"] = summed_standardised((novelty, scores["mahalanobis"]),
                                                                            references)
     result = {"split": world, "held_out_rois": int(is_held_out.sum()), "seen_rois": int((~is_held_out).sum())}

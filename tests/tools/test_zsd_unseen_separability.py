@@ -102,7 +102,8 @@ def test_a_candidate_run_is_scored_with_the_head_it_trained(bench, tmp_path, fol
     x = torch.randn(6, 8)
     with torch.no_grad():
         expected = gzsd_probs(head(x), torch.tensor([False, True, False, False, False]), "grouped", 0.0, 0.0)
-    got = bench.candidate_seen_probability(str(tmp_path), x, split)
+    with torch.no_grad():
+        got = bench.seen_probability(bench.run_classifier(str(tmp_path), split, 8)(x), split)
     torch.testing.assert_close(got, expected[:, [0, 2, 3]].max(1).values)
 
 
